@@ -1,0 +1,44 @@
+/* config.h - echod's command line: defaults, parsing, validation, usage text. */
+#ifndef ECHOD_CONFIG_H
+#define ECHOD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "log.h"
+
+#define ECHOD_VERSION "0.1.0"
+#define CONFIG_MAX_LISTEN 8
+#define CONFIG_ADDR_LEN 128
+
+/* Exit codes, documented in --help and README.md (sysexits.h values). */
+#define EXIT_USAGE 64       /* bad flag or value */
+#define EXIT_UNAVAILABLE 69 /* the chosen backend cannot run here */
+#define EXIT_OSERR 71       /* cannot listen, or another OS resource is missing */
+
+struct echod_config {
+	char listen[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN];
+	int nlisten;
+	char backend[32];
+	unsigned threads;
+	uint32_t max_conns;
+	uint32_t conn_buffer;
+	uint32_t buffers, buffer_size;
+	uint32_t idle_timeout_ms, drain_timeout_ms;
+	enum log_level log_level;
+};
+
+enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION, CONFIG_LIST_BACKENDS,
+		     CONFIG_ERROR };
+
+void config_defaults(struct echod_config *cfg);
+/* Parses argv into cfg. On CONFIG_ERROR, err holds one line saying what is wrong. */
+enum config_action config_parse(struct echod_config *cfg, int argc, char **argv, char *err,
+				size_t errlen);
+void config_usage(FILE *out);
+/* "127.0.0.1:80", "[::1]:80", "localhost:80" -> host and port strings. 0 or -1. */
+int config_split_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen);
+
+#endif

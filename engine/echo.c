@@ -1,0 +1,639 @@
+/* echo.c - the echo protocol core: per-connection state machine, backpressure, fairness,
+ * half-close, limits. It knows the reactor's operations and capability bits, never a backend.
+ *
+ * A connection receives into pool buffers and sends each buffer back as it arrived (no copy),
+ * in order, at most one send in flight. Everything a connection decides is decided in
+ * conn_step(), called after every completion that touched it, so the rules live in one place:
+ *  - backpressure: stop receiving when queued bytes reach the high-water mark (or the
+ *    connection holds its share of pool buffers and its spill is full); resume at low water;
+ *  - fairness: pool buffers are shared by the loop, so a backlogged connection (its peer is not
+ *    reading) keeps at most `share` of them; past that, and whenever the pool runs low, new
+ *    bytes are copied into the connection's own bounded spill buffer and the pool buffer goes
+ *    straight back. One stuck client cannot starve the others;
+ *  - half-close: after EOF, everything queued is sent, then shutdown(SHUT_WR), then close;
+ *  - close: cancel both ops, and free nothing (not even the fd number) until both are final,
+ *    so no completion can reach freed memory or a new connection that reused the fd.
+ */
+#include "echo.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+#define IDLE_SWEEP_MAX_MS 1000
+#define MIGRATE_INTERVAL_MS 5
+
+struct conn {
+	struct echo_server *srv;
+	int fd;
+	struct op rx, tx;
+	struct seg *qhead, *qtail;
+	uint32_t queued;           /* bytes received and not yet sent */
+	uint32_t held;             /* pool buffers in the queue */
+	struct seg spill;          /* in the queue iff spill.base != NULL */
+	uint32_t spill_cap;
+	bool eof;                  /* peer sent FIN */
+	bool closing;              /* waiting for both ops to be final, then freed */
+	bool paused;               /* receiving stopped by backpressure */
+	bool waiting_bufs;         /* recv found the pool dry; on srv->waiting */
+	uint64_t last_active_ms;
+	struct conn *prev, *next;  /* srv->head..tail, least recently active first */
+	struct conn *wait_next;
+};
+
+static void conn_step(struct conn *c);
+
+/* --- bookkeeping --------------------------------------------------------------------------- */
+
+static void list_unlink(struct echo_server *srv, struct conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		srv->tail = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void list_append(struct echo_server *srv, struct conn *c)
+{
+	c->prev = srv->tail;
+	c->next = NULL;
+	if (srv->tail)
+		srv->tail->next = c;
+	else
+		srv->head = c;
+	srv->tail = c;
+}
+
+static void conn_touch(struct conn *c)
+{
+	struct echo_server *srv = c->srv;
+	c->last_active_ms = srv->loop->now_ms;
+	if (srv->lim.idle_timeout_ms && srv->tail != c) {
+		list_unlink(srv, c);
+		list_append(srv, c);
+	}
+}
+
+static void check_done(struct echo_server *srv)
+{
+	if (srv->draining && srv->stats.conns == 0 && srv->nlisteners_open == 0) {
+		loop_timer_stop(srv->loop, &srv->drain_timer);
+		loop_timer_stop(srv->loop, &srv->idle_timer);
+		loop_timer_stop(srv->loop, &srv->backoff_timer);
+		srv->loop->stop = true;
+	}
+}
+
+static uint32_t pool_free(const struct echo_server *srv)
+{
+	return srv->loop->pool.nbufs - srv->bufs_held;
+}
+
+static bool pool_low(const struct echo_server *srv)
+{
+	return pool_free(srv) < srv->loop->pool.nbufs / 4;
+}
+
+/* Pool buffers a backlogged connection may keep; one when the pool runs low. */
+static uint32_t conn_share(const struct echo_server *srv)
+{
+	return pool_low(srv) ? 1 : srv->share;
+}
+
+/* --- the queue ----------------------------------------------------------------------------- */
+
+static void queue_push(struct conn *c, struct seg *s)
+{
+	s->next = NULL;
+	if (c->qtail)
+		c->qtail->next = s;
+	else
+		c->qhead = s;
+	c->qtail = s;
+}
+
+static void seg_release(struct conn *c, struct seg *s)
+{
+	struct echo_server *srv = c->srv;
+	if (s->bid >= 0) {
+		c->held--;
+		srv->bufs_held--;
+		loop_buf_release(srv->loop, (uint32_t)s->bid);
+	} else {
+		free(s->base);
+		memset(&c->spill, 0, sizeof(c->spill));
+		c->spill_cap = 0;
+	}
+}
+
+/* Room for n more bytes at the end of the spill, allocating it if the queue has none. The
+ * spill only grows at its end: a send in flight may be reading its front. */
+static bool spill_room(struct conn *c, uint32_t n)
+{
+	if (!c->spill.base) {
+		uint32_t cap = c->srv->lim.conn_buffer;
+		if (n > cap)
+			return false;
+		c->spill.base = malloc(cap);
+		if (!c->spill.base)
+			return false;
+		c->spill_cap = cap;
+		c->spill.off = c->spill.len = 0;
+		c->spill.bid = -1;
+		queue_push(c, &c->spill);
+		return true;
+	}
+	return c->qtail == &c->spill && c->spill.off + c->spill.len + n <= c->spill_cap;
+}
+
+static void spill_append(struct conn *c, const char *data, uint32_t n)
+{
+	memcpy(c->spill.base + c->spill.off + c->spill.len, data, n);
+	c->spill.len += n;
+	c->srv->stats.spilled_bytes += n;
+}
+
+static void conn_enqueue(struct conn *c, const struct buf *b)
+{
+	struct echo_server *srv = c->srv;
+	bool backlogged = c->qhead != NULL;
+	if (backlogged && c->held >= conn_share(srv) && spill_room(c, b->len)) {
+		spill_append(c, b->base, b->len);
+		loop_buf_release(srv->loop, b->bid);
+	} else {
+		struct seg *s = &srv->segs[b->bid];
+		*s = (struct seg){ .base = b->base, .off = 0, .len = b->len, .bid = (int32_t)b->bid };
+		c->held++;
+		srv->bufs_held++;
+		queue_push(c, s);
+	}
+	c->queued += b->len;
+}
+
+/* Move a backlogged connection's pool buffers behind its head (a send may be reading the
+ * head) into a fresh spill spliced in right after the head, so a pool drained by stuck clients
+ * flows again. Segments move front to back until the spill is full: order is kept. */
+static void conn_migrate(struct conn *c)
+{
+	struct seg *head = c->qhead;
+	if (!head || !head->next || c->spill.base)
+		return;
+	uint32_t cap = c->srv->lim.conn_buffer;
+	struct seg *s = head->next;
+	if (s->len > cap)
+		return;
+	c->spill = (struct seg){ .base = malloc(cap), .bid = -1 };
+	if (!c->spill.base)
+		return;
+	c->spill_cap = cap;
+	while (s && s->bid >= 0 && c->spill.len + s->len <= cap) {
+		struct seg *next = s->next;
+		spill_append(c, s->base + s->off, s->len);
+		seg_release(c, s);
+		s = next;
+	}
+	head->next = &c->spill;
+	c->spill.next = s;
+	if (!s)
+		c->qtail = &c->spill;
+}
+
+/* --- closing ------------------------------------------------------------------------------- */
+
+static void wait_remove(struct echo_server *srv, struct conn *c)
+{
+	for (struct conn **p = &srv->waiting; *p; p = &(*p)->wait_next) {
+		if (*p == c) {
+			*p = c->wait_next;
+			break;
+		}
+	}
+	c->waiting_bufs = false;
+}
+
+static void conn_free(struct conn *c)
+{
+	struct echo_server *srv = c->srv;
+	while (c->qhead) {
+		struct seg *s = c->qhead;
+		c->qhead = s->next;
+		seg_release(c, s);
+	}
+	if (c->waiting_bufs)
+		wait_remove(srv, c);
+	loop_close_fd(srv->loop, c->fd);
+	list_unlink(srv, c);
+	srv->stats.conns--;
+	srv->stats.closed++;
+	free(c);
+	check_done(srv);
+}
+
+static void conn_abort(struct conn *c)
+{
+	if (!c->closing)
+		c->srv->stats.aborted++;
+	c->closing = true;
+}
+
+/* --- operations ---------------------------------------------------------------------------- */
+
+static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags);
+static void on_send(struct loop *loop, struct op *op, int res, unsigned cflags);
+
+static void wake_waiters(struct echo_server *srv)
+{
+	uint32_t budget = pool_free(srv);
+	while (srv->waiting && budget--) {
+		struct conn *c = srv->waiting;
+		srv->waiting = c->wait_next;
+		c->waiting_bufs = false;
+		conn_step(c);
+	}
+}
+
+static void conn_send_head(struct conn *c)
+{
+	struct seg *s = c->qhead;
+	c->tx.buf = (struct buf){ .base = s->base + s->off, .len = s->len, .bid = 0 };
+	int rc = loop_submit(c->srv->loop, &c->tx);
+	if (rc < 0) {
+		log_msg(LOG_WARN, "submit_failed", "op=send error=\"%s\"", strerror(-rc));
+		conn_abort(c);
+	}
+}
+
+static bool rx_blocked(const struct conn *c)
+{
+	const struct echo_server *srv = c->srv;
+	if (c->queued >= srv->lim.conn_buffer)
+		return true;
+	/* Over its share of pool buffers with no spill room left: no more buffers for it. */
+	return c->held >= conn_share(srv) && c->spill.base &&
+	       (c->qtail != &c->spill ||
+		c->spill.off + c->spill.len + srv->loop->pool.bufsize > c->spill_cap);
+}
+
+static void conn_update_rx(struct conn *c)
+{
+	struct echo_server *srv = c->srv;
+	if (!c->paused && rx_blocked(c)) {
+		c->paused = true;
+		srv->stats.paused++;
+	} else if (c->paused && c->queued <= srv->lowat && !rx_blocked(c)) {
+		c->paused = false;
+	}
+	bool want = !c->paused && !c->waiting_bufs;
+	if (want && !c->rx.armed) {
+		int rc = loop_submit(srv->loop, &c->rx);
+		if (rc < 0) {
+			log_msg(LOG_WARN, "submit_failed", "op=recv error=\"%s\"", strerror(-rc));
+			conn_abort(c);
+			conn_step(c);
+		}
+	} else if (!want && c->rx.armed) {
+		loop_cancel(srv->loop, &c->rx);
+	}
+}
+
+static void conn_step(struct conn *c)
+{
+	struct echo_server *srv = c->srv;
+	if (!c->closing && !c->tx.armed && c->qhead)
+		conn_send_head(c);
+	if (!c->closing && (c->eof || srv->draining) && !c->qhead && !c->tx.armed) {
+		/* RFC 862 half-close: everything received has been echoed; now say so. */
+		shutdown(c->fd, SHUT_WR);
+		c->closing = true;
+	}
+	if (c->closing) {
+		if (c->rx.armed)
+			loop_cancel(srv->loop, &c->rx);
+		if (c->tx.armed)
+			loop_cancel(srv->loop, &c->tx);
+		if (!c->rx.armed && !c->tx.armed)
+			conn_free(c);
+		return;
+	}
+	if (c->eof || srv->draining) {
+		if (c->rx.armed)
+			loop_cancel(srv->loop, &c->rx);
+		return;
+	}
+	conn_update_rx(c);
+}
+
+static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
+{
+	struct conn *c = op->owner;
+	struct echo_server *srv = c->srv;
+	if (res > 0) {
+		srv->stats.bytes_in += (uint64_t)res;
+		conn_touch(c);
+		if (c->closing)
+			loop_buf_release(srv->loop, op->buf.bid);
+		else
+			conn_enqueue(c, &op->buf);
+	} else {
+		if (cflags & OPF_BUFFER)
+			loop_buf_release(srv->loop, op->buf.bid);
+		if (res == 0) {
+			c->eof = true;
+		} else if (res == -ENOBUFS) {
+			srv->stats.enobufs++;
+			if (!c->closing && !c->waiting_bufs) {
+				c->waiting_bufs = true;
+				c->wait_next = srv->waiting;
+				srv->waiting = c;
+			}
+			/* Stuck clients may be sitting on the pool: make them give it back (at
+			 * most every few ms, so a long shortage does not cost O(conns) per recv). */
+			if (loop->now_ms - srv->migrated_at_ms >= MIGRATE_INTERVAL_MS) {
+				srv->migrated_at_ms = loop->now_ms;
+				for (struct conn *o = srv->head; o; o = o->next)
+					conn_migrate(o);
+			}
+		} else if (res != -ECANCELED) {
+			conn_abort(c);
+		}
+	}
+	if (!(cflags & OPF_MORE) || res > 0)
+		conn_step(c);
+	if (srv->waiting)
+		wake_waiters(srv);
+}
+
+static void on_send(struct loop *loop, struct op *op, int res, unsigned cflags)
+{
+	(void)loop;
+	(void)cflags;
+	struct conn *c = op->owner;
+	struct echo_server *srv = c->srv;
+	if (res >= 0 && !c->closing) {
+		struct seg *s = c->qhead;
+		uint32_t n = (uint32_t)res;
+		s->off += n;
+		s->len -= n;
+		c->queued -= n;
+		srv->stats.bytes_out += n;
+		if (n)
+			conn_touch(c);
+		if (s->len == 0) {
+			c->qhead = s->next;
+			if (!c->qhead)
+				c->qtail = NULL;
+			seg_release(c, s);
+		}
+	} else if (res < 0 && res != -ECANCELED) {
+		conn_abort(c);
+	}
+	conn_step(c);
+	if (srv->waiting)
+		wake_waiters(srv);
+}
+
+/* --- accepting ----------------------------------------------------------------------------- */
+
+static void log_refusal(struct echo_server *srv, const char *reason, int fd)
+{
+	srv->refusals_unlogged++;
+	uint64_t now = srv->loop->now_ms;
+	if (now - srv->log_refusals_at < 1000 && srv->log_refusals_at)
+		return;
+	log_msg(LOG_WARN, "refused", "reason=%s fd=%d conns=%u max_conns=%u count=%llu", reason, fd,
+		srv->stats.conns, srv->lim.max_conns, (unsigned long long)srv->refusals_unlogged);
+	srv->refusals_unlogged = 0;
+	srv->log_refusals_at = now;
+}
+
+int echo_server_adopt(struct echo_server *srv, int fd)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	int one = 1;
+	/* Echo replies are small and latency-bound; Nagle would hold them. Fails on non-TCP. */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->srv = srv;
+	c->fd = fd;
+	c->rx = (struct op){ .code = OP_RECV, .fd = fd, .done = on_recv, .owner = c };
+	c->tx = (struct op){ .code = OP_SEND, .fd = fd, .done = on_send, .owner = c };
+	c->last_active_ms = srv->loop->now_ms;
+	list_append(srv, c);
+	srv->stats.accepted++;
+	if (++srv->stats.conns > srv->stats.conns_peak)
+		srv->stats.conns_peak = srv->stats.conns;
+	conn_step(c);
+	return 0;
+}
+
+static void accept_one(struct echo_server *srv, int fd)
+{
+	const struct backend *be = srv->loop->be;
+	if (srv->stats.conns >= srv->lim.max_conns) {
+		srv->stats.refused_limit++;
+		close(fd);
+		log_refusal(srv, "max_conns", fd);
+		return;
+	}
+	if ((be->caps & BACKEND_CAP_FD_LIMIT) && fd >= be->max_fd) {
+		srv->stats.refused_fd++;
+		close(fd);
+		log_refusal(srv, "fd_limit", fd);
+		return;
+	}
+	if (echo_server_adopt(srv, fd) < 0) {
+		close(fd);
+		log_refusal(srv, "out_of_memory", fd);
+	}
+}
+
+static void listener_arm(struct listener *l)
+{
+	int rc = loop_submit(l->srv->loop, &l->acc);
+	if (rc < 0)
+		log_msg(LOG_ERROR, "accept_failed", "fd=%d error=\"%s\"", l->fd, strerror(-rc));
+}
+
+static void on_backoff(struct loop *loop, struct loop_timer *t)
+{
+	(void)loop;
+	struct echo_server *srv = t->owner;
+	for (int i = 0; i < srv->nlisteners; i++) {
+		struct listener *l = &srv->listeners[i];
+		if (!l->closing && !l->acc.armed)
+			listener_arm(l);
+	}
+}
+
+static void on_accept(struct loop *loop, struct op *op, int res, unsigned cflags)
+{
+	struct listener *l = op->owner;
+	struct echo_server *srv = l->srv;
+	if (res >= 0) {
+		if (l->closing)
+			close(res);
+		else
+			accept_one(srv, res);
+	} else if (res != -ECANCELED) {
+		/* Out of fds or memory: retrying at once would spin; back off, doubling. */
+		srv->stats.accept_backoffs++;
+		srv->backoff_ms = srv->backoff_ms ? srv->backoff_ms * 2 : BACKOFF_MIN_MS;
+		if (srv->backoff_ms > BACKOFF_MAX_MS)
+			srv->backoff_ms = BACKOFF_MAX_MS;
+		log_msg(LOG_WARN, "accept_backoff", "error=\"%s\" retry_ms=%u conns=%u",
+			strerror(-res), srv->backoff_ms, srv->stats.conns);
+		if (l->acc.armed)
+			loop_cancel(loop, &l->acc);
+		loop_timer_start(loop, &srv->backoff_timer, srv->backoff_ms);
+		return;
+	}
+	if (res >= 0)
+		srv->backoff_ms = 0;
+	if (cflags & OPF_MORE)
+		return;
+	if (l->closing) {
+		loop_close_fd(loop, l->fd);
+		l->fd = -1;
+		srv->nlisteners_open--;
+		check_done(srv);
+	} else if (srv->backoff_timer.deadline_ms == 0) {
+		listener_arm(l);
+	}
+}
+
+int echo_server_listen(struct echo_server *srv, int fd)
+{
+	if (srv->nlisteners == ECHO_MAX_LISTENERS)
+		return -ENOSPC;
+	struct listener *l = &srv->listeners[srv->nlisteners++];
+	*l = (struct listener){ .fd = fd, .srv = srv };
+	l->acc = (struct op){ .code = OP_ACCEPT, .fd = fd, .done = on_accept, .owner = l };
+	srv->nlisteners_open++;
+	int rc = loop_submit(srv->loop, &l->acc);
+	if (rc < 0) {
+		srv->nlisteners--;
+		srv->nlisteners_open--;
+	}
+	return rc;
+}
+
+/* --- timers and life cycle ----------------------------------------------------------------- */
+
+static uint32_t idle_period(const struct echo_server *srv)
+{
+	uint32_t p = srv->lim.idle_timeout_ms / 2;
+	if (p > IDLE_SWEEP_MAX_MS)
+		p = IDLE_SWEEP_MAX_MS;
+	return p ? p : 1;
+}
+
+static void on_idle_sweep(struct loop *loop, struct loop_timer *t)
+{
+	struct echo_server *srv = t->owner;
+	/* Least recently active first: stop at the first connection that is not idle. */
+	for (struct conn *c = srv->head; c;) {
+		struct conn *next = c->next;
+		if (loop->now_ms - c->last_active_ms < srv->lim.idle_timeout_ms)
+			break;
+		if (!c->closing) {
+			srv->stats.idle_closed++;
+			log_msg(LOG_DEBUG, "idle_close", "fd=%d", c->fd);
+			conn_abort(c);
+			conn_step(c);
+		}
+		c = next;
+	}
+	if (!srv->draining)
+		loop_timer_start(loop, t, idle_period(srv));
+}
+
+static void on_drain_deadline(struct loop *loop, struct loop_timer *t)
+{
+	(void)loop;
+	struct echo_server *srv = t->owner;
+	if (srv->stats.conns)
+		log_msg(LOG_WARN, "drain_timeout", "conns=%u", srv->stats.conns);
+	for (struct conn *c = srv->head; c;) {
+		struct conn *next = c->next;
+		conn_abort(c);
+		conn_step(c);
+		c = next;
+	}
+}
+
+int echo_server_init(struct echo_server *srv, struct loop *loop, const struct echo_limits *lim)
+{
+	memset(srv, 0, sizeof(*srv));
+	srv->loop = loop;
+	srv->lim = *lim;
+	srv->lowat = lim->conn_buffer / 2;
+	uint32_t nbufs = loop->pool.nbufs;
+	uint32_t share = lim->conn_buffer / loop->pool.bufsize;
+	if (share > nbufs / 16)
+		share = nbufs / 16;
+	srv->share = share < 2 ? 2 : share;
+	srv->segs = calloc(nbufs, sizeof(*srv->segs));
+	if (!srv->segs)
+		return -ENOMEM;
+	srv->idle_timer = (struct loop_timer){ .fire = on_idle_sweep, .owner = srv };
+	srv->backoff_timer = (struct loop_timer){ .fire = on_backoff, .owner = srv };
+	srv->drain_timer = (struct loop_timer){ .fire = on_drain_deadline, .owner = srv };
+	if (lim->idle_timeout_ms)
+		loop_timer_start(loop, &srv->idle_timer, idle_period(srv));
+	loop->user = srv;
+	return 0;
+}
+
+void echo_server_stop(struct echo_server *srv)
+{
+	if (srv->draining)
+		return;
+	srv->draining = true;
+	loop_timer_stop(srv->loop, &srv->idle_timer);
+	loop_timer_stop(srv->loop, &srv->backoff_timer);
+	for (int i = 0; i < srv->nlisteners; i++) {
+		struct listener *l = &srv->listeners[i];
+		if (l->fd < 0 || l->closing)
+			continue;
+		l->closing = true;
+		if (l->acc.armed) {
+			loop_cancel(srv->loop, &l->acc);
+		} else {
+			loop_close_fd(srv->loop, l->fd);
+			l->fd = -1;
+			srv->nlisteners_open--;
+		}
+	}
+	for (struct conn *c = srv->head; c;) {
+		struct conn *next = c->next;
+		conn_step(c);
+		c = next;
+	}
+	loop_timer_start(srv->loop, &srv->drain_timer, srv->lim.drain_timeout_ms);
+	check_done(srv);
+}
+
+bool echo_server_done(const struct echo_server *srv)
+{
+	return srv->draining && srv->stats.conns == 0 && srv->nlisteners_open == 0;
+}
+
+void echo_server_fini(struct echo_server *srv)
+{
+	free(srv->segs);
+	srv->segs = NULL;
+}

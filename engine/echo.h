@@ -1,0 +1,77 @@
+/* echo.h - the echo protocol core (RFC 862 over TCP), identical for every backend.
+ *
+ * One `struct echo_server` per loop. It owns the loop's listeners and connections and speaks
+ * to the kernel only through the reactor's operations.
+ */
+#ifndef ECHOD_ECHO_H
+#define ECHOD_ECHO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "reactor.h"
+
+struct echo_limits {
+	uint32_t max_conns;        /* over it: accept and close at once */
+	uint32_t conn_buffer;      /* high-water mark of queued bytes per connection */
+	uint32_t idle_timeout_ms;  /* 0 = off */
+	uint32_t drain_timeout_ms; /* on stop: time allowed to flush queued bytes */
+};
+
+struct echo_stats {
+	uint64_t accepted, refused_limit, refused_fd, closed, aborted, idle_closed;
+	uint64_t bytes_in, bytes_out, spilled_bytes;
+	uint64_t paused, enobufs, accept_backoffs;
+	uint32_t conns, conns_peak;
+};
+
+/* A run of queued bytes: a pool buffer (bid >= 0) or the connection's spill buffer (-1). */
+struct seg {
+	struct seg *next;
+	char *base;
+	uint32_t off, len;
+	int32_t bid;
+};
+
+struct conn;
+struct listener {
+	struct op acc;
+	int fd;
+	bool closing;
+	struct echo_server *srv;
+};
+
+#define ECHO_MAX_LISTENERS 16
+
+struct echo_server {
+	struct loop *loop;
+	struct echo_limits lim;
+	uint32_t lowat;           /* resume receiving at or below this */
+	uint32_t share;           /* pool buffers a backlogged connection may hold */
+	struct seg *segs;         /* one per pool buffer, indexed by bid */
+	uint32_t bufs_held;       /* pool buffers held in connection queues */
+	struct listener listeners[ECHO_MAX_LISTENERS];
+	int nlisteners, nlisteners_open;
+	struct conn *head, *tail; /* all connections, least recently active first */
+	struct conn *waiting;     /* connections whose recv found the pool dry */
+	struct loop_timer idle_timer, backoff_timer, drain_timer;
+	uint32_t backoff_ms;
+	uint64_t migrated_at_ms;
+	bool draining;
+	uint64_t log_refusals_at;
+	uint64_t refusals_unlogged;
+	struct echo_stats stats;
+};
+
+int echo_server_init(struct echo_server *srv, struct loop *loop, const struct echo_limits *lim);
+void echo_server_fini(struct echo_server *srv);
+/* Start accepting on a bound, listening, non-blocking socket; the server owns it from now. */
+int echo_server_listen(struct echo_server *srv, int fd);
+/* Adopt an accepted socket as a connection (used by accept and by tests). */
+int echo_server_adopt(struct echo_server *srv, int fd);
+/* Graceful stop: close listeners, stop reading, flush queues (bounded by drain_timeout_ms),
+ * close every connection; sets loop->stop once nothing is left. */
+void echo_server_stop(struct echo_server *srv);
+bool echo_server_done(const struct echo_server *srv);
+
+#endif

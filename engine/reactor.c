@@ -1,0 +1,198 @@
+/* reactor.c - the loop: deferred completions, timers, cancel, and backend selection.
+ *
+ * What a backend does not have to do lives here once: bookkeeping of an op's armed state,
+ * the queue of completions found inside submit/cancel (run before the next wait, so callbacks
+ * never re-enter the caller), and a handful of timers (the core needs only a few: the idle
+ * sweep, accept back-off, drain deadline), kept in a small array rather than a heap.
+ */
+#include "reactor.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t loop_clock_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+const struct backend *backend_find(const char *name)
+{
+	for (size_t i = 0; i < backend_count; i++)
+		if (strcmp(backend_table[i]->name, name) == 0)
+			return backend_table[i];
+	return NULL;
+}
+
+int loop_init(struct loop *loop, const struct backend *be, const struct loop_config *cfg)
+{
+	memset(loop, 0, sizeof(*loop));
+	int rc = bufpool_init(&loop->pool, cfg->nbufs, cfg->bufsize);
+	if (rc < 0)
+		return rc;
+	loop->be = be;
+	loop->now_ms = loop_clock_ms();
+	rc = be->init(loop, cfg);
+	if (rc < 0) {
+		bufpool_fini(&loop->pool);
+		loop->be = NULL;
+	}
+	return rc;
+}
+
+int loop_init_auto(struct loop *loop, const struct loop_config *cfg, char *why, size_t len)
+{
+	size_t used = 0;
+	if (len)
+		why[0] = '\0';
+	for (size_t i = 0; i < backend_count; i++) {
+		int rc = loop_init(loop, backend_table[i], cfg);
+		if (rc == 0)
+			return 0;
+		if (used < len) {
+			int n = snprintf(why + used, len - used, "%s%s: %s", used ? "; " : "",
+					 backend_table[i]->name, strerror(-rc));
+			if (n > 0)
+				used += (size_t)n;
+		}
+	}
+	return -ENODEV;
+}
+
+void loop_fini(struct loop *loop)
+{
+	if (loop->be)
+		loop->be->fini(loop);
+	bufpool_fini(&loop->pool);
+	loop->be = NULL;
+}
+
+void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags)
+{
+	if (!(cflags & OPF_MORE))
+		op->armed = false;
+	op->done(loop, op, res, cflags);
+}
+
+void loop_defer(struct loop *loop, struct op *op, int res, unsigned cflags)
+{
+	op->res = res;
+	op->cflags = cflags;
+	op->next_deferred = NULL;
+	if (loop->deferred_tail)
+		loop->deferred_tail->next_deferred = op;
+	else
+		loop->deferred_head = op;
+	loop->deferred_tail = op;
+}
+
+/* Completions queued while running these go to a fresh list and run next iteration, so a
+ * callback that keeps submitting cannot starve the wait. */
+static void run_deferred(struct loop *loop)
+{
+	struct op *op = loop->deferred_head;
+	loop->deferred_head = loop->deferred_tail = NULL;
+	while (op) {
+		struct op *next = op->next_deferred;
+		loop_complete(loop, op, op->res, op->cflags);
+		op = next;
+	}
+}
+
+int loop_cancel(struct loop *loop, struct op *op)
+{
+	if (!op->armed || op->cancelling)
+		return 0;
+	op->cancelling = true;
+	return loop->be->cancel(loop, op);
+}
+
+void loop_buf_release(struct loop *loop, uint32_t bid)
+{
+	loop->be->buf_release(loop, bid);
+}
+
+int loop_close_fd(struct loop *loop, int fd)
+{
+	if (loop->be->forget_fd)
+		loop->be->forget_fd(loop, fd);
+	return close(fd) < 0 ? -errno : 0;
+}
+
+void loop_timer_start(struct loop *loop, struct loop_timer *t, uint64_t after_ms)
+{
+	if (t->deadline_ms == 0) {
+		if (loop->ntimers == LOOP_MAX_TIMERS)
+			return; /* the core uses a fixed handful; this is a programming error */
+		t->slot = loop->ntimers;
+		loop->timers[loop->ntimers++] = t;
+	}
+	t->deadline_ms = loop->now_ms + after_ms;
+	if (t->deadline_ms == 0)
+		t->deadline_ms = 1;
+}
+
+void loop_timer_stop(struct loop *loop, struct loop_timer *t)
+{
+	if (t->deadline_ms == 0)
+		return;
+	struct loop_timer *last = loop->timers[--loop->ntimers];
+	loop->timers[t->slot] = last;
+	last->slot = t->slot;
+	t->deadline_ms = 0;
+}
+
+static int next_timeout(const struct loop *loop, int max_wait_ms)
+{
+	int wait = max_wait_ms;
+	for (int i = 0; i < loop->ntimers; i++) {
+		uint64_t d = loop->timers[i]->deadline_ms;
+		int64_t left = d > loop->now_ms ? (int64_t)(d - loop->now_ms) : 0;
+		if (wait < 0 || left < wait)
+			wait = (int)left;
+	}
+	return wait;
+}
+
+static void fire_timers(struct loop *loop)
+{
+	for (int i = 0; i < loop->ntimers;) {
+		struct loop_timer *t = loop->timers[i];
+		if (t->deadline_ms > loop->now_ms) {
+			i++;
+			continue;
+		}
+		loop_timer_stop(loop, t); /* moves the last timer into slot i */
+		t->fire(loop, t);
+	}
+}
+
+int loop_run_once(struct loop *loop, int max_wait_ms)
+{
+	if (loop->deferred_head)
+		run_deferred(loop);
+	if (loop->stop)
+		return 0; /* a completion just finished the loop: do not block in wait */
+	int timeout = loop->deferred_head ? 0 : next_timeout(loop, max_wait_ms);
+	int rc = loop->be->wait(loop, timeout);
+	if (rc < 0 && rc != -EINTR)
+		return rc;
+	loop->now_ms = loop_clock_ms();
+	if (loop->ntimers)
+		fire_timers(loop);
+	return 0;
+}
+
+int loop_run(struct loop *loop)
+{
+	while (!loop->stop) {
+		int rc = loop_run_once(loop, -1);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}

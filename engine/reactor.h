@@ -1,0 +1,149 @@
+/* reactor.h - the completion-style reactor API every backend implements.
+ *
+ * The core speaks in operations (accept, recv, send, read), the io_uring way. Readiness backends
+ * (select, poll, epoll) emulate completion by performing the syscall when the fd is ready; the
+ * io_uring backend does real asynchronous I/O with kernel-selected buffers. The core never learns
+ * which backend runs: it sees completions, `res` = bytes or -errno, and capability bits.
+ *
+ * Contract (every backend keeps all of it; tests/test_integration.c holds them to it):
+ *  - An op is caller-owned memory. From loop_submit() until its final completion (one delivered
+ *    without OPF_MORE) the backend may touch it; the caller must not free or reuse it before then.
+ *  - Every submitted op gets exactly one final completion, also after loop_cancel() (then with
+ *    -ECANCELED, or with data that raced the cancel). No completion ever follows the final one.
+ *  - Completions are never delivered from inside loop_submit()/loop_cancel(): a backend that
+ *    finishes an op synchronously queues it with loop_defer(); the loop runs it next iteration.
+ *  - OP_ACCEPT and OP_RECV are multishot: they stay armed, completing with OPF_MORE, until an
+ *    error, EOF (recv res 0) or a cancel. A backend that cannot stay armed simply completes
+ *    without OPF_MORE and the core submits again.
+ *  - OP_RECV never takes a caller buffer: the backend picks one from the loop's pool and
+ *    completes with OPF_BUFFER, op->buf describing it. The core owns that buffer until it calls
+ *    loop_buf_release(). No buffer free: -ENOBUFS, final; the core re-arms when buffers return.
+ *  - OP_SEND sends op->buf.base[0..len) with MSG_NOSIGNAL; res may be short. The core keeps at
+ *    most one send in flight per fd, so the kernel never has to order two.
+ *  - OP_READ is a one-shot read(2) into op->buf (caller memory), for eventfds and signalfds.
+ *  - Readiness backends send optimistically: try at once, wait for writability only on EAGAIN.
+ */
+#ifndef ECHOD_REACTOR_H
+#define ECHOD_REACTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bufpool.h"
+
+struct loop;
+struct op;
+
+enum op_code { OP_ACCEPT, OP_RECV, OP_SEND, OP_READ };
+
+/* Completion flags. */
+#define OPF_MORE   0x1u /* the op is still armed: more completions follow */
+#define OPF_BUFFER 0x2u /* op->buf holds a pool buffer the core must release */
+
+typedef void (*op_done_fn)(struct loop *loop, struct op *op, int res, unsigned cflags);
+
+struct op {
+	enum op_code code;
+	int fd;
+	struct buf buf;    /* SEND/READ: the caller's bytes; RECV: set by the backend */
+	op_done_fn done;
+	void *owner;       /* the caller's object (a connection, a listener) */
+	/* Reactor-private bookkeeping; zero-initialised by the caller. */
+	bool armed;        /* submitted and its final completion not yet run */
+	bool cancelling;
+	int res;           /* deferred completion result */
+	unsigned cflags;
+	struct op *next_deferred;
+	uint64_t backend_data; /* free for the backend (e.g. an index or generation) */
+};
+
+/* Capability bits: the core branches on these, never on a backend's name. */
+#define BACKEND_CAP_KERNEL_BUFFERS 0x1u /* the kernel holds a send's buffer until completion */
+#define BACKEND_CAP_FD_LIMIT       0x2u /* fds at or above backend->max_fd cannot be watched */
+
+struct loop_config {
+	uint32_t nbufs;    /* buffers in the loop's pool */
+	uint32_t bufsize;  /* bytes per buffer */
+	uint32_t max_fds;  /* fds the loop may watch, for sizing tables */
+};
+
+struct backend {
+	const char *name;
+	const char *summary;  /* one line: the model and its cost per wake-up */
+	unsigned caps;
+	int pref;             /* higher wins for "auto" */
+	int max_fd;           /* with BACKEND_CAP_FD_LIMIT: first fd that cannot be watched */
+	/* Returns 0 or -errno; on failure the loop is left as it was. */
+	int (*init)(struct loop *loop, const struct loop_config *cfg);
+	void (*fini)(struct loop *loop);
+	int (*submit)(struct loop *loop, struct op *op);
+	int (*cancel)(struct loop *loop, struct op *op);
+	/* Wait up to timeout_ms (-1: forever, 0: poll), then run the completions it found. */
+	int (*wait)(struct loop *loop, int timeout_ms);
+	/* Give a buffer from an OPF_BUFFER completion back to the backend's pool. */
+	void (*buf_release)(struct loop *loop, uint32_t bid);
+	/* The fd is about to be closed: drop any registration (ops on it are already final). */
+	void (*forget_fd)(struct loop *loop, int fd);
+};
+
+struct loop_timer;
+typedef void (*timer_fn)(struct loop *loop, struct loop_timer *t);
+struct loop_timer {
+	uint64_t deadline_ms; /* 0 = not running */
+	timer_fn fire;
+	void *owner;
+	int slot;
+};
+
+#define LOOP_MAX_TIMERS 16
+
+struct loop {
+	const struct backend *be;
+	void *be_state;
+	struct bufpool pool;
+	struct op *deferred_head, *deferred_tail;
+	struct loop_timer *timers[LOOP_MAX_TIMERS];
+	int ntimers;
+	uint64_t now_ms;   /* monotonic, refreshed once per iteration */
+	bool stop;
+	void *user;        /* the echo core's per-loop state */
+};
+
+/* The backend table, in preference order for "auto" (see engine/backends.c). */
+extern const struct backend *const backend_table[];
+extern const size_t backend_count;
+const struct backend *backend_find(const char *name);
+
+int loop_init(struct loop *loop, const struct backend *be, const struct loop_config *cfg);
+/* Try backends best first; returns 0 and fills *why_skipped with a short note per failure. */
+int loop_init_auto(struct loop *loop, const struct loop_config *cfg, char *why_skipped, size_t len);
+void loop_fini(struct loop *loop);
+
+static inline int loop_submit(struct loop *loop, struct op *op)
+{
+	op->armed = true;
+	op->cancelling = false;
+	int rc = loop->be->submit(loop, op);
+	if (rc < 0)
+		op->armed = false;
+	return rc;
+}
+int loop_cancel(struct loop *loop, struct op *op);
+void loop_buf_release(struct loop *loop, uint32_t bid);
+/* Close an fd whose ops are all final (or about to be cancelled by the caller). */
+int loop_close_fd(struct loop *loop, int fd);
+
+/* For backends: finish an op now (from wait) or later (from submit/cancel). */
+void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags);
+void loop_defer(struct loop *loop, struct op *op, int res, unsigned cflags);
+
+/* One iteration: run deferred completions, wait for events (bounded by timers), fire timers. */
+int loop_run_once(struct loop *loop, int max_wait_ms);
+int loop_run(struct loop *loop);
+
+void loop_timer_start(struct loop *loop, struct loop_timer *t, uint64_t after_ms);
+void loop_timer_stop(struct loop *loop, struct loop_timer *t);
+uint64_t loop_clock_ms(void);
+
+#endif
