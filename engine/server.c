@@ -172,21 +172,20 @@ static uint32_t fd_limit(void)
 	return (uint32_t)rl.rlim_cur;
 }
 
-/* Resolve --backend: a named one must initialise here; auto takes the best that does. */
+/* Resolve --backend: a named one must initialise here; auto takes the best that does and
+ * leaves in `why` the reasons better ones were skipped (logged once the server is up). */
 static const struct backend *choose_backend(const struct echod_config *cfg,
-					    const struct loop_config *lcfg)
+					    const struct loop_config *lcfg, char *why, size_t len)
 {
 	struct loop probe;
+	why[0] = '\0';
 	if (strcmp(cfg->backend, "auto") == 0) {
-		char why[512];
-		if (loop_init_auto(&probe, lcfg, why, sizeof(why)) < 0) {
+		if (loop_init_auto(&probe, lcfg, why, len) < 0) {
 			fprintf(stderr, "echod: no backend can run here (%s)\n", why);
 			return NULL;
 		}
 		const struct backend *be = probe.be;
 		loop_fini(&probe);
-		log_msg(LOG_INFO, "backend", "name=%s chosen_by=auto%s%s%s", be->name,
-			why[0] ? " skipped=\"" : "", why, why[0] ? "\"" : "");
 		return be;
 	}
 	const struct backend *be = backend_find(cfg->backend);
@@ -199,7 +198,6 @@ static const struct backend *choose_backend(const struct echod_config *cfg,
 		return NULL;
 	}
 	loop_fini(&probe);
-	log_msg(LOG_INFO, "backend", "name=%s chosen_by=flag", be->name);
 	return be;
 }
 
@@ -264,10 +262,10 @@ int server_run(const struct echod_config *cfg)
 
 	struct loop_config lcfg = { .nbufs = cfg->buffers, .bufsize = cfg->buffer_size,
 				    .max_fds = fd_limit() };
-	const struct backend *be = choose_backend(cfg, &lcfg);
+	char why[512];
+	const struct backend *be = choose_backend(cfg, &lcfg, why, sizeof(why));
 	if (!be)
 		return EXIT_UNAVAILABLE;
-	warn_fd_limit(cfg, be);
 
 	unsigned n = cfg->threads;
 	struct worker *ws = calloc(n, sizeof(*ws));
@@ -276,6 +274,7 @@ int server_run(const struct echod_config *cfg)
 		return 1;
 	}
 	int status = 0;
+	char bound[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN + 16];
 	for (int a = 0; a < cfg->nlisten; a++) {
 		int fds[256];
 		char where[CONFIG_ADDR_LEN + 16];
@@ -287,8 +286,15 @@ int server_run(const struct echod_config *cfg)
 		}
 		for (unsigned i = 0; i < n; i++)
 			ws[i].fds[ws[i].nfds++] = fds[i];
-		log_msg(LOG_INFO, "listening", "addr=%s", where);
+		snprintf(bound[a], sizeof(bound[a]), "%s", where);
 	}
+	/* Only now, with nothing left to fail at start-up, say what runs. */
+	log_msg(LOG_INFO, "backend", "name=%s chosen_by=%s%s%s%s", be->name,
+		strcmp(cfg->backend, "auto") == 0 ? "auto" : "flag", why[0] ? " skipped=\"" : "",
+		why, why[0] ? "\"" : "");
+	warn_fd_limit(cfg, be);
+	for (int a = 0; a < cfg->nlisten; a++)
+		log_msg(LOG_INFO, "listening", "addr=%s", bound[a]);
 	log_msg(LOG_INFO, "start", "version=%s backend=%s threads=%u max_conns=%u conn_buffer=%u "
 		"buffers=%u buffer_size=%u idle_timeout_ms=%u drain_timeout_ms=%u fd_limit=%u",
 		ECHOD_VERSION, be->name, n, cfg->max_conns, cfg->conn_buffer, cfg->buffers,

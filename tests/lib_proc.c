@@ -1,0 +1,331 @@
+/* lib_proc.c - see lib_proc.h. */
+#include "lib_proc.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char bin_dir[PATH_MAX];
+
+void proc_init(const char *argv0)
+{
+	char buf[PATH_MAX];
+	snprintf(buf, sizeof(buf), "%s", argv0);
+	char *slash = strrchr(buf, '/');
+	if (slash)
+		*slash = '\0';
+	else
+		strcpy(buf, ".");
+	snprintf(bin_dir, sizeof(bin_dir), "%s/..", buf);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+const char *proc_bin(const char *name)
+{
+	static char path[PATH_MAX + 64];
+	if (strncmp(name, "helper_", 7) == 0)
+		snprintf(path, sizeof(path), "%s/tests/%s", bin_dir, name);
+	else
+		snprintf(path, sizeof(path), "%s/%s", bin_dir, name);
+	return path;
+}
+
+uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+static pid_t spawn(const char *const *argv, struct child *c, int nofile)
+{
+	static int seq;
+	snprintf(c->log_path, sizeof(c->log_path), "/tmp/echod-test-%d-%d.err", getpid(), ++seq);
+	snprintf(c->out_path, sizeof(c->out_path), "/tmp/echod-test-%d-%d.out", getpid(), seq);
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	int err = open(c->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	int out = open(c->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (err < 0 || out < 0 || dup2(err, 2) < 0 || dup2(out, 1) < 0)
+		_exit(127);
+	if (nofile > 0) {
+		struct rlimit rl = { .rlim_cur = (rlim_t)nofile, .rlim_max = (rlim_t)nofile };
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			_exit(127);
+	}
+	execv(argv[0], (char *const *)argv);
+	_exit(127);
+}
+
+char *proc_log(const struct child *c)
+{
+	FILE *f = fopen(c->log_path, "r");
+	if (!f)
+		return strdup("");
+	char *data = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&data, &len);
+	char buf[4096];
+	size_t n;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		fwrite(buf, 1, n, m);
+	fclose(f);
+	fclose(m);
+	return data;
+}
+
+bool proc_log_has(const struct child *c, const char *needle)
+{
+	char *log = proc_log(c);
+	bool has = strstr(log, needle) != NULL;
+	free(log);
+	return has;
+}
+
+int proc_wait(struct child *c, int timeout_ms)
+{
+	uint64_t end = now_ms() + (uint64_t)timeout_ms;
+	for (;;) {
+		int st;
+		pid_t r = waitpid(c->pid, &st, WNOHANG);
+		if (r == c->pid) {
+			c->pid = 0;
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		}
+		if (r < 0)
+			return -1;
+		if (now_ms() >= end)
+			return -2;
+		sleep_ms(5);
+	}
+}
+
+int proc_stop(struct child *c, int sig, int timeout_ms)
+{
+	if (c->pid <= 0)
+		return -1;
+	kill(c->pid, sig);
+	int rc = proc_wait(c, timeout_ms);
+	if (rc == -2) {
+		kill(c->pid, SIGKILL);
+		proc_wait(c, 2000);
+	}
+	return rc;
+}
+
+void proc_cleanup(struct child *c)
+{
+	if (c->pid > 0)
+		proc_stop(c, SIGKILL, 2000);
+	unlink(c->log_path);
+	unlink(c->out_path);
+}
+
+int echod_start(struct child *c, int nofile, int *status, const char *const *args)
+{
+	const char *argv[64];
+	int n = 0;
+	argv[n++] = proc_bin("echod");
+	for (int i = 0; args[i] && n < 62; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	memset(c, 0, sizeof(*c));
+	c->pid = spawn(argv, c, nofile);
+	if (c->pid < 0)
+		return -1;
+	uint64_t end = now_ms() + 5000;
+	while (now_ms() < end) {
+		char *log = proc_log(c);
+		const char *p = strstr(log, "event=listening addr=");
+		if (p) {
+			const char *colon = strchr(p + 21, ' ');
+			const char *q = p + 21;
+			const char *last = NULL;
+			for (; *q && q != colon && *q != '\n'; q++)
+				if (*q == ':')
+					last = q;
+			c->port = last ? atoi(last + 1) : 0;
+		}
+		free(log);
+		if (c->port > 0 && proc_log_has(c, "event=start"))
+			return 0;
+		int st = proc_wait(c, 0);
+		if (st >= 0) {
+			if (status)
+				*status = st;
+			return -1;
+		}
+		sleep_ms(5);
+	}
+	proc_stop(c, SIGKILL, 1000);
+	return -1;
+}
+
+int proc_run(const char *const *argv, int timeout_ms, struct child *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->pid = spawn(argv, c, 0);
+	if (c->pid < 0)
+		return -1;
+	int rc = proc_wait(c, timeout_ms);
+	if (rc == -2) {
+		kill(c->pid, SIGKILL);
+		proc_wait(c, 2000);
+		return -1;
+	}
+	return rc;
+}
+
+static long stat_field_sum(pid_t pid, int a, int b)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+	if (!p)
+		return -1;
+	long sum = 0;
+	int field = 2;
+	for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " ")) {
+		field++;
+		if (field == a || field == b)
+			sum += atol(tok);
+	}
+	return sum;
+}
+
+long proc_cpu_ms(pid_t pid)
+{
+	long ticks = stat_field_sum(pid, 14, 15);
+	return ticks < 0 ? -1 : ticks * 1000 / sysconf(_SC_CLK_TCK);
+}
+
+long proc_rss_kb(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	long kb = -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+int proc_count_fds(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+int tcp_connect(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct timeval tv = { .tv_sec = 5 };
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int send_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+ssize_t recv_exact(int fd, void *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+void set_nonblock(int fd)
+{
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+void pattern_fill(uint8_t *buf, size_t len, uint32_t seed)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ull ^ seed;
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		buf[i] = (uint8_t)x;
+	}
+}
+
+void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}

@@ -1,0 +1,50 @@
+/* lib_proc.h - test helpers: run the real echod (or another tool) as a child process, find
+ * the port it logged, talk to it over loopback with deadlines, read its RSS and CPU time. */
+#ifndef ECHOD_TEST_LIB_PROC_H
+#define ECHOD_TEST_LIB_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct child {
+	pid_t pid;
+	int port;              /* from echod's `event=listening addr=HOST:PORT` */
+	char log_path[64];     /* its stderr */
+	char out_path[64];     /* its stdout */
+};
+
+/* Path of a binary built next to the tests: <dir of argv0>/../NAME (set by proc_init). */
+void proc_init(const char *argv0);
+const char *proc_bin(const char *name);
+
+/* Start echod with args (NULL-terminated), wait up to 5 s for it to log its port. nofile > 0
+ * caps the child's RLIMIT_NOFILE (soft and hard). Returns 0, or -1 if it exited (then
+ * *status holds its exit status). */
+int echod_start(struct child *c, int nofile, int *status, const char *const *args);
+/* Run a program to completion within timeout_ms; returns its exit status or -1. */
+int proc_run(const char *const *argv, int timeout_ms, struct child *c);
+/* Send sig and wait up to timeout_ms; returns the exit status, -2 on timeout (then killed). */
+int proc_stop(struct child *c, int sig, int timeout_ms);
+int proc_wait(struct child *c, int timeout_ms);
+void proc_cleanup(struct child *c);
+/* Whole content of the child's stderr log (malloc'd, NUL-terminated). */
+char *proc_log(const struct child *c);
+bool proc_log_has(const struct child *c, const char *needle);
+
+long proc_rss_kb(pid_t pid);
+/* utime + stime in milliseconds. */
+long proc_cpu_ms(pid_t pid);
+int proc_count_fds(pid_t pid);
+
+/* Sockets, all with deadlines so a broken server fails a test instead of hanging it. */
+int tcp_connect(int port);        /* blocking socket, 5 s send/recv timeouts; -1 on failure */
+int send_all(int fd, const void *buf, size_t len);        /* 0 or -errno */
+ssize_t recv_exact(int fd, void *buf, size_t len);         /* bytes read before EOF/error */
+void set_nonblock(int fd);
+void pattern_fill(uint8_t *buf, size_t len, uint32_t seed); /* deterministic, non-repeating */
+uint64_t now_ms(void);
+void raise_nofile(void);
+
+#endif

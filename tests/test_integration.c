@@ -1,0 +1,530 @@
+/* test_integration.c - the real echod over real loopback sockets, once per backend.
+ *
+ * Every case is written once; main() runs the whole group for each backend in the engine's
+ * table (a backend added to backends.c is tested with no new test code). A backend that cannot
+ * initialise on this machine (io_uring disabled, say) is reported and skipped, not failed.
+ * Every wait is bounded: sockets carry 5 s timeouts, children are stopped with deadlines.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lib_proc.h"
+#include "reactor.h"
+
+static const char *backend; /* the backend this round of the group runs on */
+
+/* echod on 127.0.0.1, a free port, the current backend, plus extra args. */
+static void start(struct child *c, const char *const *extra)
+{
+	const char *args[40] = { "--listen", "127.0.0.1:0", "--backend", backend };
+	int n = 4;
+	for (int i = 0; extra && extra[i]; i++)
+		args[n++] = extra[i];
+	args[n] = NULL;
+	int st = 0;
+	if (echod_start(c, 0, &st, args) < 0) {
+		char *log = proc_log(c);
+		print_error("echod --backend %s did not start (status %d):\n%s\n", backend, st, log);
+		free(log);
+		fail();
+	}
+}
+
+static void assert_hello(int port)
+{
+	int fd = tcp_connect(port);
+	assert_true(fd >= 0);
+	assert_int_equal(send_all(fd, "Hello, world", 12), 0);
+	char buf[12];
+	assert_int_equal(recv_exact(fd, buf, 12), 12);
+	assert_memory_equal(buf, "Hello, world", 12);
+	close(fd);
+}
+
+static void stop_clean(struct child *c)
+{
+	assert_int_equal(proc_stop(c, SIGTERM, 10000), 0);
+	proc_cleanup(c);
+}
+
+static void test_hello(void **state)
+{
+	(void)state;
+	struct child c;
+	start(&c, NULL);
+	assert_hello(c.port);
+	stop_clean(&c);
+}
+
+/* Send `len` bytes and read the echo at the same time (poll), comparing every byte. */
+static void stream_and_verify(int fd, const uint8_t *data, size_t len, bool half_close)
+{
+	uint8_t *back = malloc(len);
+	assert_non_null(back);
+	set_nonblock(fd);
+	size_t sent = 0, got = 0;
+	uint64_t deadline = now_ms() + 30000;
+	bool shut = false;
+	while (got < len && now_ms() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLIN | (sent < len ? POLLOUT : 0) };
+		assert_true(poll(&p, 1, 1000) >= 0);
+		if ((p.revents & POLLOUT) && sent < len) {
+			ssize_t n = send(fd, data + sent, len - sent > 65536 ? 65536 : len - sent,
+					 MSG_NOSIGNAL);
+			if (n > 0)
+				sent += (size_t)n;
+		}
+		if (half_close && sent == len && !shut) {
+			assert_int_equal(shutdown(fd, SHUT_WR), 0);
+			shut = true;
+		}
+		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+			ssize_t n = recv(fd, back + got, len - got, 0);
+			if (n == 0)
+				break;
+			if (n > 0)
+				got += (size_t)n;
+		}
+	}
+	assert_int_equal(got, len);
+	assert_memory_equal(back, data, len);
+	if (half_close) {
+		/* After the last byte the server half-closes: EOF, not a hang or a reset. */
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		char x;
+		assert_int_equal(recv(fd, &x, 1, 0), 0);
+	}
+	free(back);
+}
+
+static void test_16mib_concurrent(void **state)
+{
+	(void)state;
+	struct child c;
+	start(&c, NULL);
+	size_t len = 16u << 20;
+	uint8_t *data = malloc(len);
+	pattern_fill(data, len, 16);
+	int fd = tcp_connect(c.port);
+	assert_true(fd >= 0);
+	stream_and_verify(fd, data, len, false);
+	close(fd);
+	free(data);
+	stop_clean(&c);
+}
+
+static void test_half_close_1mib(void **state)
+{
+	(void)state;
+	struct child c;
+	start(&c, NULL);
+	size_t len = 1u << 20;
+	uint8_t *data = malloc(len);
+	pattern_fill(data, len, 1);
+	int fd = tcp_connect(c.port);
+	assert_true(fd >= 0);
+	stream_and_verify(fd, data, len, true);
+	close(fd);
+	free(data);
+	stop_clean(&c);
+}
+
+/* Half-close with everything sent first and nothing read until the FIN has gone out: the
+ * server holds the whole megabyte in flight and must still echo every byte before closing. */
+static void test_half_close_before_reading(void **state)
+{
+	(void)state;
+	struct child c;
+	start(&c, NULL);
+	size_t len = 1u << 20;
+	uint8_t *data = malloc(len), *back = malloc(len);
+	pattern_fill(data, len, 2);
+	int fd = tcp_connect(c.port);
+	assert_true(fd >= 0);
+	/* 1 MiB may not fit in the socket buffers both ways, so send in a helper child. */
+	pid_t kid = fork();
+	if (kid == 0) {
+		int rc = send_all(fd, data, len);
+		shutdown(fd, SHUT_WR);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	assert_int_equal(recv_exact(fd, back, len), (ssize_t)len);
+	assert_memory_equal(back, data, len);
+	char x;
+	assert_int_equal(recv(fd, &x, 1, 0), 0);
+	struct child k = { .pid = kid };
+	assert_int_equal(proc_wait(&k, 5000), 0);
+	close(fd);
+	free(data);
+	free(back);
+	stop_clean(&c);
+}
+
+static void test_dribble(void **state)
+{
+	(void)state;
+	struct child c;
+	start(&c, NULL);
+	int fd = tcp_connect(c.port);
+	assert_true(fd >= 0);
+	uint8_t data[300];
+	pattern_fill(data, sizeof(data), 3);
+	/* One byte per send, each echoed before the next: recv() sees 1 byte at a time. */
+	for (size_t i = 0; i < sizeof(data); i++) {
+		assert_int_equal(send_all(fd, &data[i], 1), 0);
+		uint8_t b;
+		assert_int_equal(recv_exact(fd, &b, 1), 1);
+		assert_int_equal(b, data[i]);
+	}
+	/* Then dribble without waiting, and read it all back at the end. */
+	for (size_t i = 0; i < sizeof(data); i++)
+		assert_int_equal(send_all(fd, &data[i], 1), 0);
+	uint8_t back[sizeof(data)];
+	assert_int_equal(recv_exact(fd, back, sizeof(back)), (ssize_t)sizeof(back));
+	assert_memory_equal(back, data, sizeof(data));
+	close(fd);
+	stop_clean(&c);
+}
+
+static void test_1000_connections(void **state)
+{
+	(void)state;
+	enum { N = 1000 };
+	raise_nofile();
+	struct child c;
+	start(&c, NULL);
+	static int fds[N];
+	for (int i = 0; i < N; i++) {
+		fds[i] = tcp_connect(c.port);
+		assert_true(fds[i] >= 0);
+	}
+	for (int i = 0; i < N; i++) {
+		char msg[32];
+		int len = snprintf(msg, sizeof(msg), "connection %d", i);
+		assert_int_equal(send_all(fds[i], msg, (size_t)len), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		char msg[32], back[32];
+		int len = snprintf(msg, sizeof(msg), "connection %d", i);
+		assert_int_equal(recv_exact(fds[i], back, (size_t)len), len);
+		assert_memory_equal(back, msg, (size_t)len);
+		close(fds[i]);
+	}
+	assert_hello(c.port);
+	stop_clean(&c);
+}
+
+/* Push up to `limit` bytes without reading, for at most `ms`; returns what the kernel took. */
+static size_t push_unread(int fd, size_t limit, int ms)
+{
+	static uint8_t chunk[65536];
+	set_nonblock(fd);
+	size_t sent = 0;
+	uint64_t end = now_ms() + (uint64_t)ms;
+	while (sent < limit && now_ms() < end) {
+		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		ssize_t n = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+		if (n > 0)
+			sent += (size_t)n;
+		else if (n < 0 && errno != EAGAIN)
+			break;
+	}
+	return sent;
+}
+
+/* The bound stated in README.md: a client that never reads costs at most --conn-buffer plus
+ * the touched part of the pool; it never grows with what the client sends. */
+static void test_never_reading_client_is_bounded(void **state)
+{
+	(void)state;
+	struct child c;
+	const char *extra[] = { "--buffers", "1024", "--buffer-size", "8K", "--conn-buffer", "256K",
+				NULL };
+	start(&c, extra);
+	long rss0 = proc_rss_kb(c.pid);
+	int hog = tcp_connect(c.port);
+	assert_true(hog >= 0);
+	size_t sent = push_unread(hog, 64u << 20, 3000);
+	long cpu0 = proc_cpu_ms(c.pid);
+	size_t more = push_unread(hog, 64u << 20, 1000); /* stalled: nothing more goes in */
+	long cpu1 = proc_cpu_ms(c.pid);
+	long rss1 = proc_rss_kb(c.pid);
+	print_message("  [%s] never-reading client: %zu + %zu bytes accepted, RSS %ld -> %ld kB, "
+		      "CPU while stalled %ld ms\n", backend, sent, more, rss0, rss1, cpu1 - cpu0);
+	assert_true(sent < (64u << 20)); /* the server stopped reading */
+	assert_true(more < (1u << 20));
+	/* 8 MiB pool + 256 KiB queue + slack for allocator and libc: far below the 64 MiB sent. */
+	assert_true(rss1 - rss0 < 16 * 1024);
+	assert_true(cpu1 - cpu0 < 300); /* paused, not spinning */
+	assert_hello(c.port);           /* and everyone else is still served */
+	close(hog);
+	stop_clean(&c);
+}
+
+/* Many clients that never read, against a small pool: nobody else may starve. */
+static void test_stalled_clients_do_not_starve_pool(void **state)
+{
+	(void)state;
+	struct child c;
+	const char *extra[] = { "--buffers", "64", "--buffer-size", "4K", "--conn-buffer", "64K",
+				NULL };
+	start(&c, extra);
+	enum { HOGS = 8, OTHERS = 50 };
+	int hogs[HOGS];
+	for (int i = 0; i < HOGS; i++) {
+		hogs[i] = tcp_connect(c.port);
+		assert_true(hogs[i] >= 0);
+		push_unread(hogs[i], 8u << 20, 300);
+	}
+	int others[OTHERS];
+	for (int i = 0; i < OTHERS; i++) {
+		others[i] = tcp_connect(c.port);
+		assert_true(others[i] >= 0);
+		assert_int_equal(send_all(others[i], "ping", 4), 0);
+	}
+	for (int i = 0; i < OTHERS; i++) {
+		char b[4];
+		assert_int_equal(recv_exact(others[i], b, 4), 4);
+		assert_memory_equal(b, "ping", 4);
+		close(others[i]);
+	}
+	for (int i = 0; i < HOGS; i++)
+		close(hogs[i]);
+	assert_hello(c.port);
+	stop_clean(&c);
+}
+
+static void test_reset_mid_stream(void **state)
+{
+	(void)state;
+	struct child c;
+	start(&c, NULL);
+	for (int round = 0; round < 20; round++) {
+		int fd = tcp_connect(c.port);
+		assert_true(fd >= 0);
+		push_unread(fd, 1u << 20, 200);
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 }; /* close() sends RST */
+		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+		close(fd);
+	}
+	assert_hello(c.port);
+	stop_clean(&c);
+}
+
+static void test_busy_port(void **state)
+{
+	(void)state;
+	struct child a, b;
+	start(&a, NULL);
+	char addr[32], expect[96];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", a.port);
+	const char *args[] = { "--listen", addr, "--backend", backend, NULL };
+	int st = -1;
+	assert_int_equal(echod_start(&b, 0, &st, args), -1);
+	assert_int_equal(st, 71);
+	snprintf(expect, sizeof(expect), "echod: cannot listen on %s: Address already in use\n", addr);
+	char *log = proc_log(&b);
+	assert_string_equal(log, expect);
+	free(log);
+	proc_cleanup(&b);
+	stop_clean(&a);
+}
+
+/* SIGTERM: stop accepting, echo what is queued, half-close, exit 0. */
+static void test_sigterm_drains(void **state)
+{
+	(void)state;
+	struct child c;
+	start(&c, NULL);
+	int fd = tcp_connect(c.port);
+	assert_true(fd >= 0);
+	size_t len = 512u << 10;
+	uint8_t *data = malloc(len), *back = malloc(len);
+	pattern_fill(data, len, 7);
+	set_nonblock(fd);
+	size_t sent = 0;
+	uint64_t end = now_ms() + 2000;
+	while (sent < len && now_ms() < end) {
+		ssize_t n = send(fd, data + sent, len - sent, MSG_NOSIGNAL);
+		if (n > 0)
+			sent += (size_t)n;
+		else
+			break; /* the server stopped reading: its queue is full */
+	}
+	usleep(100 * 1000);
+	kill(c.pid, SIGTERM);
+	/* Everything echoed is an exact prefix of what was sent, then EOF. */
+	size_t got = 0;
+	end = now_ms() + 8000;
+	while (got < len && now_ms() < end) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 200) <= 0)
+			continue;
+		ssize_t n = recv(fd, back + got, len - got, 0);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	assert_true(got > 0);
+	assert_true(got <= sent);
+	assert_memory_equal(back, data, got);
+	assert_int_equal(proc_wait(&c, 8000), 0);
+	assert_true(proc_log_has(&c, "event=stopped"));
+	close(fd);
+	free(data);
+	free(back);
+	proc_cleanup(&c);
+}
+
+static void test_drain_timeout_bounds_exit(void **state)
+{
+	(void)state;
+	struct child c;
+	const char *extra[] = { "--drain-timeout", "0.3", NULL };
+	start(&c, extra);
+	int hog = tcp_connect(c.port);
+	assert_true(hog >= 0);
+	push_unread(hog, 8u << 20, 500);
+	uint64_t t0 = now_ms();
+	kill(c.pid, SIGTERM);
+	assert_int_equal(proc_wait(&c, 5000), 0);
+	assert_true(now_ms() - t0 < 2000);
+	assert_true(proc_log_has(&c, "event=drain_timeout"));
+	close(hog);
+	proc_cleanup(&c);
+}
+
+static void test_max_conns_refusal(void **state)
+{
+	(void)state;
+	struct child c;
+	const char *extra[] = { "--max-conns", "5", NULL };
+	start(&c, extra);
+	int fds[8];
+	for (int i = 0; i < 8; i++) {
+		fds[i] = tcp_connect(c.port);
+		assert_true(fds[i] >= 0);
+		usleep(20 * 1000); /* accepted in order */
+	}
+	for (int i = 0; i < 8; i++) {
+		int rc = send_all(fds[i], "x", 1);
+		char b = 0;
+		ssize_t n = rc == 0 ? recv(fds[i], &b, 1, 0) : -1;
+		if (i < 5)
+			assert_true(n == 1 && b == 'x');
+		else
+			assert_true(n <= 0); /* closed at once: EOF or reset */
+	}
+	assert_true(proc_log_has(&c, "event=refused reason=max_conns"));
+	for (int i = 0; i < 8; i++)
+		close(fds[i]);
+	usleep(100 * 1000);
+	assert_hello(c.port); /* room again */
+	stop_clean(&c);
+}
+
+static void test_idle_timeout(void **state)
+{
+	(void)state;
+	struct child c;
+	const char *extra[] = { "--idle-timeout", "0.3", NULL };
+	start(&c, extra);
+	int idle = tcp_connect(c.port);
+	assert_true(idle >= 0);
+	assert_hello(c.port);
+	struct pollfd p = { .fd = idle, .events = POLLIN };
+	uint64_t t0 = now_ms();
+	assert_int_equal(poll(&p, 1, 3000), 1);
+	char b;
+	assert_true(recv(idle, &b, 1, 0) <= 0);
+	assert_true(now_ms() - t0 >= 200);
+	close(idle);
+	stop_clean(&c);
+}
+
+/* Out of fds: accept must back off, not spin, and recover when fds come back. */
+static void test_emfile_backs_off(void **state)
+{
+	(void)state;
+	struct child c;
+	const char *args[] = { "--listen", "127.0.0.1:0", "--backend", backend, NULL };
+	assert_int_equal(echod_start(&c, 40, NULL, args), 0);
+	int fds[60];
+	for (int i = 0; i < 60; i++)
+		fds[i] = tcp_connect(c.port); /* the kernel completes the handshake regardless */
+	usleep(300 * 1000);
+	long cpu0 = proc_cpu_ms(c.pid);
+	usleep(1000 * 1000);
+	long cpu1 = proc_cpu_ms(c.pid);
+	print_message("  [%s] CPU while out of fds: %ld ms per second\n", backend, cpu1 - cpu0);
+	assert_true(cpu1 - cpu0 < 300);
+	assert_true(proc_log_has(&c, "event=accept_backoff"));
+	for (int i = 0; i < 60; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	usleep(1500 * 1000);
+	assert_hello(c.port);
+	stop_clean(&c);
+}
+
+static bool backend_runs_here(const struct backend *be)
+{
+	struct loop loop;
+	struct loop_config cfg = { .nbufs = 16, .bufsize = 4096, .max_fds = 1024 };
+	if (loop_init(&loop, be, &cfg) < 0)
+		return false;
+	loop_fini(&loop);
+	return true;
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	proc_init(argv[0]);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hello),
+		cmocka_unit_test(test_16mib_concurrent),
+		cmocka_unit_test(test_half_close_1mib),
+		cmocka_unit_test(test_half_close_before_reading),
+		cmocka_unit_test(test_dribble),
+		cmocka_unit_test(test_1000_connections),
+		cmocka_unit_test(test_never_reading_client_is_bounded),
+		cmocka_unit_test(test_stalled_clients_do_not_starve_pool),
+		cmocka_unit_test(test_reset_mid_stream),
+		cmocka_unit_test(test_busy_port),
+		cmocka_unit_test(test_sigterm_drains),
+		cmocka_unit_test(test_drain_timeout_bounds_exit),
+		cmocka_unit_test(test_max_conns_refusal),
+		cmocka_unit_test(test_idle_timeout),
+		cmocka_unit_test(test_emfile_backs_off),
+	};
+	int failed = 0;
+	for (size_t i = 0; i < backend_count; i++) {
+		backend = backend_table[i]->name;
+		if (!backend_runs_here(backend_table[i])) {
+			printf("[ SKIPPED  ] integration/%s: the backend cannot run on this machine\n",
+			       backend);
+			continue;
+		}
+		char name[64];
+		snprintf(name, sizeof(name), "integration/%s", backend);
+		failed += _cmocka_run_group_tests(name, tests, sizeof(tests) / sizeof(tests[0]),
+						  NULL, NULL);
+	}
+	return failed ? 1 : 0;
+}
