@@ -632,8 +632,18 @@ bool echo_server_done(const struct echo_server *srv)
 	return srv->draining && srv->stats.conns == 0 && srv->nlisteners_open == 0;
 }
 
+/* The loop is going away: whatever is left is released without waiting for completions. */
 void echo_server_fini(struct echo_server *srv)
 {
+	while (srv->head) {
+		struct conn *c = srv->head;
+		c->rx.armed = c->tx.armed = false;
+		c->closing = true;
+		conn_free(c);
+	}
+	for (int i = 0; i < srv->nlisteners; i++)
+		if (srv->listeners[i].fd >= 0)
+			loop_close_fd(srv->loop, srv->listeners[i].fd);
 	free(srv->segs);
 	srv->segs = NULL;
 }

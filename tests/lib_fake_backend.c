@@ -1,0 +1,140 @@
+/* lib_fake_backend.c - see lib_fake_backend.h. Cancels complete through loop_defer(), as the
+ * contract requires, so fake_run() (one loop iteration with no waiting) delivers them. */
+#include "lib_fake_backend.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fake_init(struct loop *loop, const struct loop_config *cfg)
+{
+	(void)cfg;
+	loop->be_state = calloc(1, sizeof(struct fake_state));
+	return loop->be_state ? 0 : -ENOMEM;
+}
+
+static void fake_fini(struct loop *loop)
+{
+	free(loop->be_state);
+	loop->be_state = NULL;
+}
+
+struct fake_state *fake_of(struct loop *loop)
+{
+	return loop->be_state;
+}
+
+static int fake_submit(struct loop *loop, struct op *op)
+{
+	struct fake_state *st = fake_of(loop);
+	if (op->fd < 0 || op->fd >= FAKE_MAX_FDS)
+		return -EBADF;
+	st->submits[op->fd]++;
+	if (op->code == OP_SEND)
+		st->wr[op->fd] = op;
+	else
+		st->rd[op->fd] = op;
+	return 0;
+}
+
+static int fake_cancel(struct loop *loop, struct op *op)
+{
+	struct fake_state *st = fake_of(loop);
+	st->cancels[op->fd]++;
+	if (st->rd[op->fd] == op)
+		st->rd[op->fd] = NULL;
+	else if (st->wr[op->fd] == op)
+		st->wr[op->fd] = NULL;
+	else
+		return 0;
+	loop_defer(loop, op, -ECANCELED, 0);
+	return 0;
+}
+
+static int fake_wait(struct loop *loop, int timeout_ms)
+{
+	(void)loop;
+	(void)timeout_ms;
+	return 0;
+}
+
+static void fake_buf_release(struct loop *loop, uint32_t bid)
+{
+	fake_of(loop)->releases++;
+	bufpool_put(&loop->pool, bid);
+}
+
+static void fake_forget_fd(struct loop *loop, int fd)
+{
+	if (fd >= 0 && fd < FAKE_MAX_FDS)
+		fake_of(loop)->forgotten[fd]++;
+}
+
+const struct backend fake_backend = {
+	.name = "fake",
+	.summary = "in-memory, for tests",
+	.init = fake_init,
+	.fini = fake_fini,
+	.submit = fake_submit,
+	.cancel = fake_cancel,
+	.wait = fake_wait,
+	.buf_release = fake_buf_release,
+	.forget_fd = fake_forget_fd,
+};
+
+int fake_recv(struct loop *loop, int fd, const void *data, uint32_t len, bool more)
+{
+	struct fake_state *st = fake_of(loop);
+	struct op *op = st->rd[fd];
+	if (!op)
+		return -2;
+	int64_t bid = bufpool_get(&loop->pool);
+	if (bid < 0) {
+		st->rd[fd] = NULL;
+		loop_complete(loop, op, -ENOBUFS, 0);
+		return -1;
+	}
+	char *base = bufpool_addr(&loop->pool, (uint32_t)bid);
+	memcpy(base, data, len);
+	op->buf = (struct buf){ .base = base, .len = len, .bid = (uint32_t)bid };
+	if (!more)
+		st->rd[fd] = NULL;
+	loop_complete(loop, op, (int)len, OPF_BUFFER | (more ? OPF_MORE : 0));
+	return (int)bid;
+}
+
+void fake_recv_result(struct loop *loop, int fd, int res)
+{
+	struct fake_state *st = fake_of(loop);
+	struct op *op = st->rd[fd];
+	if (!op)
+		return;
+	st->rd[fd] = NULL;
+	loop_complete(loop, op, res, 0);
+}
+
+void fake_send(struct loop *loop, int fd, uint32_t n, void *out)
+{
+	struct fake_state *st = fake_of(loop);
+	struct op *op = st->wr[fd];
+	if (!op)
+		return;
+	if (n > op->buf.len)
+		n = op->buf.len;
+	if (out)
+		memcpy(out, op->buf.base, n);
+	st->wr[fd] = NULL;
+	loop_complete(loop, op, (int)n, 0);
+}
+
+void fake_accept(struct loop *loop, int lfd, int newfd)
+{
+	struct op *op = fake_of(loop)->rd[lfd];
+	if (op)
+		loop_complete(loop, op, newfd, OPF_MORE);
+}
+
+void fake_run(struct loop *loop)
+{
+	loop_run_once(loop, 0);
+}

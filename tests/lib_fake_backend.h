@@ -1,0 +1,33 @@
+/* lib_fake_backend.h - an in-memory backend for testing and benchmarking the echo core with
+ * no syscalls: it records what the core submits and cancels, and the test decides every
+ * completion (how many bytes a recv delivers, how much of a send "went out"). */
+#ifndef ECHOD_TEST_FAKE_BACKEND_H
+#define ECHOD_TEST_FAKE_BACKEND_H
+
+#include "reactor.h"
+
+#define FAKE_MAX_FDS 256
+
+struct fake_state {
+	struct op *rd[FAKE_MAX_FDS];   /* armed accept/recv/read per fd */
+	struct op *wr[FAKE_MAX_FDS];   /* armed send per fd */
+	int submits[FAKE_MAX_FDS], cancels[FAKE_MAX_FDS];
+	int forgotten[FAKE_MAX_FDS];
+	int releases;
+};
+
+extern const struct backend fake_backend;
+
+struct fake_state *fake_of(struct loop *loop);
+/* Deliver `len` bytes to fd's armed recv (from a pool buffer); returns the bid or -1 when the
+ * pool is dry (then the recv completes with -ENOBUFS). more=false makes it final. */
+int fake_recv(struct loop *loop, int fd, const void *data, uint32_t len, bool more);
+/* Complete fd's armed recv with a result (0 = EOF, -errno) and no buffer. */
+void fake_recv_result(struct loop *loop, int fd, int res);
+/* Complete fd's armed send, saying `n` bytes went out; copies them to out (if non-NULL). */
+void fake_send(struct loop *loop, int fd, uint32_t n, void *out);
+void fake_accept(struct loop *loop, int lfd, int newfd);
+/* Run what the core deferred (its cancels) without waiting. */
+void fake_run(struct loop *loop);
+
+#endif

@@ -1,0 +1,332 @@
+/* test_echo_core.c - the echo core against the fake backend: every completion is chosen by
+ * the test, so byte patterns the kernel rarely produces (1-byte receives, 1-byte sends, EOF or
+ * reset with bytes queued, a dry pool) are exercised exactly and repeatably. Connection fds are
+ * real socketpair ends, so shutdown() and close() by the core can be observed on the peer. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "echo.h"
+#include "lib_fake_backend.h"
+
+struct fixture {
+	struct loop loop;
+	struct echo_server srv;
+	int fd, peer;
+	struct fake_state *fk;
+};
+
+static struct fixture *setup_with(uint32_t nbufs, uint32_t bufsize, uint32_t conn_buffer,
+				  uint32_t max_conns)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct loop_config cfg = { .nbufs = nbufs, .bufsize = bufsize, .max_fds = 256 };
+	assert_int_equal(loop_init(&f->loop, &fake_backend, &cfg), 0);
+	struct echo_limits lim = { .max_conns = max_conns, .conn_buffer = conn_buffer,
+				   .drain_timeout_ms = 1000 };
+	assert_int_equal(echo_server_init(&f->srv, &f->loop, &lim), 0);
+	f->fk = fake_of(&f->loop);
+	return f;
+}
+
+static int new_conn(struct fixture *f, int *peer)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_true(sv[0] < FAKE_MAX_FDS);
+	assert_int_equal(echo_server_adopt(&f->srv, sv[0]), 0);
+	assert_non_null(f->fk->rd[sv[0]]); /* receiving at once */
+	*peer = sv[1];
+	return sv[0];
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = setup_with(64, 512, 4096, 100);
+	f->fd = new_conn(f, &f->peer);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	echo_server_fini(&f->srv);
+	loop_fini(&f->loop);
+	if (f->peer >= 0)
+		close(f->peer);
+	free(f);
+	return 0;
+}
+
+static bool fd_is_open(int fd)
+{
+	return fcntl(fd, F_GETFD) != -1;
+}
+
+/* Complete sends on fd `chunk` bytes at a time until none is armed; returns bytes sent. */
+static size_t drain(struct fixture *f, int fd, uint32_t chunk, uint8_t *out)
+{
+	size_t total = 0;
+	for (int guard = 0; f->fk->wr[fd] && guard < 1000000; guard++) {
+		uint32_t n = f->fk->wr[fd]->buf.len < chunk ? f->fk->wr[fd]->buf.len : chunk;
+		fake_send(&f->loop, fd, n, out ? out + total : NULL);
+		total += n;
+		fake_run(&f->loop);
+	}
+	return total;
+}
+
+static void test_one_byte_receives_and_sends(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = 3000 };
+	uint8_t in[N], out[N];
+	for (int i = 0; i < N; i++)
+		in[i] = (uint8_t)(i * 7 + 3);
+	/* 3000 one-byte receives while the first send never completes: the queue grows past the
+	 * connection's share of pool buffers, so most bytes go through the spill. */
+	size_t received = 0;
+	while (received < N && f->fk->rd[f->fd]) {
+		assert_true(fake_recv(&f->loop, f->fd, &in[received], 1, true) >= 0);
+		received++;
+	}
+	assert_true(received >= 3000 || f->srv.stats.paused > 0);
+	assert_true(f->srv.stats.spilled_bytes > 0);
+	/* Then every byte goes out one byte per send, in order, exactly once. */
+	size_t sent = 0;
+	while (sent < received) {
+		size_t n = drain(f, f->fd, 1, out + sent);
+		sent += n;
+		if (n == 0)
+			break;
+		while (received < N && f->fk->rd[f->fd]) {
+			assert_true(fake_recv(&f->loop, f->fd, &in[received], 1, true) >= 0);
+			received++;
+		}
+	}
+	assert_int_equal(received, N);
+	assert_int_equal(sent, N);
+	assert_memory_equal(out, in, N);
+	assert_int_equal(f->loop.pool.nfree, f->loop.pool.nbufs);
+	assert_int_equal(f->srv.bufs_held, 0);
+}
+
+static void test_short_send_continues_with_remainder(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t in[100];
+	for (int i = 0; i < 100; i++)
+		in[i] = (uint8_t)i;
+	fake_recv(&f->loop, f->fd, in, 100, true);
+	struct op *tx = f->fk->wr[f->fd];
+	assert_non_null(tx);
+	assert_int_equal(tx->buf.len, 100);
+	char *start = tx->buf.base;
+	fake_send(&f->loop, f->fd, 30, NULL);
+	fake_run(&f->loop);
+	tx = f->fk->wr[f->fd];
+	assert_non_null(tx);
+	assert_ptr_equal(tx->buf.base, start + 30); /* same buffer, no copy */
+	assert_int_equal(tx->buf.len, 70);
+	uint8_t out[70];
+	assert_int_equal(drain(f, f->fd, 70, out), 70);
+	assert_memory_equal(out, in + 30, 70);
+}
+
+static void test_eof_with_bytes_queued_echoes_then_half_closes(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t in[1500];
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i ^ 0x5a);
+	fake_recv(&f->loop, f->fd, in, 500, true);
+	fake_recv(&f->loop, f->fd, in + 500, 500, true);
+	fake_recv(&f->loop, f->fd, in + 1000, 500, true);
+	fake_recv_result(&f->loop, f->fd, 0); /* EOF while 1500 bytes wait */
+	fake_run(&f->loop);
+	assert_true(fd_is_open(f->fd));
+	assert_int_equal(f->fk->forgotten[f->fd], 0);
+	uint8_t out[1500];
+	assert_int_equal(drain(f, f->fd, 200, out), 1500);
+	assert_memory_equal(out, in, 1500);
+	/* All echoed: shutdown(SHUT_WR) then close, so the peer reads EOF. */
+	assert_int_equal(f->fk->forgotten[f->fd], 1);
+	assert_false(fd_is_open(f->fd));
+	char x;
+	assert_int_equal(recv(f->peer, &x, 1, 0), 0);
+	assert_int_equal(f->srv.stats.conns, 0);
+	assert_int_equal(f->srv.stats.aborted, 0);
+	assert_int_equal(f->loop.pool.nfree, f->loop.pool.nbufs);
+}
+
+static void test_reset_with_bytes_queued_releases_everything(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t in[512] = { 1 };
+	for (int i = 0; i < 3; i++)
+		fake_recv(&f->loop, f->fd, in, 512, true);
+	assert_non_null(f->fk->wr[f->fd]);
+	fake_recv_result(&f->loop, f->fd, -ECONNRESET);
+	/* The in-flight send is cancelled; nothing is freed before its final completion. */
+	assert_int_equal(f->fk->cancels[f->fd], 1);
+	assert_true(fd_is_open(f->fd));
+	fake_run(&f->loop);
+	assert_false(fd_is_open(f->fd));
+	assert_int_equal(f->srv.stats.conns, 0);
+	assert_int_equal(f->srv.stats.aborted, 1);
+	assert_int_equal(f->loop.pool.nfree, f->loop.pool.nbufs);
+	assert_int_equal(f->srv.bufs_held, 0);
+}
+
+static void test_backpressure_pauses_and_resumes(void **state)
+{
+	struct fixture *f = *state; /* high water 4096, low water 2048 */
+	uint8_t chunk[512];
+	int n = 0;
+	while (f->fk->rd[f->fd] && n < 100) {
+		memset(chunk, n, sizeof(chunk));
+		fake_recv(&f->loop, f->fd, chunk, sizeof(chunk), true);
+		n++;
+	}
+	fake_run(&f->loop);
+	assert_null(f->fk->rd[f->fd]); /* paused: recv cancelled */
+	assert_int_equal(n, 4096 / 512);
+	assert_int_equal(f->srv.stats.paused, 1);
+	int submits = f->fk->submits[f->fd];
+	/* Sending 1500 bytes leaves 2596 queued: still above low water, still paused. */
+	fake_send(&f->loop, f->fd, 512, NULL);
+	fake_run(&f->loop);
+	fake_send(&f->loop, f->fd, 512, NULL);
+	fake_run(&f->loop);
+	fake_send(&f->loop, f->fd, 476, NULL);
+	fake_run(&f->loop);
+	assert_null(f->fk->rd[f->fd]);
+	/* Below low water: receiving again. */
+	fake_send(&f->loop, f->fd, 36, NULL);
+	fake_run(&f->loop);
+	fake_send(&f->loop, f->fd, 512, NULL);
+	fake_run(&f->loop);
+	assert_non_null(f->fk->rd[f->fd]);
+	assert_true(f->fk->submits[f->fd] > submits);
+}
+
+/* Stuck connections fill the whole pool (two buffers each while it is not low, one after);
+ * the next connection finds it dry. The core must move the stuck connections' queued bytes
+ * into their own spill buffers, hand the pool back, and wake the waiting connection; and the
+ * stuck connections still echo every byte in order. */
+static void test_pool_exhaustion_and_recovery(void **state)
+{
+	(void)state;
+	struct fixture *f = setup_with(16, 512, 65536, 100);
+	int fds[16], peers[16], nstuck = 0;
+	uint8_t a[512], b[512];
+	memset(a, 'a', sizeof(a));
+	memset(b, 'b', sizeof(b));
+	while (f->loop.pool.nfree > 0 && nstuck < 16) {
+		int i = nstuck++;
+		fds[i] = new_conn(f, &peers[i]);
+		fake_recv(&f->loop, fds[i], a, 512, true); /* in flight, never completes yet */
+		if (f->loop.pool.nfree > 0)
+			fake_recv(&f->loop, fds[i], b, 512, true); /* queued behind it */
+	}
+	assert_int_equal(f->loop.pool.nfree, 0);
+	assert_true(nstuck < 16); /* some held two buffers: migration has work to do */
+	int peer;
+	int fd = new_conn(f, &peer);
+	assert_int_equal(fake_recv(&f->loop, fd, "x", 1, true), -1); /* -ENOBUFS */
+	assert_int_equal(f->srv.stats.enobufs, 1);
+	fake_run(&f->loop);
+	assert_int_equal(f->loop.pool.nfree, 16 - (uint32_t)nstuck); /* one head each stays */
+	assert_non_null(f->fk->rd[fd]); /* and the waiter is receiving again */
+	assert_true(fake_recv(&f->loop, fd, "x", 1, true) >= 0);
+	uint8_t out[1024];
+	assert_int_equal(drain(f, fd, 1, out), 1);
+	assert_int_equal(out[0], 'x');
+	for (int i = 0; i < nstuck; i++) {
+		size_t n = drain(f, fds[i], 1024, out);
+		assert_true(n == 512 || n == 1024);
+		assert_memory_equal(out, a, 512);
+		if (n == 1024)
+			assert_memory_equal(out + 512, b, 512);
+		close(peers[i]);
+	}
+	assert_int_equal(f->srv.bufs_held, 0);
+	close(peer);
+	f->peer = -1;
+	teardown((void **)&f);
+}
+
+static void test_max_conns_refuses_and_counts(void **state)
+{
+	(void)state;
+	struct fixture *f = setup_with(16, 512, 4096, 2);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(echo_server_listen(&f->srv, lfd), 0);
+	int sv[3][2];
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv[i]), 0);
+		fake_accept(&f->loop, lfd, sv[i][0]);
+	}
+	assert_int_equal(f->srv.stats.conns, 2);
+	assert_int_equal(f->srv.stats.refused_limit, 1);
+	assert_true(fd_is_open(sv[0][0]));
+	assert_true(fd_is_open(sv[1][0]));
+	assert_false(fd_is_open(sv[2][0])); /* accepted and closed at once */
+	char x;
+	assert_int_equal(recv(sv[2][1], &x, 1, 0), 0);
+	assert_non_null(f->fk->rd[lfd]); /* still accepting */
+	for (int i = 0; i < 3; i++)
+		close(sv[i][1]);
+	f->peer = -1;
+	teardown((void **)&f);
+}
+
+static void test_stop_drains_queue_then_stops_loop(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t in[300];
+	memset(in, 'q', sizeof(in));
+	fake_recv(&f->loop, f->fd, in, 300, true);
+	echo_server_stop(&f->srv);
+	fake_run(&f->loop);
+	assert_null(f->fk->rd[f->fd]); /* no more reading */
+	assert_false(f->loop.stop);     /* but still flushing */
+	uint8_t out[300];
+	assert_int_equal(drain(f, f->fd, 100, out), 300);
+	assert_memory_equal(out, in, 300);
+	assert_true(f->loop.stop);
+	assert_true(echo_server_done(&f->srv));
+	char x;
+	assert_int_equal(recv(f->peer, &x, 1, 0), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_one_byte_receives_and_sends, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_short_send_continues_with_remainder, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_eof_with_bytes_queued_echoes_then_half_closes,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reset_with_bytes_queued_releases_everything,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_backpressure_pauses_and_resumes, setup,
+						teardown),
+		cmocka_unit_test(test_pool_exhaustion_and_recovery),
+		cmocka_unit_test(test_max_conns_refuses_and_counts),
+		cmocka_unit_test_setup_teardown(test_stop_drains_queue_then_stops_loop, setup,
+						teardown),
+	};
+	return cmocka_run_group_tests_name("echo_core", tests, NULL, NULL);
+}
