@@ -482,6 +482,52 @@ static void test_emfile_backs_off(void **state)
 	stop_clean(&c);
 }
 
+static char *read_file(const char *path)
+{
+	struct child tmp = { 0 };
+	snprintf(tmp.log_path, sizeof(tmp.log_path), "%s", path);
+	return proc_log(&tmp);
+}
+
+/* The tutorial's client against two workers on IPv4 and IPv6 at once. */
+static void test_echoclient_threads_ipv6(void **state)
+{
+	(void)state;
+	struct child c, cl;
+	const char *args[] = { "--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--threads", "2",
+			       "--backend", backend, NULL };
+	assert_int_equal(echod_start(&c, 0, NULL, args), 0);
+	char *log = proc_log(&c);
+	const char *v6 = strstr(log, "addr=[::1]:");
+	assert_non_null(v6);
+	char port6[8];
+	snprintf(port6, sizeof(port6), "%d", atoi(v6 + 11));
+	free(log);
+	char port4[8];
+	snprintf(port4, sizeof(port4), "%d", c.port);
+	for (int i = 0; i < 4; i++) {
+		const char *argv4[] = { proc_bin("echoclient"), "--port", port4, NULL };
+		assert_int_equal(proc_run(argv4, 5000, &cl), 0);
+		char *out = read_file(cl.out_path);
+		assert_string_equal(out, "Received 'Hello, world'\n");
+		free(out);
+		proc_cleanup(&cl);
+		const char *argv6[] = { proc_bin("echoclient"), "--host", "::1", "--port", port6,
+					"ping six", NULL };
+		assert_int_equal(proc_run(argv6, 5000, &cl), 0);
+		out = read_file(cl.out_path);
+		assert_string_equal(out, "Received 'ping six'\n");
+		free(out);
+		proc_cleanup(&cl);
+	}
+	stop_clean(&c);
+	/* Nobody listening now: exit 1 and the reason. */
+	const char *argv4[] = { proc_bin("echoclient"), "--port", port4, NULL };
+	assert_int_equal(proc_run(argv4, 5000, &cl), 1);
+	assert_true(proc_log_has(&cl, "Connection refused"));
+	proc_cleanup(&cl);
+}
+
 static bool backend_runs_here(const struct backend *be)
 {
 	struct loop loop;
@@ -512,6 +558,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_max_conns_refusal),
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_emfile_backs_off),
+		cmocka_unit_test(test_echoclient_threads_ipv6),
 	};
 	int failed = 0;
 	for (size_t i = 0; i < backend_count; i++) {
