@@ -24,6 +24,7 @@
 #include "reactor.h"
 
 static const char *backend; /* the backend this round of the group runs on */
+static const struct backend *backend_info;
 
 /* echod on 127.0.0.1, a free port, the current backend, plus extra args. */
 static void start(struct child *c, const char *const *extra)
@@ -482,6 +483,50 @@ static void test_emfile_backs_off(void **state)
 	stop_clean(&c);
 }
 
+/* A backend that cannot watch fds past a limit (select: FD_SETSIZE) refuses the connections
+ * beyond it cleanly: echoes the first ~1,000 of 1,100, refuses the rest, does not spin, and
+ * still serves afterwards. Backends without the limit echo all 1,100. */
+static void test_fd_limit_refusal(void **state)
+{
+	(void)state;
+	enum { N = 1100 };
+	raise_nofile();
+	struct child c;
+	start(&c, NULL);
+	static int fds[N];
+	for (int i = 0; i < N; i++) {
+		fds[i] = tcp_connect(c.port);
+		assert_true(fds[i] >= 0);
+	}
+	int echoed = 0, refused = 0;
+	for (int i = 0; i < N; i++) {
+		char b = 0;
+		ssize_t n = send_all(fds[i], "e", 1) == 0 ? recv(fds[i], &b, 1, 0) : -1;
+		if (n == 1 && b == 'e')
+			echoed++;
+		else
+			refused++;
+	}
+	long cpu0 = proc_cpu_ms(c.pid);
+	usleep(500 * 1000);
+	long cpu1 = proc_cpu_ms(c.pid);
+	print_message("  [%s] %d connections: %d echoed, %d refused, CPU after %ld ms/0.5 s\n",
+		      backend, N, echoed, refused, cpu1 - cpu0);
+	if (backend_info->caps & BACKEND_CAP_FD_LIMIT) {
+		assert_true(echoed >= backend_info->max_fd - 40 && echoed < backend_info->max_fd);
+		assert_int_equal(echoed + refused, N);
+		assert_true(proc_log_has(&c, "reason=fd_limit"));
+	} else {
+		assert_int_equal(echoed, N);
+	}
+	assert_true(cpu1 - cpu0 < 200);
+	for (int i = 0; i < N; i++)
+		close(fds[i]);
+	usleep(200 * 1000);
+	assert_hello(c.port);
+	stop_clean(&c);
+}
+
 static char *read_file(const char *path)
 {
 	struct child tmp = { 0 };
@@ -559,10 +604,12 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_emfile_backs_off),
 		cmocka_unit_test(test_echoclient_threads_ipv6),
+		cmocka_unit_test(test_fd_limit_refusal),
 	};
 	int failed = 0;
 	for (size_t i = 0; i < backend_count; i++) {
 		backend = backend_table[i]->name;
+		backend_info = backend_table[i];
 		if (!backend_runs_here(backend_table[i])) {
 			printf("[ SKIPPED  ] integration/%s: the backend cannot run on this machine\n",
 			       backend);
