@@ -5,11 +5,13 @@
  * Sends are optimistic: submit() calls send() at once and registers EPOLLOUT only on EAGAIN,
  * so a steady echo costs epoll_wait + recv + send and no epoll_ctl.
  *
- * Level-triggered, on purpose. With edge-triggered a paused connection (backpressure) would have
- * to remember "readable but not drained" and retry by hand on resume, and every readable edge
- * would cost a recv() that returns EAGAIN to prove the socket is empty. In an echo server one
- * recv of a full buffer usually empties the socket, so level-triggered makes the same syscalls
- * minus that EAGAIN, and pausing is just removing EPOLLIN.
+ * Level-triggered, by measurement. `strace -c` over 2 s of 50 connections ping-ponging 128-byte
+ * messages (server and client pinned to different CPUs) counted 39,959 recvfrom, 39,960 sendto,
+ * 802 epoll_wait and no epoll_ctl: one recv and one send per message, the floor for a readiness
+ * model, so edge-triggered has nothing to save in steady state. What it would add: a recv that
+ * returns EAGAIN to prove a socket drained whenever a read fills the buffer, and a paused
+ * connection (backpressure) would have to remember "readable, not drained" and retry by hand on
+ * resume, since no new edge comes. Level-triggered pauses by dropping EPOLLIN.
  *
  * Traps of this interface, handled here:
  *  - EPOLLHUP/EPOLLERR are reported even with an empty mask, so an fd with no armed op is
