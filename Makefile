@@ -38,8 +38,6 @@ endif
 ENGINE_SRC  := $(filter-out engine/main.c,$(wildcard engine/*.c))
 BACKEND_SRC := backends/select.c backends/poll.c backends/epoll.c $(URING_SRC)
 BACKEND_SRC := $(wildcard $(BACKEND_SRC))
-# TEMPORARY while backends land: the table lists only the backend files present.
-CPPFLAGS += $(foreach f,$(BACKEND_SRC),-DECHOD_HAS_$(subst -,_,$(basename $(notdir $(f)))))
 CORE_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(ENGINE_SRC) $(BACKEND_SRC))
 TOOL_COMMON := $(wildcard tools/common*.c)
 TOOL_COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(TOOL_COMMON))
@@ -105,7 +103,8 @@ $(BUILD)/bench/gbench.o: bench/gbench.cc bench/gbench.h
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++17 -Ibench -Wall -Wextra -Werror $(CXXFLAGS) $(SANFLAGS) -c -o $@ $<
 
-$(BUILD)/bench/echod-bench: $(BM_OBJ) $(GBENCH_OBJ) $(CORE_OBJ)
+$(BUILD)/bench/%.o: CPPFLAGS += -Ibench -Itests
+$(BUILD)/bench/echod-bench: $(BM_OBJ) $(GBENCH_OBJ) $(CORE_OBJ) $(BUILD)/tests/lib_fake_backend.o
 	$(CXX) $(CXXFLAGS) $(SANFLAGS) -o $@ $^ $(URING_LIBS) -lbenchmark $(LDLIBS)
 
 bench: deps

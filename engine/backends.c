@@ -6,19 +6,15 @@ extern const struct backend backend_uring, backend_uring_poll, backend_epoll, ba
 	backend_select;
 
 const struct backend *const backend_table[] = {
-#ifdef ECHOD_HAS_uring
+#ifdef ECHOD_HAVE_URING
 	&backend_uring,
 #endif
 	&backend_epoll,
-#ifdef ECHOD_HAS_uring_poll
+#ifdef ECHOD_HAVE_URING
 	&backend_uring_poll,
 #endif
-#ifdef ECHOD_HAS_poll
 	&backend_poll,
-#endif
-#ifdef ECHOD_HAS_select
 	&backend_select,
-#endif
 };
 
 const size_t backend_count = sizeof(backend_table) / sizeof(backend_table[0]);

@@ -1,0 +1,246 @@
+/* uring.c - completion backend on io_uring: multishot accept, multishot recv into a provided
+ * buffer ring over the loop's pool, one-shot send and read. One ring per loop, created by
+ * init in the thread that runs the loop (see uring_common.h for the set-up and its fallbacks).
+ *
+ * Steady state per echoed message: one SEND SQE, no syscall of its own. The recv stays armed
+ * (multishot) and picks its buffer from the ring; the buffer goes back to the ring as a plain
+ * memory write when the core releases it; the loop makes one io_uring_enter per iteration,
+ * which publishes the returned buffers, submits every queued SQE and waits.
+ *
+ * user_data is the `struct op *` itself. That is safe because of the reactor's contract: the
+ * core never frees or reuses an op before its final completion (the CQE without F_MORE), and
+ * the kernel never posts a CQE for a request after that one. A connection whose fd number is
+ * reused cannot receive the old connection's completions: the old ops' memory stays alive,
+ * with their own pointers, until their finals arrive. Requests that are not ops (cancels) carry
+ * UD_IGNORE, an odd value no op pointer can take, and their CQEs are dropped (and not even
+ * posted on success, with IOSQE_CQE_SKIP_SUCCESS where the kernel has it). An op reused after
+ * its final while a cancel aimed at its previous life is still queued is safe too: SQEs are
+ * issued in SQ order, so that cancel runs before the op's new SQE exists in the kernel.
+ *
+ * Traps of this interface, handled here:
+ *  - No ordering between independent SQEs on one socket: two sends in flight could go out in
+ *    either order. The core keeps at most one send per fd (reactor.h), so no links are needed.
+ *  - Buffer ring exhaustion: a multishot recv that finds the ring empty ends with -ENOBUFS.
+ *    Inside one kernel pass a streaming socket can take every buffer before the loop returns
+ *    the first, although the core holds none of them. So -ENOBUFS reaches the core only when
+ *    the pool is really dry (every buffer given to the core and not yet released, counted in
+ *    `avail`); otherwise the recv is quietly re-armed after the ring is refilled. Never a spin:
+ *    the core re-arms when buffers come back.
+ *  - Returned buffers are invisible to the kernel until the ring tail moves: the tail is
+ *    published once per iteration, before anything is submitted (also before a submit forced
+ *    by a full SQ), so a re-armed recv never looks at a stale ring.
+ *  - A CQE carrying a buffer (F_BUFFER) is always delivered with OPF_BUFFER, also after a
+ *    cancel, or the buffer would leak from the pool.
+ *  - CQ overflow: the CQ is four times the SQ and is emptied every iteration; the kernel keeps
+ *    overflowed CQEs (FEAT_NODROP) and enter reports EBUSY, handled by reaping then submitting
+ *    again. A full SQ inside a callback submits what is queued and takes the SQE after.
+ *  - Cancel races: ASYNC_CANCEL targets the op's user_data; the op's own final CQE
+ *    (-ECANCELED, or data/EOF/error that won the race) is what the core gets, exactly once.
+ *    A recv's -ENOBUFS after a cancel is reported as -ECANCELED.
+ *  - DEFER_TASKRUN: completions exist only once the creating thread enters with GETEVENTS, so
+ *    wait() always does, even with a zero timeout, and never peeks without entering.
+ *  - Closing an fd does not end io_uring requests on it (they hold the file): the core cancels
+ *    and waits for finals before closing, so forget_fd has nothing to do.
+ *  - Multishot recv and accept need kernel 6.0 and 5.19; buffer rings 5.19. init probes them
+ *    on a socketpair and answers -EOPNOTSUPP on an older kernel; a refused io_uring_setup
+ *    (ENOSYS, EPERM from kernel.io_uring_disabled or seccomp) is returned as is.
+ *
+ * Not used, by choice: fixed files (the core needs real fds for shutdown/close, and a
+ * registered-file table would cost an update per connection for no measured gain at echo's
+ * message rates), recv bundles (one buffer per completion is the reactor's contract; a bundle
+ * would only pay off for streams larger than the pool's buffers), SQPOLL (a spinning kernel
+ * thread per loop on a shared machine), zero-copy send (its notification CQE costs more than a
+ * copy at echo's message sizes).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "reactor.h"
+#include "uring_common.h"
+
+#define UD_IGNORE 1u
+#define ENOBUFS_REARMS_MAX 8 /* quiet re-arms of one recv in a row before -ENOBUFS goes out */
+
+struct uring_state {
+	struct uc uc;
+	struct loop *loop;
+	uint32_t avail; /* pool buffers not held by the core (in the ring or about to be) */
+};
+
+static void prep_op(struct io_uring_sqe *sqe, struct op *op)
+{
+	switch (op->code) {
+	case OP_ACCEPT:
+		io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		break;
+	case OP_RECV:
+		io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = 0;
+		break;
+	case OP_SEND:
+		io_uring_prep_send(sqe, op->fd, op->buf.base, op->buf.len, MSG_NOSIGNAL);
+		break;
+	case OP_READ:
+		io_uring_prep_read(sqe, op->fd, op->buf.base, op->buf.len, (uint64_t)-1);
+		break;
+	}
+	io_uring_sqe_set_data(sqe, op);
+}
+
+/* Multishot recv with a provided buffer ring on an empty socketpair, then a cancel: a kernel
+ * that knows both answers -ECANCELED; an older one rejects the recv with -EINVAL. Multishot
+ * accept (5.19) predates multishot recv (6.0), so this covers it. */
+static int probe(struct uc *uc)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	struct io_uring_sqe *sqe = uc_sqe(uc);
+	io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 0;
+	sqe->user_data = 2;
+	sqe = uc_sqe(uc);
+	io_uring_prep_cancel64(sqe, 2, 0);
+	sqe->user_data = 4;
+	int rc = uc_submit(uc);
+	int res = 1;
+	for (int i = 0; rc >= 0 && res == 1 && i < 4; i++) {
+		struct io_uring_cqe *cqe;
+		struct __kernel_timespec ts = { .tv_sec = 1 };
+		rc = io_uring_wait_cqe_timeout(&uc->ring, &cqe, &ts);
+		if (rc < 0)
+			break;
+		if (cqe->user_data == 2)
+			res = cqe->res;
+		io_uring_cqe_seen(&uc->ring, cqe);
+	}
+	close(sv[0]);
+	close(sv[1]);
+	if (rc < 0)
+		return rc == -ETIME ? -EOPNOTSUPP : rc;
+	if (res == -ECANCELED)
+		return 0;
+	return res == -EINVAL ? -EOPNOTSUPP : (res < 0 ? res : -EOPNOTSUPP);
+}
+
+static void uring_fini(struct loop *loop)
+{
+	struct uring_state *st = loop->be_state;
+	if (!st)
+		return;
+	uc_fini(&st->uc);
+	free(st);
+	loop->be_state = NULL;
+}
+
+static int uring_init(struct loop *loop, const struct loop_config *cfg)
+{
+	(void)cfg;
+	struct uring_state *st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	int rc = uc_init(&st->uc);
+	if (rc < 0) {
+		free(st);
+		return rc;
+	}
+	st->loop = loop;
+	loop->be_state = st;
+	rc = uc_bufring_init(&st->uc, &loop->pool);
+	if (rc == 0)
+		rc = probe(&st->uc);
+	if (rc < 0) {
+		uring_fini(loop);
+		return rc;
+	}
+	st->avail = loop->pool.nbufs;
+	return 0;
+}
+
+static int uring_submit(struct loop *loop, struct op *op)
+{
+	struct uring_state *st = loop->be_state;
+	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
+	if (!sqe)
+		return -EBUSY;
+	op->backend_data = 0;
+	prep_op(sqe, op);
+	return 0;
+}
+
+static int uring_cancel(struct loop *loop, struct op *op)
+{
+	struct uring_state *st = loop->be_state;
+	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+	sqe->user_data = UD_IGNORE;
+	sqe->flags |= (uint8_t)st->uc.sqe_flags_ignored;
+	return 0;
+}
+
+static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
+{
+	struct uring_state *st = ctx;
+	if (ud & UD_IGNORE)
+		return;
+	struct op *op = (struct op *)(uintptr_t)ud;
+	unsigned cf = (flags & IORING_CQE_F_MORE) ? OPF_MORE : 0;
+	if (flags & IORING_CQE_F_BUFFER) {
+		uint32_t bid = flags >> IORING_CQE_BUFFER_SHIFT;
+		op->buf = (struct buf){ .base = bufpool_addr(&st->loop->pool, bid),
+					.len = res > 0 ? (uint32_t)res : 0,
+					.bid = bid };
+		st->avail--;
+		cf |= OPF_BUFFER;
+		op->backend_data = 0;
+	} else if (res == -ENOBUFS && op->code == OP_RECV && !(cf & OPF_MORE)) {
+		if (op->cancelling) {
+			res = -ECANCELED;
+		} else if (st->avail > 0 && op->backend_data < ENOBUFS_REARMS_MAX) {
+			/* The ring ran dry inside one kernel pass, but buffers have come back
+			 * since: re-arm; the tail is published before this SQE is submitted. */
+			struct io_uring_sqe *sqe = uc_sqe(&st->uc);
+			if (sqe) {
+				prep_op(sqe, op);
+				op->backend_data++;
+				return;
+			}
+		}
+	}
+	loop_complete(st->loop, op, res, cf);
+}
+
+static int uring_wait(struct loop *loop, int timeout_ms)
+{
+	struct uring_state *st = loop->be_state;
+	return uc_wait(&st->uc, timeout_ms, on_cqe, st);
+}
+
+static void uring_buf_release(struct loop *loop, uint32_t bid)
+{
+	struct uring_state *st = loop->be_state;
+	st->avail++;
+	uc_buf_put(&st->uc, bid);
+}
+
+const struct backend backend_uring = {
+	.name = "uring",
+	.summary = "completion (io_uring), multishot accept+recv, kernel-selected buffers, "
+		   "one enter per wake-up",
+	.caps = BACKEND_CAP_KERNEL_BUFFERS,
+	.pref = 100,
+	.init = uring_init,
+	.fini = uring_fini,
+	.submit = uring_submit,
+	.cancel = uring_cancel,
+	.wait = uring_wait,
+	.buf_release = uring_buf_release,
+	.forget_fd = NULL,
+};

@@ -1,0 +1,218 @@
+/* uring_common.c - ring set-up, the enter/wait step and the provided-buffer ring shared by
+ * backends/uring.c and backends/uring_poll.c (see uring_common.h for what each flag buys).
+ *
+ * The SQ tail is published here rather than through io_uring_submit*(): liburing 2.3's
+ * submit-and-wait variants may enter twice or return early when CQEs are already there, and
+ * the loop wants exactly one io_uring_enter per iteration that both submits and waits.
+ * liburing maps SQ slots to SQEs one to one at set-up, so publishing is a tail store.
+ */
+#include "uring_common.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+int uc_init(struct uc *uc)
+{
+	static const unsigned modes[] = {
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+		IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+		IORING_SETUP_SUBMIT_ALL,
+		0,
+	};
+	/* Smaller rings only if the big ones hit a memory limit (RLIMIT_MEMLOCK before 5.12). */
+	static const unsigned sizes[] = { UC_SQ_ENTRIES, 256 };
+	memset(uc, 0, sizeof(*uc));
+	int rc = -EINVAL;
+	for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+		for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+			struct io_uring_params p;
+			memset(&p, 0, sizeof(p));
+			p.flags = modes[m] | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+			p.cq_entries = 4 * sizes[z];
+			rc = io_uring_queue_init_params(sizes[z], &uc->ring, &p);
+			if (rc == 0) {
+				uc->setup_flags = p.flags;
+				uc->features = p.features;
+				uc->cq_entries = p.cq_entries;
+				goto up;
+			}
+			if (rc != -EINVAL)
+				break; /* ENOSYS, EPERM (io_uring_disabled, seccomp), ENOMEM, EMFILE */
+		}
+		if (rc != -ENOMEM)
+			return rc;
+	}
+	return rc;
+up:
+	uc->ring_up = true;
+	if (!(uc->features & IORING_FEAT_EXT_ARG)) {
+		uc_fini(uc);
+		return -EOPNOTSUPP;
+	}
+	if (io_uring_register_ring_fd(&uc->ring) == 1) {
+		uc->enter_fd = (unsigned)uc->ring.enter_ring_fd;
+		uc->enter_flags = IORING_ENTER_REGISTERED_RING;
+	} else {
+		uc->enter_fd = (unsigned)uc->ring.ring_fd;
+	}
+	if (uc->features & IORING_FEAT_CQE_SKIP)
+		uc->sqe_flags_ignored = IOSQE_CQE_SKIP_SUCCESS;
+	return 0;
+}
+
+int uc_bufring_init(struct uc *uc, struct bufpool *pool)
+{
+	/* Buffer ids are 16 bits and a ring holds at most 32768 entries. */
+	if (pool->nbufs == 0 || pool->nbufs > 32768)
+		return -EINVAL;
+	unsigned entries = 1;
+	while (entries < pool->nbufs)
+		entries <<= 1;
+	long page = sysconf(_SC_PAGESIZE);
+	size_t bytes = entries * sizeof(struct io_uring_buf);
+	bytes = (bytes + (size_t)page - 1) & ~((size_t)page - 1);
+	void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		return -errno;
+	uc->br = mem;
+	uc->br_bytes = bytes;
+	uc->br_mask = entries - 1;
+	uc->br_base = pool->mem;
+	uc->br_bufsize = pool->bufsize;
+	io_uring_buf_ring_init(uc->br);
+	struct io_uring_buf_reg reg;
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)mem;
+	reg.ring_entries = entries;
+	reg.bgid = 0;
+	int rc = io_uring_register_buf_ring(&uc->ring, &reg, 0);
+	if (rc < 0) {
+		munmap(mem, bytes);
+		uc->br = NULL;
+		return rc == -EINVAL ? -EOPNOTSUPP : rc;
+	}
+	uc->br_registered = true;
+	for (uint32_t bid = 0; bid < pool->nbufs; bid++)
+		uc_buf_put(uc, bid);
+	return 0;
+}
+
+static int enter(struct uc *uc, unsigned submit, unsigned wait_nr, unsigned flags,
+		 int timeout_ms);
+
+void uc_fini(struct uc *uc)
+{
+	/* Exiting the ring cancels whatever is still in flight, but in a kernel worker, after
+	 * this returns (even after the process has exited): until then every request keeps its
+	 * file open, so a closed listener would still complete handshakes. So: submit what is
+	 * queued (poll removals, cancels), cancel the rest synchronously (6.0+; older kernels
+	 * fall back to the worker), run the deferred task work that lets go of the files, and
+	 * only then exit, which also drops the buffer ring's registration before its memory. */
+	if (uc->ring_up) {
+		(void)uc_submit(uc);
+		struct io_uring_sync_cancel_reg reg;
+		memset(&reg, 0, sizeof(reg));
+		reg.fd = -1;
+		reg.flags = IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL;
+		reg.timeout.tv_sec = 1;
+		(void)io_uring_register_sync_cancel(&uc->ring, &reg);
+		(void)enter(uc, 0, 0, IORING_ENTER_GETEVENTS, 0);
+		io_uring_queue_exit(&uc->ring);
+	}
+	uc->ring_up = false;
+	if (uc->br)
+		munmap(uc->br, uc->br_bytes);
+	uc->br = NULL;
+}
+
+static inline void buf_flush(struct uc *uc)
+{
+	if (uc->br_unflushed) {
+		io_uring_buf_ring_advance(uc->br, (int)uc->br_unflushed);
+		uc->br_unflushed = 0;
+	}
+}
+
+/* Publish queued SQEs; returns how many the kernel has not consumed yet. */
+static inline unsigned sq_flush(struct uc *uc)
+{
+	struct io_uring_sq *sq = &uc->ring.sq;
+	unsigned tail = sq->sqe_tail;
+	if (sq->sqe_head != tail) {
+		sq->sqe_head = tail;
+		io_uring_smp_store_release(sq->ktail, tail);
+	}
+	return tail - *sq->khead;
+}
+
+static int enter(struct uc *uc, unsigned submit, unsigned wait_nr, unsigned flags, int timeout_ms)
+{
+	struct __kernel_timespec ts;
+	struct io_uring_getevents_arg arg;
+	void *argp = NULL;
+	size_t argsz = _NSIG / 8;
+	flags |= uc->enter_flags;
+	if (wait_nr && timeout_ms > 0) {
+		ts.tv_sec = timeout_ms / 1000;
+		ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+		memset(&arg, 0, sizeof(arg));
+		arg.ts = (uint64_t)(uintptr_t)&ts;
+		argp = &arg;
+		argsz = sizeof(arg);
+		flags |= IORING_ENTER_EXT_ARG;
+	}
+	return io_uring_enter2(uc->enter_fd, submit, wait_nr, flags, argp, argsz);
+}
+
+int uc_submit(struct uc *uc)
+{
+	buf_flush(uc);
+	unsigned n = sq_flush(uc);
+	return n ? enter(uc, n, 0, 0, 0) : 0;
+}
+
+struct io_uring_sqe *uc_sqe_slow(struct uc *uc)
+{
+	if (uc_submit(uc) < 0)
+		return NULL;
+	return io_uring_get_sqe(&uc->ring);
+}
+
+int uc_wait(struct uc *uc, int timeout_ms, uc_cqe_fn fn, void *ctx)
+{
+	buf_flush(uc);
+	unsigned submit = sq_flush(uc);
+	/* GETEVENTS even when not waiting: under DEFER_TASKRUN completions exist only after it. */
+	unsigned wait_nr = timeout_ms != 0 && io_uring_cq_ready(&uc->ring) == 0;
+	int rc = enter(uc, submit, wait_nr, IORING_ENTER_GETEVENTS, timeout_ms);
+	unsigned n = uc_reap(uc, uc->cq_entries, fn, ctx);
+	if (rc == -EBUSY || rc == -EAGAIN) {
+		/* The CQ was full (overflow waiting) or the kernel lacked memory: now that the CQ
+		 * is empty, submit again without blocking. A second failure waits for the next
+		 * iteration; the SQEs stay queued. */
+		buf_flush(uc);
+		rc = enter(uc, sq_flush(uc), 0, IORING_ENTER_GETEVENTS, 0);
+		n += uc_reap(uc, uc->cq_entries, fn, ctx);
+		if (rc == -EBUSY || rc == -EAGAIN)
+			rc = 0;
+	}
+	if (rc == -ETIME || (rc == -EINTR && n > 0))
+		rc = 0;
+	return rc < 0 ? rc : (int)n;
+}
+
+const char *uc_describe(const struct uc *uc, char *buf, unsigned len)
+{
+	unsigned f = uc->setup_flags;
+	snprintf(buf, len, "%s%s%s sq=%u cq=%u%s", (f & IORING_SETUP_SINGLE_ISSUER) ? "single_issuer+" : "",
+		 (f & IORING_SETUP_DEFER_TASKRUN) ? "defer_taskrun"
+		 : (f & IORING_SETUP_COOP_TASKRUN) ? "coop_taskrun"
+						    : "ipi_taskrun",
+		 (f & IORING_SETUP_SUBMIT_ALL) ? "+submit_all" : "", uc->ring.sq.ring_entries,
+		 uc->cq_entries, uc->enter_flags ? " registered_ring" : "");
+	return buf;
+}

@@ -1,0 +1,111 @@
+/* uring_common.h - what the two io_uring backends share: ring set-up with run-time fallbacks,
+ * one io_uring_enter per loop iteration, SQE allocation that survives a full SQ, CQE reaping,
+ * and (for backends/uring.c only) a provided-buffer ring over the loop's pool.
+ *
+ * Private to backends/uring.c and backends/uring_poll.c; nothing outside backends/ includes it.
+ *
+ * Set-up, best first, each step taken only when the kernel refuses the previous one (EINVAL):
+ *   SINGLE_ISSUER | DEFER_TASKRUN   completions are produced only when this thread enters the
+ *                                   kernel with GETEVENTS (6.1+): no task-work interrupts, and
+ *                                   the thread that created the ring must be the one that reaps
+ *                                   (the reactor creates a loop in the thread that runs it);
+ *   COOP_TASKRUN | TASKRUN_FLAG     task work runs at the next kernel entry, not via an IPI (5.19);
+ *   nothing                         the oldest kernels.
+ * Always SUBMIT_ALL (one bad SQE does not hold back the rest, 5.18) and CQSIZE = 4 x SQ,
+ * with CLAMP. The ring fd is registered (5.18) so each enter skips the fd-table lookup.
+ * FEAT_EXT_ARG (5.11: a timeout passed to the wait, no timeout SQE) is required: every kernel
+ * with multishot recv has it.
+ */
+#ifndef ECHOD_URING_COMMON_H
+#define ECHOD_URING_COMMON_H
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "reactor.h"
+
+#define UC_SQ_ENTRIES 4096u
+#define UC_CQ_ENTRIES (4u * UC_SQ_ENTRIES)
+
+struct uc {
+	struct io_uring ring;
+	bool ring_up;
+	unsigned enter_fd;     /* the registered index, or the ring fd */
+	unsigned enter_flags;  /* IORING_ENTER_REGISTERED_RING when registered */
+	unsigned setup_flags;  /* what the kernel accepted */
+	unsigned features;
+	unsigned cq_entries;
+	unsigned sqe_flags_ignored; /* IOSQE_CQE_SKIP_SUCCESS when supported, for fire-and-forget */
+	/* Provided-buffer ring (group 0), only for the completion backend. */
+	struct io_uring_buf_ring *br;
+	size_t br_bytes;
+	unsigned br_mask;
+	unsigned br_unflushed; /* buffers added since the tail was last published */
+	char *br_base;
+	uint32_t br_bufsize;
+	bool br_registered;
+};
+
+/* Create the ring (see above for the fallbacks). Returns 0 or -errno. */
+int uc_init(struct uc *uc);
+/* Register a provided-buffer ring, group 0, over `pool`: every buffer starts in the ring with
+ * bid = pool index. Returns 0, or -EOPNOTSUPP when the kernel lacks buffer rings. */
+int uc_bufring_init(struct uc *uc, struct bufpool *pool);
+void uc_fini(struct uc *uc);
+
+/* Give buffer `bid` back to the kernel. It becomes visible at the next enter (batched). */
+static inline void uc_buf_put(struct uc *uc, uint32_t bid)
+{
+	io_uring_buf_ring_add(uc->br, uc->br_base + (size_t)bid * uc->br_bufsize, uc->br_bufsize,
+			      (unsigned short)bid, (int)uc->br_mask, (int)uc->br_unflushed);
+	uc->br_unflushed++;
+}
+
+/* An SQE, submitting what is queued first if the SQ is full. NULL only if that failed. */
+struct io_uring_sqe *uc_sqe_slow(struct uc *uc);
+static inline struct io_uring_sqe *uc_sqe(struct uc *uc)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&uc->ring);
+	return sqe ? sqe : uc_sqe_slow(uc);
+}
+
+/* Reap at most `max` CQEs, calling fn for each after it has left the CQ (so a callback that
+ * makes the kernel post more, by submitting on a full SQ, cannot overrun it). Reads the ring
+ * directly: liburing's peek falls back to a syscall when the ring has flags set, and this loop
+ * must never enter the kernel. Returns how many were reaped. */
+typedef void (*uc_cqe_fn)(void *ctx, uint64_t user_data, int res, unsigned flags);
+static inline unsigned uc_reap(struct uc *uc, unsigned max, uc_cqe_fn fn, void *ctx)
+{
+	struct io_uring_cq *cq = &uc->ring.cq;
+	unsigned n = 0;
+	while (n < max) {
+		unsigned head = *cq->khead;
+		if (head == io_uring_smp_load_acquire(cq->ktail))
+			break;
+		const struct io_uring_cqe *cqe = &cq->cqes[head & cq->ring_mask];
+		uint64_t ud = cqe->user_data;
+		int res = cqe->res;
+		unsigned flags = cqe->flags;
+		io_uring_smp_store_release(cq->khead, head + 1);
+		n++;
+		fn(ctx, ud, res, flags);
+	}
+	return n;
+}
+
+/* Publish returned buffers and queued SQEs, without waiting. Returns >= 0 or -errno. */
+int uc_submit(struct uc *uc);
+
+/* One wait of the loop: one io_uring_enter that publishes returned buffers and queued SQEs and
+ * waits up to timeout_ms (-1: no limit, 0: do not block) for a completion unless one is
+ * already there; then reap what is there through fn (uc_reap). Returns CQEs reaped, -EINTR
+ * (benign: the reactor goes round again), or a hard error (-EBADR: the kernel dropped CQEs,
+ * so some op would never see its final completion). EBUSY (CQ overflow not flushable) and
+ * EAGAIN (no memory) reap first and submit again once, without blocking. */
+int uc_wait(struct uc *uc, int timeout_ms, uc_cqe_fn fn, void *ctx);
+
+/* A short description of the set-up that took effect, for logs and tests. */
+const char *uc_describe(const struct uc *uc, char *buf, unsigned len);
+
+#endif
