@@ -93,6 +93,7 @@ static void check_done(struct echo_server *srv)
 		loop_timer_stop(srv->loop, &srv->drain_timer);
 		loop_timer_stop(srv->loop, &srv->idle_timer);
 		loop_timer_stop(srv->loop, &srv->backoff_timer);
+		loop_timer_stop(srv->loop, &srv->migrate_timer);
 		srv->loop->stop = true;
 	}
 }
@@ -183,32 +184,68 @@ static void conn_enqueue(struct conn *c, const struct buf *b)
 	c->queued += b->len;
 }
 
-/* Move a backlogged connection's pool buffers behind its head (a send may be reading the
- * head) into a fresh spill spliced in right after the head, so a pool drained by stuck clients
- * flows again. Segments move front to back until the spill is full: order is kept. */
+/* Give a backlogged connection's pool buffers back: every queued segment that no send is
+ * reading is copied, in order, into one private spill sized to hold them, and the pool buffers
+ * return to the loop. The head stays where it is while a send reads it; if that head is the
+ * spill itself, the send is cancelled (the peer is not reading anyway) and on_send() comes back
+ * here once it is final. */
 static void conn_migrate(struct conn *c)
 {
 	struct seg *head = c->qhead;
-	if (!head || !head->next || c->spill.base)
+	if (!head)
 		return;
-	uint32_t cap = c->srv->lim.conn_buffer;
-	struct seg *s = head->next;
-	if (s->len > cap)
+	struct seg *from = c->tx.armed ? head->next : head;
+	uint32_t total = 0, pool_segs = 0;
+	for (struct seg *s = from; s; s = s->next) {
+		total += s->len;
+		pool_segs += s->bid >= 0;
+	}
+	if (pool_segs == 0)
 		return;
-	c->spill = (struct seg){ .base = malloc(cap), .bid = -1 };
-	if (!c->spill.base)
+	if (from != head && head == &c->spill) {
+		loop_cancel(c->srv->loop, &c->tx);
 		return;
-	c->spill_cap = cap;
-	while (s && s->bid >= 0 && c->spill.len + s->len <= cap) {
+	}
+	uint32_t cap = total > c->srv->lim.conn_buffer ? total : c->srv->lim.conn_buffer;
+	char *mem = malloc(cap);
+	if (!mem)
+		return;
+	uint32_t off = 0;
+	for (struct seg *s = from; s;) {
 		struct seg *next = s->next;
-		spill_append(c, s->base + s->off, s->len);
-		seg_release(c, s);
+		memcpy(mem + off, s->base + s->off, s->len);
+		off += s->len;
+		if (s->bid >= 0)
+			seg_release(c, s);
+		else
+			free(s->base); /* the old spill; c->spill is rewritten below */
 		s = next;
 	}
-	head->next = &c->spill;
-	c->spill.next = s;
-	if (!s)
-		c->qtail = &c->spill;
+	c->spill = (struct seg){ .base = mem, .len = total, .bid = -1 };
+	c->spill_cap = cap;
+	if (from == head)
+		c->qhead = &c->spill;
+	else
+		head->next = &c->spill;
+	c->qtail = &c->spill;
+	c->srv->stats.spilled_bytes += total;
+}
+
+/* The pool ran dry: make every backlogged connection give its buffers back. At most one sweep
+ * per MIGRATE_INTERVAL_MS, so a long shortage costs O(conns) per interval, not per recv; a
+ * sweep that is due later is left to a timer, so no waiter is forgotten. */
+static void pool_reclaim(struct echo_server *srv)
+{
+	struct loop *loop = srv->loop;
+	if (loop->now_ms - srv->migrated_at_ms < MIGRATE_INTERVAL_MS) {
+		if (srv->migrate_timer.deadline_ms == 0)
+			loop_timer_start(loop, &srv->migrate_timer, MIGRATE_INTERVAL_MS);
+		return;
+	}
+	srv->migrated_at_ms = loop->now_ms;
+	for (struct conn *o = srv->head; o; o = o->next)
+		if (!o->closing)
+			conn_migrate(o);
 }
 
 /* --- closing ------------------------------------------------------------------------------- */
@@ -338,6 +375,7 @@ static void conn_step(struct conn *c)
 
 static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
 {
+	(void)loop;
 	struct conn *c = op->owner;
 	struct echo_server *srv = c->srv;
 	if (res > 0) {
@@ -359,13 +397,8 @@ static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
 				c->wait_next = srv->waiting;
 				srv->waiting = c;
 			}
-			/* Stuck clients may be sitting on the pool: make them give it back (at
-			 * most every few ms, so a long shortage does not cost O(conns) per recv). */
-			if (loop->now_ms - srv->migrated_at_ms >= MIGRATE_INTERVAL_MS) {
-				srv->migrated_at_ms = loop->now_ms;
-				for (struct conn *o = srv->head; o; o = o->next)
-					conn_migrate(o);
-			}
+			/* Stuck clients may be sitting on the pool. */
+			pool_reclaim(srv);
 		} else if (res != -ECANCELED) {
 			conn_abort(c);
 		}
@@ -397,6 +430,8 @@ static void on_send(struct loop *loop, struct op *op, int res, unsigned cflags)
 				c->qtail = NULL;
 			seg_release(c, s);
 		}
+	} else if (res == -ECANCELED && !c->closing) {
+		conn_migrate(c); /* cancelled by conn_migrate() to free the pool: finish the job */
 	} else if (res < 0 && res != -ECANCELED) {
 		conn_abort(c);
 	}
@@ -561,6 +596,16 @@ static void on_idle_sweep(struct loop *loop, struct loop_timer *t)
 		loop_timer_start(loop, t, idle_period(srv));
 }
 
+static void on_migrate_timer(struct loop *loop, struct loop_timer *t)
+{
+	struct echo_server *srv = t->owner;
+	(void)loop;
+	if (srv->waiting) {
+		pool_reclaim(srv);
+		wake_waiters(srv);
+	}
+}
+
 static void on_drain_deadline(struct loop *loop, struct loop_timer *t)
 {
 	(void)loop;
@@ -592,6 +637,7 @@ int echo_server_init(struct echo_server *srv, struct loop *loop, const struct ec
 	srv->idle_timer = (struct loop_timer){ .fire = on_idle_sweep, .owner = srv };
 	srv->backoff_timer = (struct loop_timer){ .fire = on_backoff, .owner = srv };
 	srv->drain_timer = (struct loop_timer){ .fire = on_drain_deadline, .owner = srv };
+	srv->migrate_timer = (struct loop_timer){ .fire = on_migrate_timer, .owner = srv };
 	if (lim->idle_timeout_ms)
 		loop_timer_start(loop, &srv->idle_timer, idle_period(srv));
 	loop->user = srv;

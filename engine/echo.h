@@ -54,7 +54,7 @@ struct echo_server {
 	int nlisteners, nlisteners_open;
 	struct conn *head, *tail; /* all connections, least recently active first */
 	struct conn *waiting;     /* connections whose recv found the pool dry */
-	struct loop_timer idle_timer, backoff_timer, drain_timer;
+	struct loop_timer idle_timer, backoff_timer, drain_timer, migrate_timer;
 	uint32_t backoff_ms;
 	uint64_t migrated_at_ms;
 	bool draining;

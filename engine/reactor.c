@@ -108,7 +108,10 @@ int loop_cancel(struct loop *loop, struct op *op)
 	if (!op->armed || op->cancelling)
 		return 0;
 	op->cancelling = true;
-	return loop->be->cancel(loop, op);
+	int rc = loop->be->cancel(loop, op);
+	if (rc < 0)
+		op->cancelling = false; /* not in progress: a later cancel must be able to retry */
+	return rc;
 }
 
 void loop_buf_release(struct loop *loop, uint32_t bid)
