@@ -87,7 +87,7 @@ SAN_BUILD := build/san
 test: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined BUILD=$(SAN_BUILD) all
-	@tests/run-suite $(BUILD) $(SAN_BUILD)
+	@tests/run-suite --compare-smoke $(BUILD) $(SAN_BUILD)
 
 test-plain: all
 	@tests/run-suite $(BUILD)
