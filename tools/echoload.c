@@ -1,0 +1,709 @@
+/* echoload - load an echo server (RFC 862) and verify every byte it echoes.
+ *
+ *   echoload [--host H] [--port P] [--connections N] [--size B] [--depth D] [--duration S]
+ *            [--warmup S] [--threads T] [--rate R] [--engine epoll|uring] [--server-pid PID]
+ *            [--label TEXT] [--json|--csv] [--quiet]
+ *
+ * Closed loop by default (each connection keeps D messages outstanding); --rate makes it open
+ * loop with latency measured from each message's intended send time, so a stalled server
+ * cannot hide its stall by slowing the client down (no coordinated omission). Every message is
+ * checked byte for byte; any loss, duplication, corruption, reordering or dropped connection
+ * is counted and makes the exit status 1.
+ *
+ * This file: the command line, connecting, the worker threads, the per-second progress line,
+ * CPU sampling around the measured interval, and the exit status. See echoload.h for the rest.
+ */
+#include "echoload.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONNECT_TIMEOUT_MS 5000
+#define START_DELAY_NS (50 * 1000000ull) /* lets every thread set up before the common start */
+
+static const char usage_text[] =
+	"Usage: echoload [OPTION]...\n"
+	"Load an echo server (RFC 862) and verify every byte it echoes.\n"
+	"\n"
+	"  -H, --host HOST          server name or address                  [127.0.0.1]\n"
+	"  -p, --port PORT                                                  [65432]\n"
+	"  -c, --connections N      concurrent connections                  [50]\n"
+	"  -s, --size BYTES         message size, 16 or more                [128]\n"
+	"  -d, --depth N            messages in flight per connection       [1]\n"
+	"      --duration SECONDS   the measured interval                   [10]\n"
+	"      --warmup SECONDS     load before measuring, not counted      [1]\n"
+	"  -t, --threads N          event loops; connections are split      [1]\n"
+	"  -r, --rate MSGS          open loop: MSGS messages/s in total, latency measured\n"
+	"                           from each message's intended send time  [closed loop]\n"
+	"  -e, --engine NAME        epoll or uring                          [epoll]\n"
+	"      --server-pid PID     also report the server's CPU per message\n"
+	"      --label TEXT         copied into the JSON and CSV output\n"
+	"      --json, --csv        the result as one JSON object, or a CSV header and row\n"
+	"  -q, --quiet              no progress line, no per-error details\n"
+	"  -h, --help               -V, --version\n"
+	"\n"
+	"Progress goes to stderr once a second when it is a terminal. Exit status: 0 every echo\n"
+	"verified, 1 errors in the echoes (counted in the result) or cannot connect, 64 bad\n"
+	"usage, 69 the engine cannot run here.\n";
+
+static volatile sig_atomic_t interrupted;
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for CLOCK_MONOTONIC */
+	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/* --- the command line ---------------------------------------------------------------------- */
+
+enum { OPT_DURATION = 256, OPT_WARMUP, OPT_SERVER_PID, OPT_LABEL, OPT_JSON, OPT_CSV };
+
+static const struct option long_opts[] = {
+	{ "host", required_argument, NULL, 'H' },
+	{ "port", required_argument, NULL, 'p' },
+	{ "connections", required_argument, NULL, 'c' },
+	{ "size", required_argument, NULL, 's' },
+	{ "depth", required_argument, NULL, 'd' },
+	{ "duration", required_argument, NULL, OPT_DURATION },
+	{ "warmup", required_argument, NULL, OPT_WARMUP },
+	{ "threads", required_argument, NULL, 't' },
+	{ "rate", required_argument, NULL, 'r' },
+	{ "engine", required_argument, NULL, 'e' },
+	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
+	{ "label", required_argument, NULL, OPT_LABEL },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "csv", no_argument, NULL, OPT_CSV },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("echoload: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs(" (see --help)\n", stderr);
+	va_end(ap);
+	return EXIT_USAGE;
+}
+
+static int parse_uint(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (*s == '\0' || *s == '-' || *end != '\0' || errno || v < min || v > max)
+		return usage_error("--%s: '%s' is not a whole number from %llu to %llu", name, s,
+				   (unsigned long long)min, (unsigned long long)max);
+	*out = v;
+	return 0;
+}
+
+static int parse_u32(const char *name, const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+	uint64_t v;
+	int rc = parse_uint(name, s, min, max, &v);
+	*out = (uint32_t)v;
+	return rc;
+}
+
+/* A non-negative number (seconds, msgs/s); positive unless zero_ok. */
+static int parse_real(const char *name, const char *s, bool zero_ok, double max, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (*s == '\0' || *end != '\0' || errno || !isfinite(v) || v < 0 || (v == 0 && !zero_ok) ||
+	    v > max)
+		return usage_error("--%s: '%s' is not a number %s %g", name, s,
+				   zero_ok ? "from 0 to" : "above 0 and at most", max);
+	*out = v;
+	return 0;
+}
+
+static void defaults(struct options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->host = "127.0.0.1";
+	o->port = "65432";
+	o->conns = 50;
+	o->size = 128;
+	o->depth = 1;
+	o->threads = 1;
+	o->duration = 10;
+	o->warmup = 1;
+}
+
+static int parse_one(struct options *o, int opt, const char *arg)
+{
+	uint32_t port;
+	uint64_t pid;
+	switch (opt) {
+	case 'H': o->host = arg; return 0;
+	case 'p':
+		if (parse_u32("port", arg, 1, 65535, &port))
+			return EXIT_USAGE;
+		o->port = arg;
+		return 0;
+	case 'c': return parse_u32("connections", arg, 1, 1000000, &o->conns);
+	case 's': return parse_u32("size", arg, MSG_HDR, MSG_MAX, &o->size);
+	case 'd': return parse_u32("depth", arg, 1, 65536, &o->depth);
+	case 't': return parse_u32("threads", arg, 1, 1024, &o->threads);
+	case OPT_DURATION: return parse_real("duration", arg, false, 1e6, &o->duration);
+	case OPT_WARMUP: return parse_real("warmup", arg, true, 1e6, &o->warmup);
+	case 'r': return parse_real("rate", arg, false, 1e9, &o->rate);
+	case 'e':
+		if (strcmp(arg, "epoll") == 0)
+			o->engine = ENGINE_EPOLL;
+		else if (strcmp(arg, "uring") == 0)
+			o->engine = ENGINE_URING;
+		else
+			return usage_error("--engine: '%s' is not epoll or uring", arg);
+		return 0;
+	case OPT_SERVER_PID:
+		if (parse_uint("server-pid", arg, 1, INT32_MAX, &pid))
+			return EXIT_USAGE;
+		o->server_pid = (pid_t)pid;
+		return 0;
+	case OPT_LABEL: o->label = arg; return 0;
+	case OPT_JSON: o->json = true; return 0;
+	case OPT_CSV: o->csv = true; return 0;
+	case 'q': o->quiet = true; return 0;
+	}
+	return EXIT_USAGE;
+}
+
+/* 0 to run; -1 after --help or --version (exit 0); EXIT_USAGE after one line on stderr. */
+static int parse_args(struct options *o, int argc, char **argv)
+{
+	defaults(o);
+	opterr = 0; /* our own one-line messages */
+	int opt;
+	while ((opt = getopt_long(argc, argv, ":H:p:c:s:d:t:r:e:qhV", long_opts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(usage_text, stdout);
+			return -1;
+		}
+		if (opt == 'V') {
+			printf("echoload %s\n", ECHOLOAD_VERSION);
+			return -1;
+		}
+		if (opt == ':')
+			return usage_error("option '%s' needs a value", argv[optind - 1]);
+		if (opt == '?')
+			return optopt ? usage_error("unknown option '-%c'", optopt)
+				      : usage_error("unknown option '%s'", argv[optind - 1]);
+		if (parse_one(o, opt, optarg))
+			return EXIT_USAGE;
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (o->json && o->csv)
+		return usage_error("--json and --csv: choose one");
+	if (o->threads > o->conns)
+		return usage_error("--threads %u is more than --connections %u", o->threads,
+				   o->conns);
+	return 0;
+}
+
+/* --- connecting ---------------------------------------------------------------------------- */
+
+static void host_port(const struct options *o, char *buf, size_t len)
+{
+	snprintf(buf, len, strchr(o->host, ':') ? "[%s]:%s" : "%s:%s", o->host, o->port);
+}
+
+/* A connected nonblocking socket, or -1 with *err set; waits at most CONNECT_TIMEOUT_MS. */
+static int connect_one(const struct addrinfo *ai, int *err)
+{
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			ai->ai_protocol);
+	if (fd < 0) {
+		*err = errno;
+		return -1;
+	}
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+		*err = errno;
+		close(fd);
+		return -1;
+	}
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	int n;
+	while ((n = poll(&pfd, 1, CONNECT_TIMEOUT_MS)) < 0 && errno == EINTR)
+		;
+	socklen_t sl = sizeof(*err);
+	if (n == 0)
+		*err = ETIMEDOUT;
+	else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, err, &sl) < 0)
+		*err = errno;
+	if (*err) {
+		close(fd);
+		return -1;
+	}
+	/* echo traffic is request/response: Nagle would hold pipelined messages back */
+	int one = 1;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
+		*err = errno;
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void raise_fd_limit(uint32_t conns)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)conns + 64;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need) {
+		rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			perror("echoload: setrlimit(RLIMIT_NOFILE)");
+	}
+}
+
+/* Connects all; the first address that works is used for every connection. 0 or -1. */
+static int connect_all(const struct options *o, struct conn *conns)
+{
+	char where[300];
+	host_port(o, where, sizeof(where));
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICSERV };
+	struct addrinfo *res;
+	int gai = getaddrinfo(o->host, o->port, &hints, &res);
+	if (gai != 0) {
+		fprintf(stderr, "echoload: cannot resolve %s: %s\n", o->host, gai_strerror(gai));
+		return -1;
+	}
+	const struct addrinfo *ai = res;
+	int err = 0;
+	for (uint32_t i = 0; i < o->conns; i++) {
+		int fd = connect_one(ai, &err);
+		while (fd < 0 && i == 0 && ai->ai_next) {
+			ai = ai->ai_next;
+			fd = connect_one(ai, &err);
+		}
+		if (fd < 0) {
+			fprintf(stderr, "echoload: cannot connect to %s: %s", where, strerror(err));
+			if (i > 0)
+				fprintf(stderr, " (connection %u of %u)", i + 1, o->conns);
+			fputc('\n', stderr);
+			freeaddrinfo(res);
+			return -1;
+		}
+		conns[i].fd = fd;
+		conns[i].id = i;
+	}
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* --- CPU time ------------------------------------------------------------------------------ */
+
+static double self_cpu_s(void)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return -1;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* utime + stime of all the process's threads, from /proc/PID/stat; -1 if unreadable. */
+static double proc_cpu_s(pid_t pid, int *err)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		*err = errno;
+		return -1;
+	}
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	*err = n < 0 ? errno : EINVAL;
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* the command name may hold spaces and parentheses: fields resume after the last ')' */
+	const char *p = strrchr(buf, ')');
+	unsigned long ut, st;
+	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+			 &st) != 2)
+		return -1;
+	long hz = sysconf(_SC_CLK_TCK);
+	return hz > 0 ? (double)(ut + st) / (double)hz : -1;
+}
+
+struct cpu_sample {
+	double self, server;
+};
+
+static void cpu_sample(const struct options *o, struct cpu_sample *s)
+{
+	int err;
+	s->self = self_cpu_s();
+	s->server = o->server_pid ? proc_cpu_s(o->server_pid, &err) : -1;
+}
+
+/* --- the run ------------------------------------------------------------------------------- */
+
+struct run {
+	struct options opt;
+	struct conn *conns;
+	struct worker *w;
+	pthread_t *tid;
+	uint32_t nstarted;
+	_Atomic uint64_t stop_at;
+	atomic_bool abort_run;
+	uint64_t t_begin, t_meas;
+	struct cpu_sample cpu0, cpu1;
+	uint64_t cpu0_at, cpu1_at;
+	char timestamp[32];
+};
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	/* open loop: latency counts from the intended send time, so oversleeping (50 µs of
+	 * default timer slack) would be charged to the server */
+	if (w->opt->rate > 0 && prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL) < 0)
+		fprintf(stderr, "echoload: prctl(PR_SET_TIMERSLACK): %s\n", strerror(errno));
+	if (w->opt->engine == ENGINE_URING)
+		uring_run(w);
+	else
+		epoll_run(w);
+	return NULL;
+}
+
+static int setup_workers(struct run *r)
+{
+	const struct options *o = &r->opt;
+	r->w = calloc(o->threads, sizeof(*r->w));
+	r->tid = calloc(o->threads, sizeof(*r->tid));
+	if (!r->w || !r->tid) {
+		fprintf(stderr, "echoload: out of memory\n");
+		return -1;
+	}
+	for (uint32_t i = 0; i < o->threads; i++) {
+		struct worker *w = &r->w[i];
+		uint32_t from = (uint32_t)((uint64_t)o->conns * i / o->threads);
+		uint32_t to = (uint32_t)((uint64_t)o->conns * (i + 1) / o->threads);
+		w->index = i;
+		w->opt = o;
+		w->conns = r->conns + from;
+		w->nconns = to - from;
+		w->t_begin = r->t_begin;
+		w->t_meas = r->t_meas;
+		w->stop_at = &r->stop_at;
+		w->abort_run = &r->abort_run;
+		if (worker_setup(w) < 0) {
+			fprintf(stderr, "echoload: %s\n", w->why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Workers get no SIGINT/SIGTERM: the main thread turns them into an early stop. */
+static int start_workers(struct run *r)
+{
+	sigset_t block, old;
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	int err = pthread_sigmask(SIG_BLOCK, &block, &old);
+	if (err) {
+		fprintf(stderr, "echoload: pthread_sigmask: %s\n", strerror(err));
+		return -1;
+	}
+	for (; r->nstarted < r->opt.threads; r->nstarted++) {
+		err = pthread_create(&r->tid[r->nstarted], NULL, worker_main, &r->w[r->nstarted]);
+		if (err) {
+			fprintf(stderr, "echoload: pthread_create: %s\n", strerror(err));
+			break;
+		}
+	}
+	int restore = pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (restore)
+		fprintf(stderr, "echoload: pthread_sigmask: %s\n", strerror(restore));
+	if (err || restore) {
+		atomic_store(&r->abort_run, true); /* the started ones stop; main joins them */
+		return -1;
+	}
+	return 0;
+}
+
+static void sleep_until(uint64_t t)
+{
+	struct timespec ts = { .tv_sec = (time_t)(t / NS_PER_S), .tv_nsec = (long)(t % NS_PER_S) };
+	clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL); /* EINTR: the loop re-checks */
+}
+
+/* The workers' published counters and latencies, summed. */
+static void collect_published(struct run *r, struct counters *sum, struct hist *lat)
+{
+	memset(sum, 0, sizeof(*sum));
+	hist_reset(lat);
+	for (uint32_t i = 0; i < r->opt.threads; i++) {
+		struct worker *w = &r->w[i];
+		pthread_mutex_lock(&w->pub_lock);
+		struct counters c = w->pub_cnt;
+		hist_merge(lat, &w->pub_lat);
+		pthread_mutex_unlock(&w->pub_lock);
+		sum->msgs_all += c.msgs_all;
+		sum->rx_bytes += c.rx_bytes;
+		sum->errors += c.errors;
+	}
+}
+
+struct progress {
+	struct counters last;
+	uint64_t last_at;
+	struct hist lat;
+};
+
+static void show_progress(struct run *r, struct progress *p, uint64_t now)
+{
+	struct counters c;
+	collect_published(r, &c, &p->lat);
+	double dt = (double)(now - p->last_at) / 1e9;
+	char p99[32] = "-";
+	if (p->lat.count)
+		snprintf(p99, sizeof(p99), "%.1f", (double)hist_percentile(&p->lat, 99) / 1000.0);
+	fprintf(stderr, "echoload: %6.1f s  %10.0f msgs/s  %8.2f MB/s  p99 %s µs  errors %llu%s\n",
+		(double)(now - r->t_begin) / 1e9, (double)(c.msgs_all - p->last.msgs_all) / dt,
+		(double)(c.rx_bytes - p->last.rx_bytes) / dt / 1e6, p99,
+		(unsigned long long)c.errors, now < r->t_meas ? "  (warm-up)" : "");
+	p->last = c;
+	p->last_at = now;
+}
+
+/* The main thread while workers run: CPU samples at the start and end of the measured
+ * interval, a progress line per second on a terminal, and Ctrl-C as an early stop. */
+static void supervise(struct run *r)
+{
+	bool show = !r->opt.quiet && isatty(STDERR_FILENO);
+	struct progress p = { .last_at = r->t_begin };
+	if (show && hist_init(&p.lat, r->w[0].lat.max_trackable, r->w[0].lat.bits) < 0)
+		show = false;
+	uint64_t next_line = r->t_begin + NS_PER_S;
+	bool started = false;
+	for (;;) {
+		uint64_t now = now_ns(), stop = atomic_load(&r->stop_at);
+		if (interrupted && now < stop)
+			atomic_store(&r->stop_at, stop = now);
+		if (atomic_load(&r->abort_run))
+			break;
+		if (!started && (now >= r->t_meas || now >= stop)) {
+			cpu_sample(&r->opt, &r->cpu0);
+			r->cpu0_at = now;
+			started = true;
+		}
+		if (now >= stop) {
+			cpu_sample(&r->opt, &r->cpu1);
+			r->cpu1_at = now;
+			break;
+		}
+		if (show && now >= next_line) {
+			show_progress(r, &p, now);
+			next_line += NS_PER_S;
+		}
+		uint64_t next = now + 100 * 1000000ull; /* notices Ctrl-C and failures */
+		if (!started && r->t_meas < next)
+			next = r->t_meas;
+		if (stop < next)
+			next = stop;
+		if (show && next_line < next)
+			next = next_line;
+		sleep_until(next);
+	}
+	if (show)
+		hist_free(&p.lat);
+}
+
+/* --- the result ---------------------------------------------------------------------------- */
+
+static void sum_counters(struct counters *a, const struct counters *b)
+{
+	a->msgs += b->msgs;
+	a->msgs_all += b->msgs_all;
+	a->rx_bytes += b->rx_bytes;
+	a->errors += b->errors;
+	a->lost_bytes += b->lost_bytes;
+	a->lost_msgs += b->lost_msgs;
+	a->dup_bytes += b->dup_bytes;
+	a->dup_msgs += b->dup_msgs;
+	a->corrupt_bytes += b->corrupt_bytes;
+	a->reordered += b->reordered;
+	a->conn_errors += b->conn_errors;
+	a->in_flight += b->in_flight;
+	a->stalled += b->stalled;
+}
+
+static void describe_system(struct result *res, const struct run *r)
+{
+	struct utsname u;
+	snprintf(res->kernel, sizeof(res->kernel), "%s", uname(&u) == 0 ? u.release : "unknown");
+	snprintf(res->timestamp, sizeof(res->timestamp), "%s", r->timestamp);
+}
+
+/* Prints the result; returns the exit status it implies. */
+static int finish_run(struct run *r)
+{
+	const struct options *o = &r->opt;
+	for (uint32_t i = 0; i < o->threads; i++)
+		if (r->w[i].status) {
+			fprintf(stderr, "echoload: %s\n", r->w[i].why);
+			return r->w[i].status;
+		}
+	struct result res = { .opt = o, .lat = &r->w[0].lat };
+	for (uint32_t i = 0; i < o->threads; i++) {
+		sum_counters(&res.cnt, &r->w[i].cnt);
+		if (i)
+			hist_merge(&r->w[0].lat, &r->w[i].lat);
+	}
+	uint64_t stop = atomic_load(&r->stop_at);
+	res.measured_s = stop > r->t_meas ? (double)(stop - r->t_meas) / 1e9 : 0;
+	res.client_cpu_s = r->cpu1.self - r->cpu0.self;
+	res.server_cpu_s = r->cpu0.server >= 0 && r->cpu1.server >= 0
+				   ? r->cpu1.server - r->cpu0.server : -1;
+	describe_system(&res, r);
+	if (o->json)
+		report_json(&res);
+	else if (o->csv)
+		report_csv(&res);
+	else
+		report_human(&res);
+	fflush(stdout);
+	const struct counters *c = &res.cnt;
+	if (c->stalled)
+		fprintf(stderr, "echoload: warning: %llu connection%s stalled: echoes due, nothing "
+			"received for %s at the end (lost echoes or a stuck server)\n",
+			(unsigned long long)c->stalled, c->stalled == 1 ? "" : "s",
+			"1 s or half the run");
+	if (c->errors) {
+		fprintf(stderr, "echoload: FAILED: %llu errors in the echoes (lost %llu B, "
+			"duplicated %llu B, corrupted %llu B, reordered %llu, connections failed "
+			"%llu)\n",
+			(unsigned long long)c->errors, (unsigned long long)c->lost_bytes,
+			(unsigned long long)c->dup_bytes, (unsigned long long)c->corrupt_bytes,
+			(unsigned long long)c->reordered, (unsigned long long)c->conn_errors);
+		return 1;
+	}
+	if (c->msgs == 0) {
+		fprintf(stderr,
+			"echoload: FAILED: no message was echoed in the measured interval\n");
+		return 1;
+	}
+	return 0;
+}
+
+static void cleanup(struct run *r)
+{
+	for (uint32_t i = 0; i < r->nstarted; i++)
+		pthread_join(r->tid[i], NULL);
+	if (r->w)
+		for (uint32_t i = 0; i < r->opt.threads; i++)
+			if (r->w[i].conns)
+				worker_teardown(&r->w[i]);
+	for (uint32_t i = 0; r->conns && i < r->opt.conns; i++)
+		if (r->conns[i].fd >= 0)
+			close(r->conns[i].fd);
+	free(r->conns);
+	free(r->w);
+	free(r->tid);
+	msg_teardown();
+}
+
+static void start_clock(struct run *r)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+	if (!gmtime_r(&t, &tm) || !strftime(r->timestamp, sizeof(r->timestamp),
+					     "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(r->timestamp, sizeof(r->timestamp), "unknown");
+	r->t_begin = now_ns() + START_DELAY_NS;
+	r->t_meas = r->t_begin + (uint64_t)(r->opt.warmup * 1e9);
+	atomic_store(&r->stop_at, r->t_meas + (uint64_t)(r->opt.duration * 1e9));
+}
+
+static int preflight(const struct options *o)
+{
+	char why[256];
+	if (o->engine == ENGINE_URING && uring_probe(why, sizeof(why)) < 0) {
+		fprintf(stderr, "echoload: %s\n", why);
+		return EXIT_UNAVAILABLE;
+	}
+	int err;
+	if (o->server_pid && proc_cpu_s(o->server_pid, &err) < 0)
+		return usage_error("--server-pid %d: cannot read /proc/%d/stat: %s",
+				   (int)o->server_pid, (int)o->server_pid, strerror(err));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct run r; /* static: zeroed, and large */
+	int rc = parse_args(&r.opt, argc, argv);
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	if ((rc = preflight(&r.opt)) != 0)
+		return rc;
+	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESETHAND };
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0 ||
+	    signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+		perror("echoload: sigaction");
+		return 1;
+	}
+	raise_fd_limit(r.opt.conns);
+	r.conns = calloc(r.opt.conns, sizeof(*r.conns));
+	if (!r.conns || msg_setup(r.opt.size) < 0) {
+		fprintf(stderr, "echoload: out of memory\n");
+		free(r.conns);
+		return 1;
+	}
+	for (uint32_t i = 0; i < r.opt.conns; i++)
+		r.conns[i].fd = -1;
+	rc = 1;
+	if (connect_all(&r.opt, r.conns) == 0) {
+		start_clock(&r);
+		if (setup_workers(&r) == 0 && start_workers(&r) == 0) {
+			supervise(&r);
+			for (; r.nstarted > 0; r.nstarted--)
+				pthread_join(r.tid[r.nstarted - 1], NULL);
+			rc = finish_run(&r);
+		}
+	}
+	atomic_store(&r.abort_run, true);
+	cleanup(&r);
+	return rc;
+}

@@ -1,0 +1,184 @@
+/* echoload.h - what echoload's parts share: the options, one connection's state, one worker
+ * (a thread with its own event loop and its own share of the connections), and the calls
+ * between the parts:
+ *
+ *   echoload.c         command line, connecting, threads, progress, CPU sampling
+ *   echoload_report.c  the final summary, JSON and CSV
+ *   echoload_conn.c    per-connection bookkeeping the engines drive: pacing, send queue,
+ *                      completions, latency, drain
+ *   echoload_verify.c  the message format and the byte-exact check of every echo
+ *   echoload_epoll.c   the epoll engine      echoload_uring.c   the io_uring engine
+ *
+ * A connection's bytes are one stream: message seq occupies stream bytes [seq*size, seq*size +
+ * size). All positions below are stream offsets, so a partial send or recv is just a smaller
+ * step forward. */
+#ifndef ECHOLOAD_H
+#define ECHOLOAD_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hist.h"
+
+#define ECHOLOAD_VERSION "0.1.0"
+#define EXIT_USAGE 64       /* bad flag or value (sysexits EX_USAGE) */
+#define EXIT_UNAVAILABLE 69 /* the chosen engine cannot run here (EX_UNAVAILABLE) */
+
+#define MSG_HDR 16          /* header: conn id, seq, check (see echoload_verify.c) */
+#define MSG_MAX (16u << 20) /* largest --size */
+#define NS_PER_S 1000000000ull
+#define STALL_NS NS_PER_S   /* see counters.stalled */
+
+enum engine_kind { ENGINE_EPOLL, ENGINE_URING };
+
+struct options {
+	const char *host, *port;
+	uint32_t conns, size, depth, threads;
+	double duration, warmup, rate; /* seconds, seconds, msgs/s in total (0: closed loop) */
+	enum engine_kind engine;
+	pid_t server_pid;              /* 0: not given */
+	bool json, csv, quiet;
+	const char *label;
+};
+
+/* Counted by each worker, summed for the report. Every unexpected event adds 1 to errors and
+ * to the kind it was classified as, so a misclassified corner case still fails the run. */
+struct counters {
+	uint64_t msgs;        /* intact echoes completed inside the measured interval */
+	uint64_t msgs_all;    /* intact echoes at any time (warm-up, measured, drain) */
+	uint64_t rx_bytes;    /* echoed bytes received, intact or not */
+	uint64_t errors;      /* error events of all kinds */
+	uint64_t lost_bytes, lost_msgs;     /* expected, never came (msgs: not a byte of them) */
+	uint64_t dup_bytes, dup_msgs;       /* came more than once (msgs: a whole copy) */
+	uint64_t corrupt_bytes;             /* came with other values (bit flips, garbage) */
+	uint64_t reordered;                 /* swapped bytes; a message after a later one */
+	uint64_t conn_errors;               /* closed or reset by the server, or failed */
+	uint64_t in_flight;                 /* at stop: sent, echo not back (not an error) */
+	uint64_t stalled;   /* connections with echoes due that got nothing for STALL_NS (or half
+			     * a shorter run) at the end: lost echoes or a stuck server; reported,
+			     * not an error */
+};
+
+struct mismatch; /* echoload_verify.c: received bytes not yet explained */
+
+struct conn {
+	int fd;
+	uint32_t id;            /* in every header: which connection a message belongs to */
+	uint32_t index;         /* in its worker's array */
+	uint64_t queued;        /* stream bytes of the messages created so far (whole messages) */
+	uint64_t sent;          /* stream bytes handed to the kernel (<= queued) */
+	uint64_t rx;            /* first stream byte not yet accounted for by received bytes */
+	uint64_t credits;       /* open loop: pacing slots granted to this connection */
+	uint64_t credits_used;  /* ... and used to create messages */
+	uint64_t *stamp;        /* at seq % depth: send time of seq (open loop: intended time) */
+	uint64_t bad_until;     /* messages below this seq were damaged: not intact, no latency */
+	uint64_t last_rx;       /* when bytes last arrived (or the run started) */
+	uint64_t skip_lo, skip_hi; /* stream bytes last counted lost: if they turn up, reordered */
+	bool skip_whole;        /* ... and the whole messages in them were counted lost too */
+	struct mismatch *mm;    /* NULL until the first unexpected byte */
+	bool dead;              /* closed by the server or failed: no more I/O on it */
+	bool dirty;             /* on the worker's list of connections with bytes to send */
+	/* engine state */
+	bool out_armed;         /* epoll: EPOLLOUT registered */
+	bool send_busy;         /* uring: a send is in flight (at most one, to keep order) */
+	uint8_t *txbuf;         /* uring: the bytes of that send, alive until it completes */
+	uint32_t txlen, txoff;
+};
+
+struct worker {
+	unsigned index;
+	const struct options *opt;
+	struct conn *conns;
+	uint32_t nconns;
+	struct counters cnt;
+	struct hist lat;          /* ns, intact echoes completed inside the measured interval */
+	uint64_t t_begin, t_meas; /* CLOCK_MONOTONIC ns: start sending; start measuring */
+	_Atomic uint64_t *stop_at; /* shared: end of the measured interval; no new messages */
+	atomic_bool *abort_run;   /* shared: a worker failed, everybody stops */
+	uint64_t now;             /* refreshed by worker_clock() once per loop iteration */
+	uint64_t stop_seen;       /* when this worker noticed stop_at (0: still running) */
+	uint64_t last_rx;         /* when a byte last arrived, to end a stuck drain early */
+	uint32_t *dirty;          /* indexes of connections with bytes to send */
+	uint32_t ndirty;
+	uint32_t npending;        /* connections holding unexplained bytes */
+	double slot_ns;           /* open loop: one pacing slot every slot_ns, round-robin */
+	uint64_t next_slot;
+	bool started;
+	uint64_t stop;            /* stop_at as last read by worker_step */
+	pthread_mutex_t pub_lock; /* a copy of cnt and lat for the progress line */
+	struct counters pub_cnt;
+	struct hist pub_lat;
+	uint64_t next_publish;
+	int status;               /* 0, or an exit status with why[] saying what failed */
+	char why[256];
+};
+
+/* echoload.c */
+uint64_t now_ns(void);
+
+/* echoload_conn.c: called by the engines. */
+int worker_setup(struct worker *w);       /* allocations; 0 or -1 (why[] set) */
+void worker_teardown(struct worker *w);
+void worker_clock(struct worker *w);
+/* Sleeps until the common start time, so that all workers start sending together. */
+void worker_wait_start(const struct worker *w);
+/* Timers, pacing, stop and drain. Returns ns the engine may sleep, or -1 when finished. */
+int64_t worker_step(struct worker *w);
+void worker_fail(struct worker *w, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void conn_received(struct worker *w, struct conn *c, const uint8_t *p, size_t n);
+/* Bytes to send next: fills buf with up to cap bytes from c->sent on, returns how many. */
+size_t conn_fill(const struct conn *c, uint8_t *buf, size_t cap);
+/* n more bytes were handed to the kernel: from now on their echoes are expected. */
+void conn_sent(struct conn *c, size_t n);
+/* Puts c on the worker's list of connections to send on (the engine's flush walks it). */
+void conn_want_send(struct worker *w, struct conn *c);
+/* The server closed (err 0) or the socket failed (errno value); the engine stops I/O on it. */
+void conn_failed(struct worker *w, struct conn *c, int err);
+/* Accounts for stream bytes up to pos (messages ending before it are complete); damaged marks
+ * the messages in between as not intact. */
+void conn_advance(struct worker *w, struct conn *c, uint64_t pos, bool damaged);
+void conn_damage(struct conn *c, uint64_t seq);
+/* Report one error event (the first few go to stderr with details). */
+void conn_error(struct worker *w, const struct conn *c, uint64_t pos, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* echoload_verify.c */
+int msg_setup(uint32_t size);             /* the shared payload pattern; 0 or -1 */
+void msg_teardown(void);
+/* Stream bytes [pos, pos + len) of connection id. */
+void msg_stream(uint32_t id, uint64_t pos, uint8_t *out, size_t len);
+/* Checks received bytes against the stream, explains the unexpected ones. */
+void verify_received(struct worker *w, struct conn *c, const uint8_t *p, size_t n);
+/* Decides now, with the bytes there are, about held unexpected bytes: called when none came
+ * for a while, or the connection or the run ends. */
+void verify_settle(struct worker *w, struct conn *c);
+bool verify_pending(const struct conn *c);
+uint64_t verify_last_arrival(const struct conn *c); /* when held bytes last arrived */
+void verify_free(struct conn *c);
+
+/* echoload_epoll.c, echoload_uring.c: run the loop until worker_step() says finished. */
+int epoll_run(struct worker *w);
+int uring_run(struct worker *w);
+/* 0 if --engine uring can run here, else -1 with one line in why. */
+int uring_probe(char *why, size_t len);
+
+/* echoload_report.c */
+struct result {
+	const struct options *opt;
+	struct counters cnt;
+	const struct hist *lat;
+	double measured_s;        /* the measured interval actually run */
+	double client_cpu_s;      /* user + system of this process over the measured interval */
+	double server_cpu_s;      /* < 0: not measured */
+	char timestamp[32], kernel[128];
+};
+void report_human(const struct result *r);
+void report_json(const struct result *r);
+void report_csv(const struct result *r);
+
+#endif

@@ -1,0 +1,335 @@
+/* echoload_conn.c - the bookkeeping both engines share: when a connection creates a message
+ * (closed loop: when one of its depth echoes completes; open loop: when its pacing slot is due
+ * and fewer than depth are outstanding), what it sends next, which echoes completed intact and
+ * how long they took, errors, the end of the run and the drain after it. The engines only move
+ * bytes and call in here. */
+#include "echoload.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SETTLE_NS (100 * 1000000ull)     /* decide about held bytes after this long idle */
+#define DRAIN_MAX_NS (2 * NS_PER_S)      /* wait at most this for echoes after the stop */
+#define DRAIN_IDLE_NS (500 * 1000000ull) /* ... or this long without any byte arriving */
+#define PUBLISH_NS (200 * 1000000ull)    /* refresh the copy the progress line reads */
+#define LAT_MAX_NS (60 * NS_PER_S)       /* histogram range 1 ns .. 60 s, 0.4% error */
+#define LAT_BITS 7
+#ifndef ERRORS_SHOWN
+#define ERRORS_SHOWN 10                  /* detailed error lines on stderr per run */
+#endif
+
+static atomic_uint errors_shown;
+
+void worker_fail(struct worker *w, int status, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(w->why, sizeof(w->why), fmt, ap);
+	va_end(ap);
+	w->status = status;
+	atomic_store(w->abort_run, true);
+}
+
+void conn_error(struct worker *w, const struct conn *c, uint64_t pos, const char *fmt, ...)
+{
+	w->cnt.errors++;
+	if (w->opt->quiet)
+		return;
+	unsigned n = atomic_fetch_add(&errors_shown, 1);
+	if (n >= ERRORS_SHOWN)
+		return;
+	char what[200];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "echoload: conn %u msg %llu byte %u: %s\n", c->id,
+		(unsigned long long)(pos / w->opt->size), (unsigned)(pos % w->opt->size), what);
+	if (n + 1 == ERRORS_SHOWN)
+		fprintf(stderr, "echoload: further errors are counted, not shown\n");
+}
+
+int worker_setup(struct worker *w)
+{
+	const struct options *o = w->opt;
+	int err = pthread_mutex_init(&w->pub_lock, NULL); /* first: teardown may then destroy it */
+	if (err) {
+		snprintf(w->why, sizeof(w->why), "pthread_mutex_init: %s", strerror(err));
+		return -1;
+	}
+	if (hist_init(&w->lat, LAT_MAX_NS, LAT_BITS) < 0 ||
+	    hist_init(&w->pub_lat, LAT_MAX_NS, LAT_BITS) < 0)
+		goto oom;
+	w->dirty = calloc(w->nconns ? w->nconns : 1, sizeof(*w->dirty));
+	if (!w->dirty)
+		goto oom;
+	for (uint32_t i = 0; i < w->nconns; i++) {
+		w->conns[i].index = i;
+		w->conns[i].stamp = calloc(o->depth, sizeof(uint64_t));
+		if (!w->conns[i].stamp)
+			goto oom;
+	}
+	if (o->rate > 0) /* this worker's share of the rate, in proportion to its connections */
+		w->slot_ns = 1e9 * o->conns / (o->rate * w->nconns);
+	return 0;
+oom:
+	snprintf(w->why, sizeof(w->why), "out of memory");
+	return -1;
+}
+
+void worker_teardown(struct worker *w)
+{
+	for (uint32_t i = 0; i < w->nconns; i++) {
+		free(w->conns[i].stamp);
+		verify_free(&w->conns[i]);
+	}
+	free(w->dirty);
+	hist_free(&w->lat);
+	hist_free(&w->pub_lat);
+	pthread_mutex_destroy(&w->pub_lock);
+}
+
+void worker_clock(struct worker *w)
+{
+	w->now = now_ns();
+}
+
+void worker_wait_start(const struct worker *w)
+{
+	struct timespec ts = { .tv_sec = (time_t)(w->t_begin / NS_PER_S),
+			       .tv_nsec = (long)(w->t_begin % NS_PER_S) };
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+void conn_want_send(struct worker *w, struct conn *c)
+{
+	if (!c->dirty && !c->dead) {
+		c->dirty = true;
+		w->dirty[w->ndirty++] = c->index;
+	}
+}
+
+/* Open loop: when the k-th slot of connection c was due (slots go round-robin). */
+static uint64_t slot_time(const struct worker *w, const struct conn *c, uint64_t k)
+{
+	return w->t_begin + (uint64_t)((double)(k * w->nconns + c->index) * w->slot_ns);
+}
+
+/* Creates messages while fewer than depth are outstanding (and, open loop, slots are due). */
+static void refill(struct worker *w, struct conn *c)
+{
+	uint32_t size = w->opt->size, depth = w->opt->depth;
+	if (c->dead || w->stop_seen)
+		return;
+	uint64_t done = c->rx / size;
+	while (c->queued / size - done < depth) {
+		uint64_t seq = c->queued / size, t = w->now;
+		if (w->opt->rate > 0) {
+			if (c->credits_used >= c->credits)
+				break;
+			t = slot_time(w, c, c->credits_used++);
+		}
+		c->stamp[seq % depth] = t;
+		c->queued += size;
+	}
+	if (c->queued > c->sent)
+		conn_want_send(w, c);
+}
+
+static void complete(struct worker *w, struct conn *c, uint64_t seq)
+{
+	if (seq < c->bad_until)
+		return;
+	w->cnt.msgs_all++;
+	if (w->now < w->t_meas || w->now >= w->stop)
+		return;
+	w->cnt.msgs++;
+	uint64_t t = c->stamp[seq % w->opt->depth];
+	hist_record(&w->lat, w->now > t ? w->now - t : 0);
+}
+
+void conn_damage(struct conn *c, uint64_t seq)
+{
+	if (seq + 1 > c->bad_until)
+		c->bad_until = seq + 1;
+}
+
+void conn_advance(struct worker *w, struct conn *c, uint64_t pos, bool damaged)
+{
+	uint32_t size = w->opt->size;
+	uint64_t first = c->rx / size, last = pos / size;
+	if (damaged && pos > c->rx)
+		conn_damage(c, (pos - 1) / size);
+	c->rx = pos;
+	for (uint64_t seq = first; seq < last; seq++)
+		complete(w, c, seq);
+	if (last > first)
+		refill(w, c);
+}
+
+void conn_received(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
+{
+	worker_clock(w); /* latency ends when the bytes are in hand, not when the batch began */
+	w->last_rx = c->last_rx = w->now;
+	w->cnt.rx_bytes += n;
+	verify_received(w, c, p, n);
+}
+
+size_t conn_fill(const struct conn *c, uint8_t *buf, size_t cap)
+{
+	uint64_t left = c->queued - c->sent;
+	size_t n = left < cap ? (size_t)left : cap;
+	msg_stream(c->id, c->sent, buf, n);
+	return n;
+}
+
+void conn_sent(struct conn *c, size_t n)
+{
+	c->sent += n;
+}
+
+void conn_failed(struct worker *w, struct conn *c, int err)
+{
+	if (c->dead)
+		return;
+	verify_settle(w, c);
+	c->dead = true;
+	uint64_t size = w->opt->size;
+	/* a close after the stop with every echo back is the normal end, not an error */
+	if (w->stop_seen && c->rx >= c->sent)
+		return;
+	w->cnt.conn_errors++;
+	uint64_t missing = (c->sent + size - 1) / size - c->rx / size;
+	if (c->sent > c->rx) {
+		w->cnt.lost_bytes += c->sent - c->rx;
+		w->cnt.lost_msgs += (c->sent + size - 1) / size - (c->rx + size - 1) / size;
+	}
+	if (err)
+		conn_error(w, c, c->rx, "connection failed: %s (%llu unanswered message%s)",
+			   strerror(err), (unsigned long long)missing, missing == 1 ? "" : "s");
+	else
+		conn_error(w, c, c->rx,
+			   "connection closed by the server (%llu unanswered message%s)",
+			   (unsigned long long)missing, missing == 1 ? "" : "s");
+	c->queued = c->sent = c->rx; /* nothing of it is in flight any more */
+}
+
+/* Open loop: grants every slot due by now; returns when the next one is due. */
+static uint64_t release_slots(struct worker *w)
+{
+	if (w->now >= w->t_begin) {
+		uint64_t due = (uint64_t)((double)(w->now - w->t_begin) / w->slot_ns) + 1;
+		for (; w->next_slot < due; w->next_slot++) {
+			struct conn *c = &w->conns[w->next_slot % w->nconns];
+			c->credits++;
+			refill(w, c);
+		}
+	}
+	return w->t_begin + (uint64_t)((double)w->next_slot * w->slot_ns);
+}
+
+/* Held bytes nothing new arrived for: decide with what there is. Returns the next deadline. */
+static uint64_t settle_idle(struct worker *w)
+{
+	uint64_t next = UINT64_MAX;
+	for (uint32_t i = 0; i < w->nconns && w->npending; i++) {
+		struct conn *c = &w->conns[i];
+		if (!verify_pending(c))
+			continue;
+		uint64_t due = verify_last_arrival(c) + SETTLE_NS;
+		if (w->now >= due)
+			verify_settle(w, c);
+		else if (due < next)
+			next = due;
+	}
+	return next;
+}
+
+static void publish(struct worker *w)
+{
+	pthread_mutex_lock(&w->pub_lock);
+	w->pub_cnt = w->cnt;
+	(void)hist_copy(&w->pub_lat, &w->lat); /* same shape: made by the same hist_init call */
+	pthread_mutex_unlock(&w->pub_lock);
+	w->next_publish = w->now + PUBLISH_NS;
+}
+
+static bool drained(const struct worker *w)
+{
+	for (uint32_t i = 0; i < w->nconns; i++) {
+		const struct conn *c = &w->conns[i];
+		if (!c->dead && (c->rx < c->queued || verify_pending(c)))
+			return false;
+	}
+	return true;
+}
+
+/* The end: settle what is held; what is still missing is in flight, not lost (the server
+ * may just be slow), but connections silent for long are pointed out. */
+static void finish(struct worker *w)
+{
+	uint64_t size = w->opt->size;
+	/* silent for STALL_NS, or for half the run if it was shorter than that */
+	uint64_t silent = w->now > w->t_begin ? (w->now - w->t_begin) / 2 : 0;
+	if (silent > STALL_NS)
+		silent = STALL_NS;
+	for (uint32_t i = 0; i < w->nconns; i++) {
+		struct conn *c = &w->conns[i];
+		verify_settle(w, c);
+		if (c->dead)
+			continue;
+		w->cnt.in_flight += c->queued / size - c->rx / size;
+		if (c->rx < c->sent && w->now - c->last_rx >= silent)
+			w->cnt.stalled++;
+	}
+	publish(w);
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+int64_t worker_step(struct worker *w)
+{
+	if (atomic_load_explicit(w->abort_run, memory_order_relaxed))
+		return -1;
+	w->stop = atomic_load_explicit(w->stop_at, memory_order_relaxed);
+	if (!w->started) {
+		w->started = true;
+		w->last_rx = w->now;
+		for (uint32_t i = 0; i < w->nconns; i++) {
+			w->conns[i].last_rx = w->now;
+			refill(w, &w->conns[i]);
+		}
+	}
+	if (!w->stop_seen && w->now >= w->stop)
+		w->stop_seen = w->now;
+	uint64_t wake = w->now + PUBLISH_NS;
+	if (!w->stop_seen) {
+		wake = min_u64(wake, w->stop);
+		if (w->opt->rate > 0)
+			wake = min_u64(wake, release_slots(w));
+	}
+	if (w->npending)
+		wake = min_u64(wake, settle_idle(w));
+	if (w->now >= w->next_publish)
+		publish(w);
+	wake = min_u64(wake, w->next_publish);
+	if (w->stop_seen) {
+		uint64_t idle_from = w->last_rx > w->stop_seen ? w->last_rx : w->stop_seen;
+		if (drained(w) || w->now >= w->stop_seen + DRAIN_MAX_NS ||
+		    w->now >= idle_from + DRAIN_IDLE_NS) {
+			finish(w);
+			return -1;
+		}
+		wake = min_u64(wake, w->stop_seen + DRAIN_MAX_NS);
+		wake = min_u64(wake, idle_from + DRAIN_IDLE_NS);
+	}
+	return wake > w->now ? (int64_t)(wake - w->now) : 0;
+}

@@ -1,0 +1,300 @@
+/* echoload_report.c - the result of a run, three ways: a summary with units for people, and
+ * one JSON object or a CSV header and row for scripts. JSON and CSV come from the same field
+ * table, so they always carry the same names and values. */
+#include "echoload.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum field_type { F_STR, F_INT, F_NUM, F_NULL };
+
+struct field {
+	const char *name;
+	enum field_type type;
+	const char *s;
+	uint64_t i;
+	double d;
+};
+
+#define MAX_FIELDS 48
+
+struct table {
+	struct field f[MAX_FIELDS];
+	int n;
+};
+
+static void add(struct table *t, struct field f)
+{
+	if (t->n < MAX_FIELDS)
+		t->f[t->n++] = f;
+}
+
+static void add_str(struct table *t, const char *name, const char *s)
+{
+	add(t, (struct field){ .name = name, .type = s ? F_STR : F_NULL, .s = s });
+}
+
+static void add_int(struct table *t, const char *name, uint64_t i)
+{
+	add(t, (struct field){ .name = name, .type = F_INT, .i = i });
+}
+
+static void add_num(struct table *t, const char *name, double d)
+{
+	add(t, (struct field){ .name = name, .type = isfinite(d) ? F_NUM : F_NULL, .d = d });
+}
+
+static double per_s(const struct result *r, double v)
+{
+	return r->measured_s > 0 ? v / r->measured_s : 0;
+}
+
+/* CPU seconds as µs per echoed message and % of one core; NAN when undefined. */
+static double cpu_us_per_msg(const struct result *r, double cpu_s)
+{
+	return cpu_s >= 0 && r->cnt.msgs ? cpu_s * 1e6 / (double)r->cnt.msgs : NAN;
+}
+
+static double cpu_pct(const struct result *r, double cpu_s)
+{
+	return cpu_s >= 0 && r->measured_s > 0 ? cpu_s * 100 / r->measured_s : NAN;
+}
+
+static double lat_us(const struct result *r, double p)
+{
+	return r->lat->count ? (double)hist_percentile(r->lat, p) / 1000.0 : NAN;
+}
+
+static void build(const struct result *r, struct table *t)
+{
+	const struct options *o = r->opt;
+	const struct counters *c = &r->cnt;
+	t->n = 0;
+	add_str(t, "tool", "echoload");
+	add_str(t, "version", ECHOLOAD_VERSION);
+	add_str(t, "label", o->label);
+	add_str(t, "timestamp", r->timestamp);
+	add_str(t, "kernel", r->kernel);
+	add_str(t, "host", o->host);
+	add_int(t, "port", strtoull(o->port, NULL, 10));
+	add_str(t, "engine", o->engine == ENGINE_URING ? "uring" : "epoll");
+	add_int(t, "connections", o->conns);
+	add_int(t, "size", o->size);
+	add_int(t, "depth", o->depth);
+	add_int(t, "threads", o->threads);
+	add_num(t, "rate", o->rate);
+	add_num(t, "warmup_s", o->warmup);
+	add_num(t, "duration_s", r->measured_s);
+	add_int(t, "msgs", c->msgs);
+	add_num(t, "msgs_per_s", per_s(r, (double)c->msgs));
+	add_num(t, "mb_per_s", per_s(r, (double)c->msgs * o->size / 1e6));
+	add_num(t, "lat_min_us", lat_us(r, 0));
+	add_num(t, "lat_p50_us", lat_us(r, 50));
+	add_num(t, "lat_p90_us", lat_us(r, 90));
+	add_num(t, "lat_p99_us", lat_us(r, 99));
+	add_num(t, "lat_p999_us", lat_us(r, 99.9));
+	add_num(t, "lat_max_us", lat_us(r, 100));
+	add_num(t, "lat_mean_us", r->lat->count ? hist_mean(r->lat) / 1000.0 : NAN);
+	add_int(t, "errors", c->errors);
+	add_int(t, "lost_bytes", c->lost_bytes);
+	add_int(t, "lost_msgs", c->lost_msgs);
+	add_int(t, "dup_bytes", c->dup_bytes);
+	add_int(t, "dup_msgs", c->dup_msgs);
+	add_int(t, "corrupt_bytes", c->corrupt_bytes);
+	add_int(t, "reordered", c->reordered);
+	add_int(t, "conn_errors", c->conn_errors);
+	add_int(t, "in_flight_at_stop", c->in_flight);
+	add_int(t, "stalled_conns", c->stalled);
+	add_num(t, "client_cpu_pct", cpu_pct(r, r->client_cpu_s));
+	add_num(t, "client_cpu_us_per_msg", cpu_us_per_msg(r, r->client_cpu_s));
+	if (o->server_pid)
+		add_int(t, "server_pid", (uint64_t)o->server_pid);
+	else
+		add_str(t, "server_pid", NULL);
+	add_num(t, "server_cpu_pct", cpu_pct(r, r->server_cpu_s));
+	add_num(t, "server_cpu_us_per_msg", cpu_us_per_msg(r, r->server_cpu_s));
+}
+
+static void json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+static void csv_string(const char *s)
+{
+	if (!strpbrk(s, ",\"\r\n")) {
+		fputs(s, stdout);
+		return;
+	}
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"')
+			putchar('"');
+		putchar(*s);
+	}
+	putchar('"');
+}
+
+/* A number as JSON and CSV want it: integers without a fraction, others to 3 decimals. */
+static void print_num(double d)
+{
+	if (d == floor(d) && fabs(d) < 1e15)
+		printf("%.0f", d);
+	else
+		printf("%.3f", d);
+}
+
+static void print_value(const struct field *f, bool json)
+{
+	switch (f->type) {
+	case F_STR:
+		if (json)
+			json_string(f->s);
+		else
+			csv_string(f->s);
+		break;
+	case F_INT:
+		printf("%llu", (unsigned long long)f->i);
+		break;
+	case F_NUM:
+		print_num(f->d);
+		break;
+	case F_NULL:
+		if (json)
+			fputs("null", stdout);
+		break;
+	}
+}
+
+void report_json(const struct result *r)
+{
+	struct table t;
+	build(r, &t);
+	putchar('{');
+	for (int i = 0; i < t.n; i++) {
+		printf("%s\"%s\":", i ? "," : "", t.f[i].name);
+		print_value(&t.f[i], true);
+	}
+	printf("}\n");
+}
+
+void report_csv(const struct result *r)
+{
+	struct table t;
+	build(r, &t);
+	for (int i = 0; i < t.n; i++)
+		printf("%s%s", i ? "," : "", t.f[i].name);
+	putchar('\n');
+	for (int i = 0; i < t.n; i++) {
+		if (i)
+			putchar(',');
+		print_value(&t.f[i], false);
+	}
+	putchar('\n');
+}
+
+/* --- for people ---------------------------------------------------------------------------- */
+
+/* 1234567 -> "1,234,567" */
+static const char *grouped(uint64_t v, char *buf, size_t len)
+{
+	char digits[32];
+	int n = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)v);
+	size_t o = 0;
+	for (int i = 0; i < n && o + 2 < len; i++) {
+		if (i && (n - i) % 3 == 0)
+			buf[o++] = ',';
+		buf[o++] = digits[i];
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+/* A latency in µs with precision that fits its size. */
+static const char *us(double v, char *buf, size_t len)
+{
+	if (!isfinite(v))
+		snprintf(buf, len, "-");
+	else if (v < 10)
+		snprintf(buf, len, "%.2f", v);
+	else if (v < 1000)
+		snprintf(buf, len, "%.1f", v);
+	else
+		grouped((uint64_t)llround(v), buf, len);
+	return buf;
+}
+
+static void human_errors(const struct counters *c)
+{
+	char a[32], b[32], d[32];
+	if (!c->errors) {
+		printf("  errors       none: every echoed byte verified\n");
+		return;
+	}
+	printf("  errors       %s events: lost %s B (%llu whole msgs), duplicated %s B, "
+	       "corrupted %llu B,\n               reordered %llu, connections failed %llu\n",
+	       grouped(c->errors, a, sizeof(a)), grouped(c->lost_bytes, b, sizeof(b)),
+	       (unsigned long long)c->lost_msgs, grouped(c->dup_bytes, d, sizeof(d)),
+	       (unsigned long long)c->corrupt_bytes, (unsigned long long)c->reordered,
+	       (unsigned long long)c->conn_errors);
+}
+
+static void human_cpu(const struct result *r, const char *who, double cpu_s, pid_t pid)
+{
+	double per_msg = cpu_us_per_msg(r, cpu_s);
+	printf("  %-12s %.1f%% of one core, ", who, cpu_pct(r, cpu_s));
+	if (isfinite(per_msg))
+		printf("%.2f µs per message", per_msg);
+	else
+		printf("- µs per message");
+	if (pid)
+		printf("  (pid %d)", (int)pid);
+	putchar('\n');
+}
+
+void report_human(const struct result *r)
+{
+	const struct options *o = r->opt;
+	char a[32], b[32], c[32], d[32], e[32], f[32];
+	printf("echoload %s -> %s port %s, engine %s, %s\n", ECHOLOAD_VERSION, o->host, o->port,
+	       o->engine == ENGINE_URING ? "uring" : "epoll", r->timestamp);
+	printf("  load         %u connections x depth %u, %u B messages, %u thread%s, ", o->conns,
+	       o->depth, o->size, o->threads, o->threads > 1 ? "s" : "");
+	if (o->rate > 0)
+		printf("open loop at %s msgs/s\n",
+		       grouped((uint64_t)llround(o->rate), a, sizeof(a)));
+	else
+		printf("closed loop\n");
+	printf("  measured     %.2f s after %.2f s warm-up\n", r->measured_s, o->warmup);
+	printf("  throughput   %s msgs/s, %.2f MB/s echoed each way\n",
+	       grouped((uint64_t)llround(per_s(r, (double)r->cnt.msgs)), a, sizeof(a)),
+	       per_s(r, (double)r->cnt.msgs * o->size / 1e6));
+	printf("  latency µs   min %s  p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
+	       us(lat_us(r, 0), a, sizeof(a)), us(lat_us(r, 50), b, sizeof(b)),
+	       us(lat_us(r, 90), c, sizeof(c)), us(lat_us(r, 99), d, sizeof(d)),
+	       us(lat_us(r, 99.9), e, sizeof(e)), us(lat_us(r, 100), f, sizeof(f)));
+	printf("  messages     %s echoed intact in the interval, %s in flight at stop",
+	       grouped(r->cnt.msgs, a, sizeof(a)), grouped(r->cnt.in_flight, b, sizeof(b)));
+	if (r->cnt.stalled)
+		printf(" (%llu connections stalled)", (unsigned long long)r->cnt.stalled);
+	putchar('\n');
+	human_errors(&r->cnt);
+	human_cpu(r, "client CPU", r->client_cpu_s, 0);
+	if (o->server_pid && r->server_cpu_s >= 0)
+		human_cpu(r, "server CPU", r->server_cpu_s, o->server_pid);
+	else if (o->server_pid)
+		printf("  server CPU   unknown: /proc/%d/stat unreadable at the end\n",
+		       (int)o->server_pid);
+}
