@@ -26,6 +26,14 @@
  *    the pool is really dry (every buffer given to the core and not yet released, counted in
  *    `avail`); otherwise the recv is quietly re-armed after the ring is refilled. Never a spin:
  *    the core re-arms when buffers come back.
+ *  - One stream can empty the ring: a multishot recv keeps receiving as long as its socket has
+ *    bytes, so a client pushing megabytes takes every free buffer in one kernel pass, before
+ *    the core sees the first completion and pauses it; a client that never reads then sits on
+ *    the whole pool and starves everybody else. Each recv therefore carries a total byte limit
+ *    (a sixteenth of the pool) after which the kernel ends it; the backend renews it on that
+ *    final completion unless the core is cancelling it, and reports the data with OPF_MORE, so
+ *    the core never notices. Cost: one SQE per pool/16 bytes received. The limit (the SQE's
+ *    optlen field) is recent: init probes it, and on a kernel without it recvs run unbounded.
  *  - Returned buffers are invisible to the kernel until the ring tail moves: the tail is
  *    published once per iteration, before anything is submitted (also before a submit forced
  *    by a full SQ), so a re-armed recv never looks at a stale ring.
@@ -63,14 +71,16 @@
 
 #define UD_IGNORE 1u
 #define ENOBUFS_REARMS_MAX 8 /* quiet re-arms of one recv in a row before -ENOBUFS goes out */
+#define RECV_LIMIT_DIV 16    /* one multishot recv takes at most pool/16 before it is renewed */
 
 struct uring_state {
 	struct uc uc;
 	struct loop *loop;
-	uint32_t avail; /* pool buffers not held by the core (in the ring or about to be) */
+	uint32_t avail;      /* pool buffers not held by the core (in the ring or about to be) */
+	uint32_t recv_limit; /* bytes one multishot recv may take before it ends (0: no limit) */
 };
 
-static void prep_op(struct io_uring_sqe *sqe, struct op *op)
+static void prep_op(const struct uring_state *st, struct io_uring_sqe *sqe, struct op *op)
 {
 	switch (op->code) {
 	case OP_ACCEPT:
@@ -80,6 +90,7 @@ static void prep_op(struct io_uring_sqe *sqe, struct op *op)
 		io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
 		sqe->flags |= IOSQE_BUFFER_SELECT;
 		sqe->buf_group = 0;
+		sqe->file_index = st->recv_limit; /* alias of "optlen": the total limit */
 		break;
 	case OP_SEND:
 		io_uring_prep_send(sqe, op->fd, op->buf.base, op->buf.len, MSG_NOSIGNAL);
@@ -93,8 +104,9 @@ static void prep_op(struct io_uring_sqe *sqe, struct op *op)
 
 /* Multishot recv with a provided buffer ring on an empty socketpair, then a cancel: a kernel
  * that knows both answers -ECANCELED; an older one rejects the recv with -EINVAL. Multishot
- * accept (5.19) predates multishot recv (6.0), so this covers it. */
-static int probe(struct uc *uc)
+ * accept (5.19) predates multishot recv (6.0), so this covers it. With limit != 0 the recv also
+ * carries a total byte limit, which kernels before it reject with -EINVAL too. */
+static int probe(struct uc *uc, uint32_t limit)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
@@ -103,6 +115,7 @@ static int probe(struct uc *uc)
 	io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = 0;
+	sqe->file_index = limit;
 	sqe->user_data = 2;
 	sqe = uc_sqe(uc);
 	io_uring_prep_cancel64(sqe, 2, 0);
@@ -119,6 +132,10 @@ static int probe(struct uc *uc)
 			res = cqe->res;
 		io_uring_cqe_seen(&uc->ring, cqe);
 	}
+	/* Whatever else is in the CQ (the cancel's own CQE) goes too. */
+	struct io_uring_cqe *cqe;
+	while (io_uring_peek_cqe(&uc->ring, &cqe) == 0)
+		io_uring_cqe_seen(&uc->ring, cqe);
 	close(sv[0]);
 	close(sv[1]);
 	if (rc < 0)
@@ -152,8 +169,16 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 	st->loop = loop;
 	loop->be_state = st;
 	rc = uc_bufring_init(&st->uc, &loop->pool);
-	if (rc == 0)
-		rc = probe(&st->uc);
+	if (rc == 0) {
+		/* One recv's burst: a sixteenth of the pool, at least one buffer. */
+		uint32_t nb = loop->pool.nbufs / RECV_LIMIT_DIV ? loop->pool.nbufs / RECV_LIMIT_DIV : 1;
+		uint64_t limit = (uint64_t)nb * loop->pool.bufsize;
+		st->recv_limit = limit > INT32_MAX ? INT32_MAX : (uint32_t)limit;
+		if (probe(&st->uc, st->recv_limit) < 0) {
+			st->recv_limit = 0;
+			rc = probe(&st->uc, 0);
+		}
+	}
 	if (rc < 0) {
 		uring_fini(loop);
 		return rc;
@@ -169,7 +194,7 @@ static int uring_submit(struct loop *loop, struct op *op)
 	if (!sqe)
 		return -EBUSY;
 	op->backend_data = 0;
-	prep_op(sqe, op);
+	prep_op(st, sqe, op);
 	return 0;
 }
 
@@ -200,6 +225,15 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 		st->avail--;
 		cf |= OPF_BUFFER;
 		op->backend_data = 0;
+		if (!(cf & OPF_MORE) && res > 0 && !op->cancelling) {
+			/* The recv reached its byte limit (or the CQ overflowed): renew it before
+			 * the core sees the data, so to the core it never stopped. */
+			struct io_uring_sqe *sqe = uc_sqe(&st->uc);
+			if (sqe) {
+				prep_op(st, sqe, op);
+				cf |= OPF_MORE;
+			}
+		}
 	} else if (res == -ENOBUFS && op->code == OP_RECV && !(cf & OPF_MORE)) {
 		if (op->cancelling) {
 			res = -ECANCELED;
@@ -208,7 +242,7 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 			 * since: re-arm; the tail is published before this SQE is submitted. */
 			struct io_uring_sqe *sqe = uc_sqe(&st->uc);
 			if (sqe) {
-				prep_op(sqe, op);
+				prep_op(st, sqe, op);
 				op->backend_data++;
 				return;
 			}

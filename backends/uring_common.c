@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <signal.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -95,7 +94,6 @@ int uc_bufring_init(struct uc *uc, struct bufpool *pool)
 		uc->br = NULL;
 		return rc == -EINVAL ? -EOPNOTSUPP : rc;
 	}
-	uc->br_registered = true;
 	for (uint32_t bid = 0; bid < pool->nbufs; bid++)
 		uc_buf_put(uc, bid);
 	return 0;
@@ -203,16 +201,4 @@ int uc_wait(struct uc *uc, int timeout_ms, uc_cqe_fn fn, void *ctx)
 	if (rc == -ETIME || (rc == -EINTR && n > 0))
 		rc = 0;
 	return rc < 0 ? rc : (int)n;
-}
-
-const char *uc_describe(const struct uc *uc, char *buf, unsigned len)
-{
-	unsigned f = uc->setup_flags;
-	snprintf(buf, len, "%s%s%s sq=%u cq=%u%s", (f & IORING_SETUP_SINGLE_ISSUER) ? "single_issuer+" : "",
-		 (f & IORING_SETUP_DEFER_TASKRUN) ? "defer_taskrun"
-		 : (f & IORING_SETUP_COOP_TASKRUN) ? "coop_taskrun"
-						    : "ipi_taskrun",
-		 (f & IORING_SETUP_SUBMIT_ALL) ? "+submit_all" : "", uc->ring.sq.ring_entries,
-		 uc->cq_entries, uc->enter_flags ? " registered_ring" : "");
-	return buf;
 }

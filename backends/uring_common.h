@@ -7,14 +7,21 @@
  * Set-up, best first, each step taken only when the kernel refuses the previous one (EINVAL):
  *   SINGLE_ISSUER | DEFER_TASKRUN   completions are produced only when this thread enters the
  *                                   kernel with GETEVENTS (6.1+): no task-work interrupts, and
- *                                   the thread that created the ring must be the one that reaps
- *                                   (the reactor creates a loop in the thread that runs it);
- *   COOP_TASKRUN | TASKRUN_FLAG     task work runs at the next kernel entry, not via an IPI (5.19);
- *   nothing                         the oldest kernels.
- * Always SUBMIT_ALL (one bad SQE does not hold back the rest, 5.18) and CQSIZE = 4 x SQ,
- * with CLAMP. The ring fd is registered (5.18) so each enter skips the fd-table lookup.
- * FEAT_EXT_ARG (5.11: a timeout passed to the wait, no timeout SQE) is required: every kernel
- * with multishot recv has it.
+ *                                   the thread that created the ring must be the one that uses
+ *                                   and reaps it (the server creates each loop in its worker);
+ *   COOP_TASKRUN                    task work runs at the next kernel entry, not via an IPI (5.19);
+ *   nothing                         task work by IPI, the oldest kernels.
+ * Each with SUBMIT_ALL (one bad SQE does not hold back the rest, 5.18; dropped on a last try)
+ * and CQSIZE = 4 x SQ with CLAMP; SQ 4096, or 256 if the big ring hits a memory limit. Here
+ * (6.18) the first step takes. The ring fd is registered (5.18) so each enter skips the
+ * fd-table lookup. FEAT_EXT_ARG (5.11: the wait's timeout passed to enter, no timeout SQE) is
+ * required: every kernel with multishot recv has it. Anything else refuses (ENOSYS, EPERM from
+ * kernel.io_uring_disabled or seccomp) and init returns that errno unchanged.
+ *
+ * Tear-down: a ring's exit cancels what is in flight only later, in a kernel worker, and until
+ * then each request keeps its file open (a listener would still complete handshakes after the
+ * process is gone). uc_fini submits what is queued, cancels everything synchronously and runs
+ * the deferred task work before exiting the ring.
  */
 #ifndef ECHOD_URING_COMMON_H
 #define ECHOD_URING_COMMON_H
@@ -44,7 +51,6 @@ struct uc {
 	unsigned br_unflushed; /* buffers added since the tail was last published */
 	char *br_base;
 	uint32_t br_bufsize;
-	bool br_registered;
 };
 
 /* Create the ring (see above for the fallbacks). Returns 0 or -errno. */
@@ -104,8 +110,5 @@ int uc_submit(struct uc *uc);
  * so some op would never see its final completion). EBUSY (CQ overflow not flushable) and
  * EAGAIN (no memory) reap first and submit again once, without blocking. */
 int uc_wait(struct uc *uc, int timeout_ms, uc_cqe_fn fn, void *ctx);
-
-/* A short description of the set-up that took effect, for logs and tests. */
-const char *uc_describe(const struct uc *uc, char *buf, unsigned len);
 
 #endif

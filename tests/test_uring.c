@@ -1,0 +1,453 @@
+/* test_uring.c - the situations io_uring makes hard, against the two io_uring backends
+ * ("uring", "uring-poll"): a buffer ring far smaller than the number of senders, peers that go
+ * away while the kernel still holds sends for them, and thousands of connections that come and
+ * go without leaking an fd or a pool buffer.
+ *
+ * Two cases run the echo core in this process over real loopback sockets (the client side is
+ * non-blocking and interleaved with loop_run_once), so the pool and the fd table can be
+ * inspected exactly; one runs the echod binary (<dir of argv[0]>/../echod) and watches its fds.
+ * A backend missing from this build or refused by this kernel is skipped, not failed.
+ * Everything is bounded: deadlines on every loop, an alarm for a hang.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "echo.h"
+#include "lib_proc.h"
+#include "reactor.h"
+
+#define TEST_ALARM_S 60
+
+static const struct backend *be;
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	static const char msg[] = "test_uring: a test hung (alarm); backend: ";
+	(void)!write(2, msg, sizeof(msg) - 1);
+	(void)!write(2, be->name, strlen(be->name));
+	(void)!write(2, "\n", 1);
+	_exit(3);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	signal(SIGALRM, on_alarm);
+	alarm(TEST_ALARM_S);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	alarm(0);
+	return 0;
+}
+
+static int count_own_fds(void)
+{
+	return proc_count_fds(getpid());
+}
+
+/* --- an echo server in this process ------------------------------------------------------- */
+
+struct inproc {
+	struct loop loop;
+	struct echo_server srv;
+	int port;
+};
+
+static void inproc_start(struct inproc *s, uint32_t nbufs, uint32_t bufsize, uint32_t conn_buffer)
+{
+	struct loop_config cfg = { .nbufs = nbufs, .bufsize = bufsize, .max_fds = 4096 };
+	assert_int_equal(loop_init(&s->loop, be, &cfg), 0);
+	struct echo_limits lim = { .max_conns = 20000, .conn_buffer = conn_buffer,
+				   .idle_timeout_ms = 0, .drain_timeout_ms = 2000 };
+	assert_int_equal(echo_server_init(&s->srv, &s->loop, &lim), 0);
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	assert_true(l >= 0);
+	int one = 1;
+	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	assert_int_equal(bind(l, (struct sockaddr *)&sa, sl), 0);
+	assert_int_equal(listen(l, 4096), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+	s->port = ntohs(sa.sin_port);
+	assert_int_equal(echo_server_listen(&s->srv, l), 0);
+}
+
+/* Graceful stop, run to completion. */
+static void inproc_stop(struct inproc *s)
+{
+	echo_server_stop(&s->srv);
+	uint64_t dl = now_ms() + 5000;
+	while (!s->loop.stop && now_ms() < dl)
+		assert_int_equal(loop_run_once(&s->loop, 10), 0);
+	assert_true(echo_server_done(&s->srv));
+	s->loop.stop = false; /* the loop itself goes on, for assert_whole_pool */
+}
+
+/* Loop iterations in `ms` with nothing to do: a sleeping loop makes about ms / 10. */
+static long idle_iterations(struct loop *loop, int ms)
+{
+	long n = 0;
+	uint64_t dl = now_ms() + (uint64_t)ms;
+	while (now_ms() < dl) {
+		assert_int_equal(loop_run_once(loop, 10), 0);
+		n++;
+	}
+	return n;
+}
+
+static int client_connect(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	/* Loopback: the handshake completes in the kernel, no accept needed yet. */
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	set_nonblock(fd);
+	return fd;
+}
+
+/* Hold every buffer of the pool with one recv that never releases: exactly nbufs must come
+ * out before -ENOBUFS, or some buffer was lost on the way (the kernel ring or the stack). */
+struct holder {
+	struct op op;
+	uint32_t bids[1024];
+	uint32_t n;
+	int final_res;
+	bool final;
+};
+
+static void on_hold(struct loop *loop, struct op *op, int res, unsigned fl)
+{
+	(void)loop;
+	struct holder *h = op->owner;
+	if ((fl & OPF_BUFFER) && h->n < 1024)
+		h->bids[h->n++] = op->buf.bid;
+	if (!(fl & OPF_MORE)) {
+		h->final = true;
+		h->final_res = res;
+	}
+}
+
+static void assert_whole_pool(struct loop *loop)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	set_nonblock(sv[0]);
+	set_nonblock(sv[1]);
+	struct holder h = { .op = { .code = OP_RECV, .fd = sv[0], .done = on_hold } };
+	h.op.owner = &h;
+	assert_int_equal(loop_submit(loop, &h.op), 0);
+	uint64_t dl = now_ms() + 5000;
+	while (!h.final && now_ms() < dl) {
+		uint32_t before = h.n;
+		assert_int_equal(send(sv[1], "0123456789abcdef", 16, MSG_NOSIGNAL), 16);
+		while (h.n == before && !h.final && now_ms() < dl)
+			assert_int_equal(loop_run_once(loop, 10), 0);
+	}
+	assert_true(h.final);
+	print_message("  [%s] pool check: %u of %u buffers handed out, then %s\n", be->name, h.n,
+		      loop->pool.nbufs, strerror(-h.final_res));
+	assert_int_equal(h.final_res, -ENOBUFS);
+	assert_int_equal(h.n, loop->pool.nbufs);
+	for (uint32_t i = 0; i < h.n; i++)
+		loop_buf_release(loop, h.bids[i]);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* --- buffer ring exhaustion ---------------------------------------------------------------- */
+
+/* 20 connections stream 64 KiB each at once through a pool of 4 buffers: the ring runs dry
+ * over and over. Every byte must come back in order, the loop must sleep once the clients are
+ * done, and every buffer must be back in the pool at the end. */
+static void test_tiny_pool_many_senders(void **state)
+{
+	(void)state;
+	enum { N = 20, LEN = 64 * 1024 };
+	int fds0 = count_own_fds();
+	struct inproc s;
+	inproc_start(&s, 4, 2048, 16 * 1024);
+	int c[N];
+	uint8_t *out[N], *back[N];
+	size_t sent[N], got[N];
+	for (int i = 0; i < N; i++) {
+		c[i] = client_connect(s.port);
+		out[i] = malloc(LEN);
+		back[i] = malloc(LEN);
+		assert_non_null(out[i]);
+		assert_non_null(back[i]);
+		pattern_fill(out[i], LEN, (uint32_t)i + 100);
+		sent[i] = got[i] = 0;
+	}
+	size_t total = 0;
+	uint64_t t0 = now_ms(), dl = t0 + 20000;
+	while (total < (size_t)N * LEN && now_ms() < dl) {
+		for (int i = 0; i < N; i++) {
+			if (sent[i] < LEN) {
+				size_t n = LEN - sent[i] > 3000 ? 3000 : LEN - sent[i];
+				ssize_t k = send(c[i], out[i] + sent[i], n, MSG_NOSIGNAL);
+				if (k > 0)
+					sent[i] += (size_t)k;
+			}
+			ssize_t k = recv(c[i], back[i] + got[i], LEN - got[i], 0);
+			if (k > 0) {
+				got[i] += (size_t)k;
+				total += (size_t)k;
+			}
+		}
+		assert_int_equal(loop_run_once(&s.loop, 0), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		if (got[i] != LEN)
+			print_error("[%s] conn %d: %zu of %d bytes back\n", be->name, i, got[i], LEN);
+		assert_int_equal(got[i], LEN);
+		assert_memory_equal(back[i], out[i], LEN);
+	}
+	print_message("  [%s] 4 buffers, %d senders: %d x %d bytes echoed in %llu ms, pool dry %llu "
+		      "times, %llu pauses\n", be->name, N, N, LEN, (unsigned long long)(now_ms() - t0),
+		      (unsigned long long)s.srv.stats.enobufs,
+		      (unsigned long long)s.srv.stats.paused);
+	long iters = idle_iterations(&s.loop, 100);
+	assert_true(iters < 40); /* no spin with the pool (nearly) dry and clients idle */
+	assert_int_equal(s.srv.bufs_held, 0);
+	for (int i = 0; i < N; i++) {
+		close(c[i]);
+		free(out[i]);
+		free(back[i]);
+	}
+	inproc_stop(&s);
+	echo_server_fini(&s.srv);
+	assert_whole_pool(&s.loop);
+	loop_fini(&s.loop);
+	assert_int_equal(count_own_fds(), fds0);
+}
+
+/* --- connect/close churn ------------------------------------------------------------------- */
+
+/* 10,000 connections, each one echo and a close of one of three kinds (FIN, FIN after
+ * shutdown, RST), with fd numbers reused all the time. Nothing may be left: every connection
+ * accepted is closed, no pool buffer is held or lost, the process has the fds it started with. */
+static void test_10k_connect_close(void **state)
+{
+	(void)state;
+	enum { CYCLES = 10000 };
+	int fds0 = count_own_fds();
+	struct inproc s;
+	inproc_start(&s, 16, 4096, 64 * 1024);
+	uint64_t t0 = now_ms(), dl = t0 + 40000;
+	int done = 0;
+	for (; done < CYCLES && now_ms() < dl; done++) {
+		int fd = client_connect(s.port);
+		char b = (char)('a' + done % 26), r = 0;
+		assert_int_equal(send(fd, &b, 1, MSG_NOSIGNAL), 1);
+		ssize_t k = -1;
+		uint64_t d1 = now_ms() + 2000;
+		while ((k = recv(fd, &r, 1, 0)) < 0 && errno == EAGAIN && now_ms() < d1)
+			assert_int_equal(loop_run_once(&s.loop, 1), 0);
+		assert_int_equal(k, 1);
+		assert_int_equal(r, b);
+		switch (done % 3) {
+		case 0:
+			break;
+		case 1:
+			shutdown(fd, SHUT_WR);
+			break;
+		case 2: {
+			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			break;
+		}
+		}
+		close(fd);
+		assert_int_equal(loop_run_once(&s.loop, 0), 0);
+	}
+	assert_int_equal(done, CYCLES);
+	/* Let the server see the last closes. */
+	uint64_t d2 = now_ms() + 5000;
+	while (s.srv.stats.conns > 0 && now_ms() < d2)
+		assert_int_equal(loop_run_once(&s.loop, 10), 0);
+	print_message("  [%s] %d connect/echo/close cycles in %llu ms: accepted %llu, closed %llu, "
+		      "open %u\n", be->name, CYCLES, (unsigned long long)(now_ms() - t0),
+		      (unsigned long long)s.srv.stats.accepted,
+		      (unsigned long long)s.srv.stats.closed, s.srv.stats.conns);
+	assert_int_equal(s.srv.stats.conns, 0);
+	assert_int_equal(s.srv.stats.accepted, CYCLES);
+	assert_int_equal(s.srv.stats.closed, CYCLES);
+	assert_int_equal(s.srv.bufs_held, 0);
+	/* The listener (and the loop's ring) are all the fds the server has left. */
+	int fds_running = count_own_fds();
+	inproc_stop(&s);
+	echo_server_fini(&s.srv);
+	assert_whole_pool(&s.loop);
+	loop_fini(&s.loop);
+	int fds1 = count_own_fds();
+	print_message("  [%s] fds: %d before, %d while idle, %d after\n", be->name, fds0,
+		      fds_running, fds1);
+	assert_true(fds_running <= fds0 + 3);
+	assert_int_equal(fds1, fds0);
+}
+
+/* --- peers leaving with sends in flight (the echod binary) --------------------------------- */
+
+static long log_stat(const struct child *c, const char *key)
+{
+	char *log = proc_log(c);
+	const char *p = strstr(log, "event=stopped");
+	long v = -1;
+	if (p && (p = strstr(p, key)))
+		v = atol(p + strlen(key));
+	free(log);
+	return v;
+}
+
+/* Clients push megabytes and never read, so echod's sends sit in the kernel (io_uring holds
+ * them, or waits for POLLOUT), then go away: a third with RST, a third with close(), a third
+ * half-close first. echod must notice every one, close its side, give back the fds, keep
+ * serving, and stop at once on SIGTERM (nothing left to drain). */
+static void test_peer_closes_with_sends_in_flight(void **state)
+{
+	(void)state;
+	enum { N = 24 };
+	struct child c;
+	const char *args[] = { "--listen", "127.0.0.1:0", "--backend", be->name, "--conn-buffer",
+			       "256K", "--drain-timeout", "5", NULL };
+	int st = 0;
+	if (echod_start(&c, 0, &st, args) < 0) {
+		char *log = proc_log(&c);
+		print_error("echod --backend %s did not start (status %d):\n%s\n", be->name, st, log);
+		free(log);
+		fail();
+	}
+	usleep(100 * 1000);
+	int fds0 = proc_count_fds(c.pid);
+	int fd[N];
+	static uint8_t chunk[65536];
+	for (int i = 0; i < N; i++) {
+		fd[i] = client_connect(c.port);
+		int small = 16384;
+		setsockopt(fd[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	}
+	/* Push until the server has stopped taking bytes from every client. */
+	uint64_t dl = now_ms() + 3000;
+	size_t pushed = 0;
+	while (now_ms() < dl) {
+		bool any = false;
+		for (int i = 0; i < N; i++) {
+			ssize_t k = send(fd[i], chunk, sizeof(chunk), MSG_NOSIGNAL);
+			if (k > 0) {
+				pushed += (size_t)k;
+				any = true;
+			}
+		}
+		if (!any) {
+			usleep(200 * 1000); /* quiet: has everybody stalled for good? */
+			bool more = false;
+			for (int i = 0; i < N && !more; i++)
+				more = send(fd[i], chunk, 1, MSG_NOSIGNAL) > 0;
+			if (!more)
+				break;
+		}
+	}
+	int fds_busy = proc_count_fds(c.pid);
+	for (int i = 0; i < N; i++) {
+		if (i % 3 == 0) {
+			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+			setsockopt(fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		} else if (i % 3 == 1) {
+			shutdown(fd[i], SHUT_WR);
+		}
+		close(fd[i]);
+	}
+	uint64_t d2 = now_ms() + 5000;
+	int fds_now = proc_count_fds(c.pid);
+	while (fds_now > fds0 && now_ms() < d2) {
+		usleep(20 * 1000);
+		fds_now = proc_count_fds(c.pid);
+	}
+	print_message("  [%s] %d stalled clients pushed %zu bytes; echod fds %d idle, %d busy, "
+		      "%d after they left\n", be->name, N, pushed, fds0, fds_busy, fds_now);
+	assert_true(fds_busy >= fds0 + N);
+	assert_int_equal(fds_now, fds0);
+	/* Still serving. */
+	int h = tcp_connect(c.port);
+	assert_true(h >= 0);
+	assert_int_equal(send_all(h, "Hello, world", 12), 0);
+	char buf[12];
+	assert_int_equal(recv_exact(h, buf, 12), 12);
+	assert_memory_equal(buf, "Hello, world", 12);
+	close(h);
+	uint64_t t = now_ms();
+	assert_int_equal(proc_stop(&c, SIGTERM, 10000), 0);
+	uint64_t took = now_ms() - t;
+	long accepted = log_stat(&c, "accepted="), closed = log_stat(&c, "closed=");
+	print_message("  [%s] SIGTERM to exit: %llu ms; accepted %ld, closed %ld\n", be->name,
+		      (unsigned long long)took, accepted, closed);
+	assert_true(took < 2000); /* nothing was left to drain */
+	assert_int_equal(accepted, N + 1);
+	assert_int_equal(closed, N + 1);
+	proc_cleanup(&c);
+}
+
+/* --- main ----------------------------------------------------------------------------------- */
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	proc_init(argv[0]);
+	raise_nofile();
+	const struct CMUnitTest tests[] = {
+		T(test_tiny_pool_many_senders),
+		T(test_10k_connect_close),
+		T(test_peer_closes_with_sends_in_flight),
+	};
+	static const char *const names[] = { "uring", "uring-poll" };
+	int failed = 0;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		be = backend_find(names[i]);
+		if (!be) {
+			printf("[ SKIPPED  ] uring/%s: not in this build (no liburing)\n", names[i]);
+			continue;
+		}
+		struct loop loop;
+		struct loop_config cfg = { .nbufs = 16, .bufsize = 4096, .max_fds = 1024 };
+		int rc = loop_init(&loop, be, &cfg);
+		if (rc < 0) {
+			printf("[ SKIPPED  ] uring/%s: cannot run here (%s)\n", names[i],
+			       strerror(-rc));
+			continue;
+		}
+		loop_fini(&loop);
+		char name[64];
+		snprintf(name, sizeof(name), "uring/%s", names[i]);
+		failed += _cmocka_run_group_tests(name, tests, sizeof(tests) / sizeof(tests[0]), NULL,
+						  NULL);
+	}
+	return failed ? 1 : 0;
+}
