@@ -69,9 +69,11 @@ static int update_interest(struct epoll_state *st, int fd, struct fd_slot *s)
 		return 0;
 	struct epoll_event ev = { .events = want, .data.fd = fd };
 	int rc;
-	if (want == 0)
+	if (want == 0) {
 		rc = epoll_ctl(st->epfd, EPOLL_CTL_DEL, fd, NULL);
-	else
+		if (rc < 0 && (errno == EBADF || errno == ENOENT))
+			rc = 0; /* closed behind our back: the kernel already dropped it */
+	} else
 		rc = epoll_ctl(st->epfd, s->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev);
 	if (rc < 0)
 		return -errno;

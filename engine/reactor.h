@@ -5,7 +5,10 @@
  * io_uring backend does real asynchronous I/O with kernel-selected buffers. The core never learns
  * which backend runs: it sees completions, `res` = bytes or -errno, and capability bits.
  *
- * Contract (every backend keeps all of it; tests/test_integration.c holds them to it):
+ * Contract (every backend keeps all of it; tests/test_reactor.c holds each backend to it, and
+ * tests/test_integration.c runs the whole server on each):
+ *  - Every fd handed to the loop is O_NONBLOCK (a stale readiness event must not block the
+ *    loop); OP_ACCEPT delivers SOCK_NONBLOCK | SOCK_CLOEXEC fds.
  *  - An op is caller-owned memory. From loop_submit() until its final completion (one delivered
  *    without OPF_MORE) the backend may touch it; the caller must not free or reuse it before then.
  *  - Every submitted op gets exactly one final completion, also after loop_cancel() (then with
