@@ -73,6 +73,12 @@ void loop_fini(struct loop *loop)
 
 void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags)
 {
+	/* A callback that starts a timer or stamps activity must see the time it woke up, not the
+	 * time it went to sleep: after an idle wait the difference is the whole idle period. */
+	if (loop->clock_stale) {
+		loop->now_ms = loop_clock_ms();
+		loop->clock_stale = false;
+	}
 	if (!(cflags & OPF_MORE))
 		op->armed = false;
 	op->done(loop, op, res, cflags);
@@ -181,10 +187,14 @@ int loop_run_once(struct loop *loop, int max_wait_ms)
 	if (loop->stop)
 		return 0; /* a completion just finished the loop: do not block in wait */
 	int timeout = loop->deferred_head ? 0 : next_timeout(loop, max_wait_ms);
+	loop->clock_stale = true;
 	int rc = loop->be->wait(loop, timeout);
 	if (rc < 0 && rc != -EINTR)
 		return rc;
-	loop->now_ms = loop_clock_ms();
+	if (loop->clock_stale) { /* no completion read it: one clock read per wake-up either way */
+		loop->now_ms = loop_clock_ms();
+		loop->clock_stale = false;
+	}
 	if (loop->ntimers)
 		fire_timers(loop);
 	return 0;

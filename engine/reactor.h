@@ -25,6 +25,10 @@
  *    most one send in flight per fd, so the kernel never has to order two.
  *  - OP_READ is a one-shot read(2) into op->buf (caller memory), for eventfds and signalfds.
  *  - Readiness backends send optimistically: try at once, wait for writability only on EAGAIN.
+ *  - A backend delivers every completion through loop_complete(), which refreshes now_ms on
+ *    the first completion after a wait, so timers started in callbacks count from the wake-up.
+ *  - A loop belongs to the thread that created it: only that thread submits, cancels, releases
+ *    buffers and runs it (the io_uring backends create their ring with SINGLE_ISSUER).
  */
 #ifndef ECHOD_REACTOR_H
 #define ECHOD_REACTOR_H
@@ -108,7 +112,8 @@ struct loop {
 	struct op *deferred_head, *deferred_tail;
 	struct loop_timer *timers[LOOP_MAX_TIMERS];
 	int ntimers;
-	uint64_t now_ms;   /* monotonic, refreshed once per iteration */
+	uint64_t now_ms;   /* monotonic, read once per wake-up, before its first completion */
+	bool clock_stale;  /* the loop may have slept since now_ms was read */
 	bool stop;
 	void *user;        /* the echo core's per-loop state */
 };

@@ -57,12 +57,59 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
+/* Children not yet reaped, so a test that fails half-way (cmocka jumps out of it, leaving its
+ * struct child on a dead stack frame) does not leave an echod running into the next test. */
+#define MAX_LIVE 64
+static struct {
+	pid_t pid;
+	char log_path[64], out_path[64];
+} live[MAX_LIVE];
+
+static void live_add(const struct child *c)
+{
+	for (int i = 0; i < MAX_LIVE; i++) {
+		if (live[i].pid == 0) {
+			live[i].pid = c->pid;
+			memcpy(live[i].log_path, c->log_path, sizeof(live[i].log_path));
+			memcpy(live[i].out_path, c->out_path, sizeof(live[i].out_path));
+			return;
+		}
+	}
+}
+
+static void live_remove(pid_t pid)
+{
+	for (int i = 0; i < MAX_LIVE; i++)
+		if (live[i].pid == pid)
+			live[i].pid = 0;
+}
+
+int proc_kill_strays(void)
+{
+	int n = 0;
+	for (int i = 0; i < MAX_LIVE; i++) {
+		if (live[i].pid == 0)
+			continue;
+		struct child c = { .pid = live[i].pid };
+		memcpy(c.log_path, live[i].log_path, sizeof(c.log_path));
+		memcpy(c.out_path, live[i].out_path, sizeof(c.out_path));
+		proc_cleanup(&c);
+		live[i].pid = 0;
+		n++;
+	}
+	return n;
+}
+
 static pid_t spawn(const char *const *argv, struct child *c, int nofile)
 {
 	static int seq;
 	snprintf(c->log_path, sizeof(c->log_path), "/tmp/echod-test-%d-%d.err", getpid(), ++seq);
 	snprintf(c->out_path, sizeof(c->out_path), "/tmp/echod-test-%d-%d.out", getpid(), seq);
 	pid_t pid = fork();
+	if (pid > 0) {
+		c->pid = pid;
+		live_add(c);
+	}
 	if (pid != 0)
 		return pid;
 	int err = open(c->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -110,6 +157,7 @@ int proc_wait(struct child *c, int timeout_ms)
 		int st;
 		pid_t r = waitpid(c->pid, &st, WNOHANG);
 		if (r == c->pid) {
+			live_remove(c->pid);
 			c->pid = 0;
 			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 		}

@@ -29,6 +29,9 @@ int proc_run(const char *const *argv, int timeout_ms, struct child *c);
 int proc_stop(struct child *c, int sig, int timeout_ms);
 int proc_wait(struct child *c, int timeout_ms);
 void proc_cleanup(struct child *c);
+/* Kill and clean up every child started here and not yet reaped (a test's teardown: a failed
+ * assertion leaves its children behind). Returns how many there were. */
+int proc_kill_strays(void);
 /* Whole content of the child's stderr log (malloc'd, NUL-terminated). */
 char *proc_log(const struct child *c);
 bool proc_log_has(const struct child *c, const char *needle);

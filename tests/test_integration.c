@@ -54,6 +54,16 @@ static void assert_hello(int port)
 	close(fd);
 }
 
+/* A failed assertion jumps out of a test past its stop_clean(): stop what it left running. */
+static int kill_strays(void **state)
+{
+	(void)state;
+	int n = proc_kill_strays();
+	if (n)
+		printf("  [%s] killed %d child process(es) a failed test left running\n", backend, n);
+	return 0;
+}
+
 static void stop_clean(struct child *c)
 {
 	assert_int_equal(proc_stop(c, SIGTERM, 10000), 0);
@@ -588,23 +598,23 @@ int main(int argc, char **argv)
 	(void)argc;
 	proc_init(argv[0]);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_hello),
-		cmocka_unit_test(test_16mib_concurrent),
-		cmocka_unit_test(test_half_close_1mib),
-		cmocka_unit_test(test_half_close_before_reading),
-		cmocka_unit_test(test_dribble),
-		cmocka_unit_test(test_1000_connections),
-		cmocka_unit_test(test_never_reading_client_is_bounded),
-		cmocka_unit_test(test_stalled_clients_do_not_starve_pool),
-		cmocka_unit_test(test_reset_mid_stream),
-		cmocka_unit_test(test_busy_port),
-		cmocka_unit_test(test_sigterm_drains),
-		cmocka_unit_test(test_drain_timeout_bounds_exit),
-		cmocka_unit_test(test_max_conns_refusal),
-		cmocka_unit_test(test_idle_timeout),
-		cmocka_unit_test(test_emfile_backs_off),
-		cmocka_unit_test(test_echoclient_threads_ipv6),
-		cmocka_unit_test(test_fd_limit_refusal),
+		cmocka_unit_test_teardown(test_hello, kill_strays),
+		cmocka_unit_test_teardown(test_16mib_concurrent, kill_strays),
+		cmocka_unit_test_teardown(test_half_close_1mib, kill_strays),
+		cmocka_unit_test_teardown(test_half_close_before_reading, kill_strays),
+		cmocka_unit_test_teardown(test_dribble, kill_strays),
+		cmocka_unit_test_teardown(test_1000_connections, kill_strays),
+		cmocka_unit_test_teardown(test_never_reading_client_is_bounded, kill_strays),
+		cmocka_unit_test_teardown(test_stalled_clients_do_not_starve_pool, kill_strays),
+		cmocka_unit_test_teardown(test_reset_mid_stream, kill_strays),
+		cmocka_unit_test_teardown(test_busy_port, kill_strays),
+		cmocka_unit_test_teardown(test_sigterm_drains, kill_strays),
+		cmocka_unit_test_teardown(test_drain_timeout_bounds_exit, kill_strays),
+		cmocka_unit_test_teardown(test_max_conns_refusal, kill_strays),
+		cmocka_unit_test_teardown(test_idle_timeout, kill_strays),
+		cmocka_unit_test_teardown(test_emfile_backs_off, kill_strays),
+		cmocka_unit_test_teardown(test_echoclient_threads_ipv6, kill_strays),
+		cmocka_unit_test_teardown(test_fd_limit_refusal, kill_strays),
 	};
 	int failed = 0;
 	for (size_t i = 0; i < backend_count; i++) {

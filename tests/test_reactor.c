@@ -30,6 +30,7 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -1141,6 +1142,55 @@ static void test_timers_in_order(void **state)
 	assert_contract_kept();
 }
 
+/* A timer started by a completion that ends an idle wait counts from the wake-up, not from
+ * when the loop went to sleep: a drain or idle timeout started then must not fire early. */
+static struct tmr woke_timer;
+
+static void start_timer_on_data(struct trk *t, int res, unsigned fl)
+{
+	(void)t;
+	(void)fl;
+	if (res > 0 && woke_timer.t.deadline_ms == 0 && woke_timer.due == 0) {
+		woke_timer.due = ms_now() + 200;
+		loop_timer_start(&L, &woke_timer.t, 200);
+	}
+}
+
+static void test_timer_started_after_idle_wait(void **state)
+{
+	(void)state;
+	int sv[2];
+	start_loop(8, 4096);
+	make_pair(UNIX_PAIR, sv, false);
+	woke_timer = (struct tmr){ .t = { .fire = on_timer, .owner = &woke_timer } };
+	fired = 0;
+	struct trk *r = new_trk(OP_RECV, sv[0]);
+	r->hook = start_timer_on_data;
+	assert_int_equal(sub(r), 0);
+	assert_int_equal(loop_run_once(&L, 0), 0);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) { /* the loop sleeps 300 ms in one wait before this arrives */
+		usleep(300 * 1000);
+		_exit(write(sv[1], "x", 1) == 1 ? 0 : 1);
+	}
+	uint64_t dl = ms_now() + 3000;
+	while (woke_timer.due == 0 && ms_now() < dl)
+		assert_int_equal(loop_run_once(&L, 1000), 0);
+	int st;
+	assert_int_equal(waitpid(child, &st, 0), child);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_true(woke_timer.due != 0);
+	while (fired == 0 && ms_now() < dl)
+		assert_int_equal(loop_run_once(&L, -1), 0);
+	assert_int_equal(fired, 1);
+	/* 1 ms of slack: now_ms and ms_now() read the clock a moment apart. */
+	assert_true(woke_timer.fired_at + 1 >= woke_timer.due);
+	can(r);
+	RUN_UNTIL(r->final_seen, 2000);
+	assert_contract_kept();
+}
+
 /* The wait's own timeout: 0 returns at once, 50 ms sleeps about that long. */
 static void test_wait_timeout(void **state)
 {
@@ -1560,6 +1610,7 @@ int main(void)
 		T(test_accept_multishot_ipv6),
 		T(test_timers_in_order),
 		T(test_wait_timeout),
+		T(test_timer_started_after_idle_wait),
 		T(test_every_ready_fd_per_wait),
 		T(test_fd_limit),
 		T(test_close_and_reuse_fd),

@@ -58,6 +58,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	alarm(0);
+	proc_kill_strays(); /* a failed test's echod must not outlive it */
 	return 0;
 }
 
