@@ -318,8 +318,9 @@ static bool rx_blocked(const struct conn *c)
 	const struct echo_server *srv = c->srv;
 	if (c->queued >= srv->lim.conn_buffer)
 		return true;
-	/* Over its share of pool buffers with no spill room left: no more buffers for it. */
-	return c->held >= conn_share(srv) && c->spill.base &&
+	/* Over its share of pool buffers with no spill room left: no more buffers for it. (The
+	 * spill test first: most connections never have one, and it is one load.) */
+	return c->spill.base && c->held >= conn_share(srv) &&
 	       (c->qtail != &c->spill ||
 		c->spill.off + c->spill.len + srv->loop->pool.bufsize > c->spill_cap);
 }
