@@ -353,6 +353,18 @@ ssize_t recv_exact(int fd, void *buf, size_t len)
 	return (ssize_t)got;
 }
 
+bool hello_echoed(int port)
+{
+	int fd = tcp_connect(port);
+	if (fd < 0)
+		return false;
+	char buf[12];
+	bool ok = send_all(fd, "Hello, world", 12) == 0 && recv_exact(fd, buf, 12) == 12 &&
+		  memcmp(buf, "Hello, world", 12) == 0;
+	close(fd);
+	return ok;
+}
+
 void set_nonblock(int fd)
 {
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);

@@ -45,6 +45,8 @@ int proc_count_fds(pid_t pid);
 int tcp_connect(int port);        /* blocking socket, 5 s send/recv timeouts; -1 on failure */
 int send_all(int fd, const void *buf, size_t len);        /* 0 or -errno */
 ssize_t recv_exact(int fd, void *buf, size_t len);         /* bytes read before EOF/error */
+/* The tutorial's exchange on a fresh connection: "Hello, world" sent, the same 12 bytes back. */
+bool hello_echoed(int port);
 void set_nonblock(int fd);
 void pattern_fill(uint8_t *buf, size_t len, uint32_t seed); /* deterministic, non-repeating */
 uint64_t now_ms(void);

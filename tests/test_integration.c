@@ -45,13 +45,7 @@ static void start(struct child *c, const char *const *extra)
 
 static void assert_hello(int port)
 {
-	int fd = tcp_connect(port);
-	assert_true(fd >= 0);
-	assert_int_equal(send_all(fd, "Hello, world", 12), 0);
-	char buf[12];
-	assert_int_equal(recv_exact(fd, buf, 12), 12);
-	assert_memory_equal(buf, "Hello, world", 12);
-	close(fd);
+	assert_true(hello_echoed(port));
 }
 
 /* A failed assertion jumps out of a test past its stop_clean(): stop what it left running. */
