@@ -137,6 +137,10 @@ size_t conn_fill(const struct conn *c, uint8_t *buf, size_t cap);
 void conn_sent(struct conn *c, size_t n);
 /* Puts c on the worker's list of connections to send on (the engine's flush walks it). */
 void conn_want_send(struct worker *w, struct conn *c);
+/* Call flush(w, engine, c) for each connection marked by conn_want_send() since the last call,
+ * in marking order (also those marked while this runs), and clear the marks. */
+void worker_flush_dirty(struct worker *w, void (*flush)(struct worker *, void *, struct conn *),
+			void *engine);
 /* The server closed (err 0) or the socket failed (errno value); the engine stops I/O on it. */
 void conn_failed(struct worker *w, struct conn *c, int err);
 /* Accounts for stream bytes up to pos (messages ending before it are complete); damaged marks

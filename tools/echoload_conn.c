@@ -114,6 +114,17 @@ void conn_want_send(struct worker *w, struct conn *c)
 	}
 }
 
+void worker_flush_dirty(struct worker *w, void (*flush)(struct worker *, void *, struct conn *),
+			void *engine)
+{
+	for (uint32_t i = 0; i < w->ndirty; i++) {
+		struct conn *c = &w->conns[w->dirty[i]];
+		c->dirty = false;
+		flush(w, engine, c);
+	}
+	w->ndirty = 0;
+}
+
 /* Open loop: when the k-th slot of connection c was due (slots go round-robin). */
 static uint64_t slot_time(const struct worker *w, const struct conn *c, uint64_t k)
 {

@@ -62,14 +62,9 @@ static void flush(struct worker *w, struct epoll_engine *e, struct conn *c)
 		want_out(w, e, c, false);
 }
 
-static void flush_dirty(struct worker *w, struct epoll_engine *e)
+static void flush_marked(struct worker *w, void *e, struct conn *c)
 {
-	for (uint32_t i = 0; i < w->ndirty; i++) {
-		struct conn *c = &w->conns[w->dirty[i]];
-		c->dirty = false;
-		flush(w, e, c);
-	}
-	w->ndirty = 0;
+	flush(w, e, c);
 }
 
 /* Level-triggered: one recv is enough unless it filled the buffer. */
@@ -146,7 +141,7 @@ int epoll_run(struct worker *w)
 			int64_t wait = worker_step(w);
 			if (wait < 0)
 				break;
-			flush_dirty(w, &e);
+			worker_flush_dirty(w, flush_marked, &e);
 			int n = wait_events(&e, ev, wait);
 			if (n < 0 && errno != EINTR) {
 				worker_fail(w, 1, "epoll_wait: %s", strerror(errno));

@@ -198,14 +198,9 @@ static void on_recv(struct worker *w, struct uring_engine *u, struct conn *c,
 	}
 }
 
-static void flush_dirty(struct worker *w, struct uring_engine *u)
+static void send_marked(struct worker *w, void *u, struct conn *c)
 {
-	for (uint32_t i = 0; i < w->ndirty; i++) {
-		struct conn *c = &w->conns[w->dirty[i]];
-		c->dirty = false;
-		start_send(w, u, c);
-	}
-	w->ndirty = 0;
+	start_send(w, u, c);
 }
 
 static void reap(struct worker *w, struct uring_engine *u)
@@ -290,7 +285,7 @@ int uring_run(struct worker *w)
 			int64_t wait = worker_step(w);
 			if (wait < 0)
 				break;
-			flush_dirty(w, &u);
+			worker_flush_dirty(w, send_marked, &u);
 			struct __kernel_timespec ts = { .tv_sec = wait / (int64_t)NS_PER_S,
 							.tv_nsec = wait % (int64_t)NS_PER_S };
 			struct io_uring_cqe *cqe;
