@@ -190,10 +190,29 @@ void proc_cleanup(struct child *c)
 	unlink(c->out_path);
 }
 
+static int start_echod(struct child *c, const char *wrapper, int nofile, int *status,
+		       const char *const *args);
+
 int echod_start(struct child *c, int nofile, int *status, const char *const *args)
 {
+	return start_echod(c, NULL, nofile, status, args);
+}
+
+int echod_start_via(struct child *c, const char *wrapper, int *status, const char *const *args)
+{
+	return start_echod(c, wrapper, 0, status, args);
+}
+
+static int start_echod(struct child *c, const char *wrapper, int nofile, int *status,
+		       const char *const *args)
+{
 	const char *argv[64];
+	char wrapper_path[PATH_MAX + 64];
 	int n = 0;
+	if (wrapper) {
+		snprintf(wrapper_path, sizeof(wrapper_path), "%s", proc_bin(wrapper));
+		argv[n++] = wrapper_path;
+	}
 	argv[n++] = proc_bin("echod");
 	for (int i = 0; args[i] && n < 62; i++)
 		argv[n++] = args[i];

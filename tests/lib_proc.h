@@ -23,6 +23,8 @@ const char *proc_bin(const char *name);
  * caps the child's RLIMIT_NOFILE (soft and hard). Returns 0, or -1 if it exited (then
  * *status holds its exit status). */
 int echod_start(struct child *c, int nofile, int *status, const char *const *args);
+/* The same, with echod run by a wrapper program (wrapper ECHOD ARGS...), e.g. helper_nouring. */
+int echod_start_via(struct child *c, const char *wrapper, int *status, const char *const *args);
 /* Run a program to completion within timeout_ms; returns its exit status or -1. */
 int proc_run(const char *const *argv, int timeout_ms, struct child *c);
 /* Send sig and wait up to timeout_ms; returns the exit status, -2 on timeout (then killed). */

@@ -6,6 +6,8 @@
  * Two cases run the echo core in this process over real loopback sockets (the client side is
  * non-blocking and interleaved with loop_run_once), so the pool and the fd table can be
  * inspected exactly; one runs the echod binary (<dir of argv[0]>/../echod) and watches its fds.
+ * Two run echod with io_uring_setup refused by a seccomp filter (tests/helper_nouring): the
+ * named backend must refuse in one line and exit 69, auto must fall back to epoll and say why.
  * A backend missing from this build or refused by this kernel is skipped, not failed.
  * Everything is bounded: deadlines on every loop, an alarm for a hang.
  */
@@ -410,6 +412,59 @@ static void test_peer_closes_with_sends_in_flight(void **state)
 
 /* --- main ----------------------------------------------------------------------------------- */
 
+/* --- io_uring refused (kernel.io_uring_disabled, seccomp) ------------------------------------ */
+
+/* Asked for by name, the backend says in one line why it cannot run and what to use instead,
+ * and echod exits 69 without listening. */
+static void test_refused_when_io_uring_blocked(void **state)
+{
+	(void)state;
+	struct child c;
+	int st = -1;
+	const char *args[] = { "--backend", be->name, "--listen", "127.0.0.1:0", NULL };
+	int rc = echod_start_via(&c, "helper_nouring", &st, args);
+	if (rc == 0)
+		proc_stop(&c, SIGKILL, 2000);
+	char *log = proc_log(&c);
+	proc_cleanup(&c);
+	if (st == 125) {
+		free(log);
+		skip(); /* no seccomp here */
+	}
+	print_message("  [%s] blocked: exit %d: %s", be->name, st, log);
+	assert_int_equal(rc, -1);
+	assert_int_equal(st, 69);
+	int lines = 0;
+	for (const char *p = log; *p; p++)
+		lines += *p == '\n';
+	assert_int_equal(lines, 1);
+	assert_non_null(strstr(log, "cannot run here: Operation not permitted"));
+	assert_non_null(strstr(log, "kernel.io_uring_disabled"));
+	assert_non_null(strstr(log, "try --backend epoll"));
+	assert_null(strstr(log, "event=listening"));
+	free(log);
+}
+
+/* --backend auto skips io_uring, logs why, and serves on epoll. */
+static void test_auto_falls_back_when_io_uring_blocked(void **state)
+{
+	(void)state;
+	struct child c;
+	int st = -1;
+	const char *args[] = { "--backend", "auto", "--listen", "127.0.0.1:0", NULL };
+	int rc = echod_start_via(&c, "helper_nouring", &st, args);
+	if (rc < 0 && st == 125) {
+		proc_cleanup(&c);
+		skip();
+	}
+	assert_int_equal(rc, 0);
+	assert_true(proc_log_has(&c, "event=backend name=epoll chosen_by=auto "
+				     "skipped=\"uring: Operation not permitted\""));
+	assert_true(hello_echoed(c.port));
+	assert_int_equal(proc_stop(&c, SIGTERM, 10000), 0);
+	proc_cleanup(&c);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(int argc, char **argv)
@@ -421,6 +476,8 @@ int main(int argc, char **argv)
 		T(test_tiny_pool_many_senders),
 		T(test_10k_connect_close),
 		T(test_peer_closes_with_sends_in_flight),
+		T(test_refused_when_io_uring_blocked),
+		T(test_auto_falls_back_when_io_uring_blocked),
 	};
 	static const char *const names[] = { "uring", "uring-poll" };
 	int failed = 0;
