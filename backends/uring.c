@@ -157,11 +157,10 @@ static void uring_fini(struct loop *loop)
 
 static int uring_init(struct loop *loop, const struct loop_config *cfg)
 {
-	(void)cfg;
 	struct uring_state *st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
-	int rc = uc_init(&st->uc);
+	int rc = uc_init(&st->uc, cfg->queue_depth);
 	if (rc < 0) {
 		free(st);
 		return rc;

@@ -14,7 +14,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-int uc_init(struct uc *uc)
+int uc_init(struct uc *uc, uint32_t sq_entries)
 {
 	static const unsigned modes[] = {
 		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
@@ -23,7 +23,8 @@ int uc_init(struct uc *uc)
 		0,
 	};
 	/* Smaller rings only if the big ones hit a memory limit (RLIMIT_MEMLOCK before 5.12). */
-	static const unsigned sizes[] = { UC_SQ_ENTRIES, 256 };
+	unsigned first = sq_entries ? sq_entries : UC_SQ_ENTRIES;
+	const unsigned sizes[] = { first, first < 256 ? first : 256 };
 	memset(uc, 0, sizeof(*uc));
 	int rc = -EINVAL;
 	for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
@@ -187,6 +188,8 @@ int uc_wait(struct uc *uc, int timeout_ms, uc_cqe_fn fn, void *ctx)
 	/* GETEVENTS even when not waiting: under DEFER_TASKRUN completions exist only after it. */
 	unsigned wait_nr = timeout_ms != 0 && io_uring_cq_ready(&uc->ring) == 0;
 	int rc = enter(uc, submit, wait_nr, IORING_ENTER_GETEVENTS, timeout_ms);
+	if (rc == -EBUSY || io_uring_cq_has_overflow(&uc->ring))
+		uc->overflows++;
 	unsigned n = uc_reap(uc, uc->cq_entries, fn, ctx);
 	if (rc == -EBUSY || rc == -EAGAIN) {
 		/* The CQ was full (overflow waiting) or the kernel lacked memory: now that the CQ

@@ -73,6 +73,7 @@ struct loop_config {
 	uint32_t nbufs;    /* buffers in the loop's pool */
 	uint32_t bufsize;  /* bytes per buffer */
 	uint32_t max_fds;  /* fds the loop may watch, for sizing tables */
+	uint32_t queue_depth; /* io_uring: SQ entries, CQ 4x (0: 4096); tests shrink it to overflow */
 };
 
 struct backend {

@@ -1,7 +1,8 @@
 /* test_uring.c - the situations io_uring makes hard, against the two io_uring backends
- * ("uring", "uring-poll"): a buffer ring far smaller than the number of senders, peers that go
- * away while the kernel still holds sends for them, and thousands of connections that come and
- * go without leaking an fd or a pool buffer.
+ * ("uring", "uring-poll"): a buffer ring far smaller than the number of senders, a completion
+ * queue far smaller than one pass's completions (it must overflow, and nothing be lost), peers
+ * that go away while the kernel still holds sends for them, and thousands of connections that
+ * come and go without leaking an fd or a pool buffer.
  *
  * Two cases run the echo core in this process over real loopback sockets (the client side is
  * non-blocking and interleaved with loop_run_once), so the pool and the fd table can be
@@ -33,6 +34,9 @@
 #include "echo.h"
 #include "lib_proc.h"
 #include "reactor.h"
+#ifdef ECHOD_HAVE_URING
+#include "uring_common.h" /* the overflow count */
+#endif
 
 #define TEST_ALARM_S 60
 
@@ -77,9 +81,11 @@ struct inproc {
 	int port;
 };
 
-static void inproc_start(struct inproc *s, uint32_t nbufs, uint32_t bufsize, uint32_t conn_buffer)
+static void inproc_start_depth(struct inproc *s, uint32_t nbufs, uint32_t bufsize,
+			       uint32_t conn_buffer, uint32_t queue_depth)
 {
-	struct loop_config cfg = { .nbufs = nbufs, .bufsize = bufsize, .max_fds = 4096 };
+	struct loop_config cfg = { .nbufs = nbufs, .bufsize = bufsize, .max_fds = 4096,
+				   .queue_depth = queue_depth };
 	assert_int_equal(loop_init(&s->loop, be, &cfg), 0);
 	struct echo_limits lim = { .max_conns = 20000, .conn_buffer = conn_buffer,
 				   .idle_timeout_ms = 0, .drain_timeout_ms = 2000 };
@@ -95,6 +101,11 @@ static void inproc_start(struct inproc *s, uint32_t nbufs, uint32_t bufsize, uin
 	assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
 	s->port = ntohs(sa.sin_port);
 	assert_int_equal(echo_server_listen(&s->srv, l), 0);
+}
+
+static void inproc_start(struct inproc *s, uint32_t nbufs, uint32_t bufsize, uint32_t conn_buffer)
+{
+	inproc_start_depth(s, nbufs, bufsize, conn_buffer, 0);
 }
 
 /* Graceful stop, run to completion. */
@@ -412,6 +423,69 @@ static void test_peer_closes_with_sends_in_flight(void **state)
 
 /* --- main ----------------------------------------------------------------------------------- */
 
+/* --- completion queue overflow --------------------------------------------------------------- */
+
+/* A ring of 4 SQEs and 16 CQEs under 64 streaming connections and small buffers: one kernel
+ * pass posts far more completions than the CQ holds, so the kernel keeps the rest on its
+ * overflow list (and ends multishot recvs that could not post). Every byte must still come
+ * back in order, the overflow must really have happened, and the pool must be whole after. */
+static void test_cq_overflow(void **state)
+{
+	(void)state;
+#ifndef ECHOD_HAVE_URING
+	skip(); /* no io_uring backend in this build */
+#else
+	enum { N = 64, LEN = 32 * 1024 };
+	struct inproc s;
+	inproc_start_depth(&s, 256, 512, 16 * 1024, 4);
+	int c[N];
+	uint8_t *out[N], *back[N];
+	size_t sent[N], got[N];
+	for (int i = 0; i < N; i++) {
+		c[i] = client_connect(s.port);
+		out[i] = malloc(LEN);
+		back[i] = malloc(LEN);
+		assert_non_null(out[i]);
+		assert_non_null(back[i]);
+		pattern_fill(out[i], LEN, (uint32_t)i + 7);
+		sent[i] = got[i] = 0;
+	}
+	size_t total = 0;
+	uint64_t t0 = now_ms(), dl = t0 + 20000;
+	while (total < (size_t)N * LEN && now_ms() < dl) {
+		for (int i = 0; i < N; i++) {
+			if (sent[i] < LEN) {
+				ssize_t k = send(c[i], out[i] + sent[i], LEN - sent[i], MSG_NOSIGNAL);
+				if (k > 0)
+					sent[i] += (size_t)k;
+			}
+			ssize_t k = recv(c[i], back[i] + got[i], LEN - got[i], 0);
+			if (k > 0) {
+				got[i] += (size_t)k;
+				total += (size_t)k;
+			}
+		}
+		assert_int_equal(loop_run_once(&s.loop, 0), 0);
+	}
+	const struct uc *uc = s.loop.be_state;
+	print_message("  [%s] SQ 4 / CQ %u: %d x %d bytes echoed in %llu ms, CQ overflowed in %llu "
+		      "waits\n", be->name, uc->cq_entries, N, LEN,
+		      (unsigned long long)(now_ms() - t0), (unsigned long long)uc->overflows);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(got[i], LEN);
+		assert_memory_equal(back[i], out[i], LEN);
+		close(c[i]);
+		free(out[i]);
+		free(back[i]);
+	}
+	assert_true(uc->overflows > 0);
+	inproc_stop(&s);
+	echo_server_fini(&s.srv);
+	assert_whole_pool(&s.loop);
+	loop_fini(&s.loop);
+#endif
+}
+
 /* --- io_uring refused (kernel.io_uring_disabled, seccomp) ------------------------------------ */
 
 /* Asked for by name, the backend says in one line why it cannot run and what to use instead,
@@ -476,6 +550,7 @@ int main(int argc, char **argv)
 		T(test_tiny_pool_many_senders),
 		T(test_10k_connect_close),
 		T(test_peer_closes_with_sends_in_flight),
+		T(test_cq_overflow),
 		T(test_refused_when_io_uring_blocked),
 		T(test_auto_falls_back_when_io_uring_blocked),
 	};
