@@ -421,6 +421,57 @@ static void test_csv_and_server_cpu(void **state)
 	assert_true(strtod(last + 1, NULL) > 0);
 }
 
+/* --server-pid of a process whose command line names a backend: the JSON says which. The
+ * "server" here is a shell that only sleeps, started with the forms echod accepts. */
+static void expect_backend_learned(const char *flag, const char *value, const char *want)
+{
+	pid_t sh = fork();
+	assert_true(sh >= 0);
+	if (sh == 0) {
+		if (value)
+			execl("/bin/sh", "sh", "-c", "sleep 5", "echod", flag, value, (char *)NULL);
+		else
+			execl("/bin/sh", "sh", "-c", "sleep 5", "echod", flag, (char *)NULL);
+		_exit(127);
+	}
+	/* Wait until exec has replaced the forked image's command line. */
+	char path[64], cmd[16] = "";
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)sh);
+	for (int i = 0; i < 400 && strcmp(cmd, "sh") != 0; i++) {
+		usleep(5000);
+		FILE *f = fopen(path, "r");
+		if (f) {
+			size_t n = fread(cmd, 1, sizeof(cmd) - 1, f);
+			cmd[n] = '\0';
+			fclose(f);
+		}
+	}
+	assert_string_equal(cmd, "sh");
+	struct output o;
+	helper_start("none", "1", "1000000");
+	char port[16], pid[16];
+	snprintf(port, sizeof(port), "%d", helper_port);
+	snprintf(pid, sizeof(pid), "%d", (int)sh);
+	const char *args[] = { "--port", port, "--duration", "0.2", "--warmup", "0", "--json",
+			       "--server-pid", pid, NULL };
+	run_echoload(args, &o);
+	helper_stop();
+	kill(sh, SIGKILL);
+	waitpid(sh, NULL, 0);
+	assert_int_equal(o.status, 0);
+	if (!strstr(o.out, want))
+		fail_msg("want %s in: %s", want, o.out);
+}
+
+static void test_server_backend_from_cmdline(void **state)
+{
+	(void)state;
+	expect_backend_learned("--backend", "poll", "\"backend\":\"poll\"");
+	expect_backend_learned("--backend=uring-poll", NULL, "\"backend\":\"uring-poll\"");
+	expect_backend_learned("-b", "select", "\"backend\":\"select\"");
+	expect_backend_learned("--threads", "2", "\"backend\":null");
+}
+
 /* --- refusals ------------------------------------------------------------------------------ */
 
 static void test_bad_usage_exits_64(void **state)
@@ -547,6 +598,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_csv_and_server_cpu, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uring, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uring_unavailable_exits_69, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_backend_from_cmdline, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,7 +53,8 @@ static const char usage_text[] =
 	"  -r, --rate MSGS          open loop: MSGS messages/s in total, latency measured\n"
 	"                           from each message's intended send time  [closed loop]\n"
 	"  -e, --engine NAME        epoll or uring                          [epoll]\n"
-	"      --server-pid PID     also report the server's CPU per message\n"
+	"      --server-pid PID     also report the server's CPU per message (and its\n"
+	"                           backend, when its command line names one)\n"
 	"      --label TEXT         copied into the JSON and CSV output\n"
 	"      --json, --csv        the result as one JSON object, or a CSV header and row\n"
 	"  -q, --quiet              no progress line, no per-error details\n"
@@ -655,6 +656,32 @@ static void start_clock(struct run *r)
 	atomic_store(&r->stop_at, r->t_meas + (uint64_t)(r->opt.duration * 1e9));
 }
 
+/* The server's backend when its command line names one (`--backend X`, `--backend=X`,
+ * `-b X`), so results say what was measured without a --label. */
+static void learn_server_backend(struct options *o)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)o->server_pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	const char *value = NULL;
+	for (const char *a = buf; a < buf + n; a += strlen(a) + 1) {
+		const char *next = a + strlen(a) + 1;
+		if (strncmp(a, "--backend=", 10) == 0)
+			value = a + 10;
+		else if ((strcmp(a, "--backend") == 0 || strcmp(a, "-b") == 0) && next < buf + n)
+			value = next;
+	}
+	if (value && *value)
+		snprintf(o->server_backend, sizeof(o->server_backend), "%s", value);
+}
+
 static int preflight(const struct options *o)
 {
 	char why[256];
@@ -677,6 +704,8 @@ int main(int argc, char **argv)
 		return rc < 0 ? 0 : rc;
 	if ((rc = preflight(&r.opt)) != 0)
 		return rc;
+	if (r.opt.server_pid)
+		learn_server_backend(&r.opt);
 	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESETHAND };
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0 ||

@@ -41,6 +41,7 @@ struct options {
 	double duration, warmup, rate; /* seconds, seconds, msgs/s in total (0: closed loop) */
 	enum engine_kind engine;
 	pid_t server_pid;              /* 0: not given */
+	char server_backend[32];       /* its --backend, from /proc/PID/cmdline; "" if unknown */
 	bool json, csv, quiet;
 	const char *label;
 };

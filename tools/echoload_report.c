@@ -75,6 +75,7 @@ static void build(const struct result *r, struct table *t)
 	add_str(t, "tool", "echoload");
 	add_str(t, "version", ECHOLOAD_VERSION);
 	add_str(t, "label", o->label);
+	add_str(t, "backend", o->server_backend[0] ? o->server_backend : NULL);
 	add_str(t, "timestamp", r->timestamp);
 	add_str(t, "kernel", r->kernel);
 	add_str(t, "host", o->host);
@@ -251,7 +252,8 @@ static void human_errors(const struct counters *c)
 	       (unsigned long long)c->conn_errors);
 }
 
-static void human_cpu(const struct result *r, const char *who, double cpu_s, pid_t pid)
+static void human_cpu(const struct result *r, const char *who, double cpu_s, pid_t pid,
+		      const char *backend)
 {
 	double per_msg = cpu_us_per_msg(r, cpu_s);
 	printf("  %-12s %.1f%% of one core, ", who, cpu_pct(r, cpu_s));
@@ -259,7 +261,9 @@ static void human_cpu(const struct result *r, const char *who, double cpu_s, pid
 		printf("%.2f µs per message", per_msg);
 	else
 		printf("- µs per message");
-	if (pid)
+	if (pid && backend && *backend)
+		printf("  (pid %d, backend %s)", (int)pid, backend);
+	else if (pid)
 		printf("  (pid %d)", (int)pid);
 	putchar('\n');
 }
@@ -291,9 +295,9 @@ void report_human(const struct result *r)
 		printf(" (%llu connections stalled)", (unsigned long long)r->cnt.stalled);
 	putchar('\n');
 	human_errors(&r->cnt);
-	human_cpu(r, "client CPU", r->client_cpu_s, 0);
+	human_cpu(r, "client CPU", r->client_cpu_s, 0, NULL);
 	if (o->server_pid && r->server_cpu_s >= 0)
-		human_cpu(r, "server CPU", r->server_cpu_s, o->server_pid);
+		human_cpu(r, "server CPU", r->server_cpu_s, o->server_pid, o->server_backend);
 	else if (o->server_pid)
 		printf("  server CPU   unknown: /proc/%d/stat unreadable at the end\n",
 		       (int)o->server_pid);
