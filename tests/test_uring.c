@@ -145,6 +145,73 @@ static int client_connect(int port)
 	return fd;
 }
 
+/* n clients that each send `len` pattern bytes (at most `chunk` per send) while reading the
+ * echo back, interleaved with loop iterations, until everything is back or 20 s pass; then
+ * every client's echo is compared byte for byte. The clients stay connected until
+ * streams_close(). */
+#define STREAMS_MAX 64
+struct streams {
+	int n;
+	size_t len;
+	int fd[STREAMS_MAX];
+	uint8_t *out[STREAMS_MAX], *back[STREAMS_MAX];
+	size_t sent[STREAMS_MAX], got[STREAMS_MAX];
+};
+
+/* Returns the milliseconds it took. */
+static uint64_t streams_run(struct inproc *s, struct streams *st, int n, size_t len, size_t chunk,
+			    uint32_t seed)
+{
+	assert_true(n <= STREAMS_MAX);
+	st->n = n;
+	st->len = len;
+	for (int i = 0; i < n; i++) {
+		st->fd[i] = client_connect(s->port);
+		st->out[i] = malloc(len);
+		st->back[i] = malloc(len);
+		assert_non_null(st->out[i]);
+		assert_non_null(st->back[i]);
+		pattern_fill(st->out[i], len, seed + (uint32_t)i);
+		st->sent[i] = st->got[i] = 0;
+	}
+	size_t total = 0;
+	uint64_t t0 = now_ms(), dl = t0 + 20000;
+	while (total < (size_t)n * len && now_ms() < dl) {
+		for (int i = 0; i < n; i++) {
+			if (st->sent[i] < len) {
+				size_t want = len - st->sent[i] > chunk ? chunk : len - st->sent[i];
+				ssize_t k = send(st->fd[i], st->out[i] + st->sent[i], want, MSG_NOSIGNAL);
+				if (k > 0)
+					st->sent[i] += (size_t)k;
+			}
+			ssize_t k = recv(st->fd[i], st->back[i] + st->got[i], len - st->got[i], 0);
+			if (k > 0) {
+				st->got[i] += (size_t)k;
+				total += (size_t)k;
+			}
+		}
+		assert_int_equal(loop_run_once(&s->loop, 0), 0);
+	}
+	uint64_t took = now_ms() - t0;
+	for (int i = 0; i < n; i++) {
+		if (st->got[i] != len)
+			print_error("[%s] conn %d: %zu of %zu bytes back\n", be->name, i, st->got[i], len);
+		assert_int_equal(st->got[i], len);
+		assert_memory_equal(st->back[i], st->out[i], len);
+	}
+	return took;
+}
+
+static void streams_close(struct streams *st)
+{
+	for (int i = 0; i < st->n; i++) {
+		close(st->fd[i]);
+		free(st->out[i]);
+		free(st->back[i]);
+	}
+	st->n = 0;
+}
+
 /* Hold every buffer of the pool with one recv that never releases: exactly nbufs must come
  * out before -ENOBUFS, or some buffer was lost on the way (the kernel ring or the stack). */
 struct holder {
@@ -206,54 +273,16 @@ static void test_tiny_pool_many_senders(void **state)
 	int fds0 = count_own_fds();
 	struct inproc s;
 	inproc_start(&s, 4, 2048, 16 * 1024);
-	int c[N];
-	uint8_t *out[N], *back[N];
-	size_t sent[N], got[N];
-	for (int i = 0; i < N; i++) {
-		c[i] = client_connect(s.port);
-		out[i] = malloc(LEN);
-		back[i] = malloc(LEN);
-		assert_non_null(out[i]);
-		assert_non_null(back[i]);
-		pattern_fill(out[i], LEN, (uint32_t)i + 100);
-		sent[i] = got[i] = 0;
-	}
-	size_t total = 0;
-	uint64_t t0 = now_ms(), dl = t0 + 20000;
-	while (total < (size_t)N * LEN && now_ms() < dl) {
-		for (int i = 0; i < N; i++) {
-			if (sent[i] < LEN) {
-				size_t n = LEN - sent[i] > 3000 ? 3000 : LEN - sent[i];
-				ssize_t k = send(c[i], out[i] + sent[i], n, MSG_NOSIGNAL);
-				if (k > 0)
-					sent[i] += (size_t)k;
-			}
-			ssize_t k = recv(c[i], back[i] + got[i], LEN - got[i], 0);
-			if (k > 0) {
-				got[i] += (size_t)k;
-				total += (size_t)k;
-			}
-		}
-		assert_int_equal(loop_run_once(&s.loop, 0), 0);
-	}
-	for (int i = 0; i < N; i++) {
-		if (got[i] != LEN)
-			print_error("[%s] conn %d: %zu of %d bytes back\n", be->name, i, got[i], LEN);
-		assert_int_equal(got[i], LEN);
-		assert_memory_equal(back[i], out[i], LEN);
-	}
+	struct streams st;
+	uint64_t took = streams_run(&s, &st, N, LEN, 3000, 100);
 	print_message("  [%s] 4 buffers, %d senders: %d x %d bytes echoed in %llu ms, pool dry %llu "
-		      "times, %llu pauses\n", be->name, N, N, LEN, (unsigned long long)(now_ms() - t0),
+		      "times, %llu pauses\n", be->name, N, N, LEN, (unsigned long long)took,
 		      (unsigned long long)s.srv.stats.enobufs,
 		      (unsigned long long)s.srv.stats.paused);
 	long iters = idle_iterations(&s.loop, 100);
 	assert_true(iters < 40); /* no spin with the pool (nearly) dry and clients idle */
 	assert_int_equal(s.srv.bufs_held, 0);
-	for (int i = 0; i < N; i++) {
-		close(c[i]);
-		free(out[i]);
-		free(back[i]);
-	}
+	streams_close(&st);
 	inproc_stop(&s);
 	echo_server_fini(&s.srv);
 	assert_whole_pool(&s.loop);
@@ -421,9 +450,7 @@ static void test_peer_closes_with_sends_in_flight(void **state)
 	proc_cleanup(&c);
 }
 
-/* --- main ----------------------------------------------------------------------------------- */
-
-/* --- completion queue overflow --------------------------------------------------------------- */
+/* --- completion queue overflow ------------------------------------------------------------ */
 
 /* A ring of 4 SQEs and 16 CQEs under 64 streaming connections and small buffers: one kernel
  * pass posts far more completions than the CQ holds, so the kernel keeps the rest on its
@@ -438,47 +465,14 @@ static void test_cq_overflow(void **state)
 	enum { N = 64, LEN = 32 * 1024 };
 	struct inproc s;
 	inproc_start_depth(&s, 256, 512, 16 * 1024, 4);
-	int c[N];
-	uint8_t *out[N], *back[N];
-	size_t sent[N], got[N];
-	for (int i = 0; i < N; i++) {
-		c[i] = client_connect(s.port);
-		out[i] = malloc(LEN);
-		back[i] = malloc(LEN);
-		assert_non_null(out[i]);
-		assert_non_null(back[i]);
-		pattern_fill(out[i], LEN, (uint32_t)i + 7);
-		sent[i] = got[i] = 0;
-	}
-	size_t total = 0;
-	uint64_t t0 = now_ms(), dl = t0 + 20000;
-	while (total < (size_t)N * LEN && now_ms() < dl) {
-		for (int i = 0; i < N; i++) {
-			if (sent[i] < LEN) {
-				ssize_t k = send(c[i], out[i] + sent[i], LEN - sent[i], MSG_NOSIGNAL);
-				if (k > 0)
-					sent[i] += (size_t)k;
-			}
-			ssize_t k = recv(c[i], back[i] + got[i], LEN - got[i], 0);
-			if (k > 0) {
-				got[i] += (size_t)k;
-				total += (size_t)k;
-			}
-		}
-		assert_int_equal(loop_run_once(&s.loop, 0), 0);
-	}
+	struct streams st;
+	uint64_t took = streams_run(&s, &st, N, LEN, LEN, 7);
 	const struct uc *uc = s.loop.be_state;
 	print_message("  [%s] SQ 4 / CQ %u: %d x %d bytes echoed in %llu ms, CQ overflowed in %llu "
-		      "waits\n", be->name, uc->cq_entries, N, LEN,
-		      (unsigned long long)(now_ms() - t0), (unsigned long long)uc->overflows);
-	for (int i = 0; i < N; i++) {
-		assert_int_equal(got[i], LEN);
-		assert_memory_equal(back[i], out[i], LEN);
-		close(c[i]);
-		free(out[i]);
-		free(back[i]);
-	}
+		      "waits\n", be->name, uc->cq_entries, N, LEN, (unsigned long long)took,
+		      (unsigned long long)uc->overflows);
 	assert_true(uc->overflows > 0);
+	streams_close(&st);
 	inproc_stop(&s);
 	echo_server_fini(&s.srv);
 	assert_whole_pool(&s.loop);
@@ -486,7 +480,7 @@ static void test_cq_overflow(void **state)
 #endif
 }
 
-/* --- io_uring refused (kernel.io_uring_disabled, seccomp) ------------------------------------ */
+/* --- io_uring refused (kernel.io_uring_disabled, seccomp) --------------------------------- */
 
 /* Asked for by name, the backend says in one line why it cannot run and what to use instead,
  * and echod exits 69 without listening. */
@@ -538,6 +532,8 @@ static void test_auto_falls_back_when_io_uring_blocked(void **state)
 	assert_int_equal(proc_stop(&c, SIGTERM, 10000), 0);
 	proc_cleanup(&c);
 }
+
+/* --- main ----------------------------------------------------------------------------------- */
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
