@@ -53,10 +53,11 @@
  *    on a socketpair and answers -EOPNOTSUPP on an older kernel; a refused io_uring_setup
  *    (ENOSYS, EPERM from kernel.io_uring_disabled or seccomp) is returned as is.
  *
- * Not used, by choice: fixed files (the core needs real fds for shutdown/close, and a
- * registered-file table would cost an update per connection for no measured gain at echo's
- * message rates), recv bundles (one buffer per completion is the reactor's contract; a bundle
- * would only pay off for streams larger than the pool's buffers), SQPOLL (a spinning kernel
+ * Not used, by choice, and not benchmarked here: fixed files (the core needs real fds for
+ * shutdown/close, a registered-file table costs an update per connection, and the fd lookup it
+ * saves is a small part of the 7-9 us of server CPU per message in bench/RESULTS.md), recv
+ * bundles (one buffer per completion is the reactor's contract; a bundle would only pay off
+ * for streams larger than the pool's buffers), SQPOLL (a spinning kernel
  * thread per loop on a shared machine), zero-copy send (its notification CQE costs more than a
  * copy at echo's message sizes).
  */
