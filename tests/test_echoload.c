@@ -5,9 +5,10 @@
  * run must fail with the matching counter in its JSON, and a faultless run must pass with
  * every counter at zero. An echo that never comes must not count as an error, only a stall.
  * Also: partial sends and reads, pipelining over two threads, the open loop's rate, CSV, the
- * server CPU figure, usage errors, an unreachable port, the io_uring engine where it runs and
- * its refusal where it cannot (io_uring_setup blocked by seccomp), and the histogram's
- * accuracy (tools/hist.c is compiled in). Binaries are found next to this one:
+ * server CPU figure and backend, the progress line (on a terminal only), usage errors, an
+ * unreachable port, the io_uring engine where it runs and its refusal where it cannot
+ * (io_uring_setup blocked by seccomp), and the histogram's accuracy (tools/hist.c is compiled
+ * in). Binaries are found next to this one:
  * <dir>/../echoload and <dir>/helper_faultyecho. Every wait is bounded and children are killed
  * by pid; alarm() is the backstop if a test hangs anyway. */
 #include <setjmp.h>
@@ -472,6 +473,71 @@ static void test_server_backend_from_cmdline(void **state)
 	expect_backend_learned("--threads", "2", "\"backend\":null");
 }
 
+/* A progress line per second on a terminal (a pseudo-terminal here), none when stderr is a
+ * file: scripts get clean output without passing --quiet. */
+static void test_progress_only_on_a_terminal(void **state)
+{
+	(void)state;
+	helper_start("none", "1", "1000000");
+	char port[16];
+	snprintf(port, sizeof(port), "%d", helper_port);
+	int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (master < 0) {
+		helper_stop();
+		skip(); /* no pseudo-terminals here */
+	}
+	assert_int_equal(grantpt(master), 0);
+	assert_int_equal(unlockpt(master), 0);
+	int slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+	assert_true(slave >= 0);
+	int out = temp_file();
+	assert_true(out >= 0);
+	const char *argv[] = { echoload_bin, "--port", port, "--connections", "4", "--duration",
+			       "3.4", "--warmup", "0", "--json", NULL };
+	pid_t pid = spawn(argv, out, slave);
+	assert_true(pid > 0);
+	close(slave);
+	/* Read the terminal while it runs, so nothing waits on a full pty buffer. */
+	char tty[4096] = "";
+	size_t n = 0;
+	int status = -1;
+	uint64_t end = ms_now() + RUN_TIMEOUT_MS;
+	while (ms_now() < end) {
+		struct pollfd pfd = { .fd = master, .events = POLLIN };
+		if (poll(&pfd, 1, 50) == 1 && n + 1 < sizeof(tty)) {
+			ssize_t r = read(master, tty + n, sizeof(tty) - 1 - n);
+			if (r > 0)
+				tty[n += (size_t)r] = '\0';
+		}
+		int st;
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+			break;
+		}
+	}
+	close(master);
+	char json[4096];
+	slurp(out, json, sizeof(json));
+	assert_int_equal(status, 0);
+	size_t lines = 0;
+	for (const char *p = tty; (p = strstr(p, "msgs/s")) != NULL; p++)
+		lines++;
+	print_message("  %zu progress lines on the terminal\n", lines);
+	assert_true(lines >= 2);
+	assert_non_null(strstr(tty, "echoload: "));
+	assert_null(strstr(json, "msgs/s  ")); /* stdout keeps only the JSON */
+
+	/* The same run with stderr to a file: silent. */
+	struct output o;
+	const char *args[] = { "--port", port, "--connections", "4", "--duration", "1.3",
+			       "--warmup", "0", "--json", NULL };
+	run_echoload(args, &o);
+	helper_stop();
+	assert_int_equal(o.status, 0);
+	if (strstr(o.err, "msgs/s"))
+		fail_msg("progress on a non-terminal stderr: %s", o.err);
+}
+
 /* --- refusals ------------------------------------------------------------------------------ */
 
 static void test_bad_usage_exits_64(void **state)
@@ -599,6 +665,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_uring, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uring_unavailable_exits_69, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_server_backend_from_cmdline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_progress_only_on_a_terminal, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
