@@ -51,10 +51,10 @@ struct uc {
 	unsigned br_unflushed; /* buffers added since the tail was last published */
 	char *br_base;
 	uint32_t br_bufsize;
-	uint64_t overflows;    /* waits that found the CQ overflowed (CQEs held in the kernel) */
+	/* Waits that found the CQ overflowed (CQEs held in the kernel). Each io_uring backend's
+	 * state starts with its struct uc, so tests read this through loop->be_state. */
+	uint64_t overflows;
 };
-
-/* Each io_uring backend's state starts with its struct uc, so tests can read `overflows`. */
 
 /* Create the ring (see above for the fallbacks). Returns 0 or -errno. */
 int uc_init(struct uc *uc, uint32_t sq_entries);

@@ -71,14 +71,20 @@ void loop_fini(struct loop *loop)
 	loop->be = NULL;
 }
 
-void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags)
+/* A callback that starts a timer or stamps activity must see the time the loop woke up, not
+ * the time it went to sleep: after an idle wait the difference is the whole idle period. So
+ * the clock is read once per wake-up, by the first completion or else after the wait. */
+static void clock_refresh(struct loop *loop)
 {
-	/* A callback that starts a timer or stamps activity must see the time it woke up, not the
-	 * time it went to sleep: after an idle wait the difference is the whole idle period. */
 	if (loop->clock_stale) {
 		loop->now_ms = loop_clock_ms();
 		loop->clock_stale = false;
 	}
+}
+
+void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags)
+{
+	clock_refresh(loop);
 	if (!(cflags & OPF_MORE))
 		op->armed = false;
 	op->done(loop, op, res, cflags);
@@ -191,10 +197,7 @@ int loop_run_once(struct loop *loop, int max_wait_ms)
 	int rc = loop->be->wait(loop, timeout);
 	if (rc < 0 && rc != -EINTR)
 		return rc;
-	if (loop->clock_stale) { /* no completion read it: one clock read per wake-up either way */
-		loop->now_ms = loop_clock_ms();
-		loop->clock_stale = false;
-	}
+	clock_refresh(loop);
 	if (loop->ntimers)
 		fire_timers(loop);
 	return 0;

@@ -60,18 +60,13 @@ static void sleep_ms(int ms)
 /* Children not yet reaped, so a test that fails half-way (cmocka jumps out of it, leaving its
  * struct child on a dead stack frame) does not leave an echod running into the next test. */
 #define MAX_LIVE 64
-static struct {
-	pid_t pid;
-	char log_path[64], out_path[64];
-} live[MAX_LIVE];
+static struct child live[MAX_LIVE];
 
 static void live_add(const struct child *c)
 {
 	for (int i = 0; i < MAX_LIVE; i++) {
 		if (live[i].pid == 0) {
-			live[i].pid = c->pid;
-			memcpy(live[i].log_path, c->log_path, sizeof(live[i].log_path));
-			memcpy(live[i].out_path, c->out_path, sizeof(live[i].out_path));
+			live[i] = *c;
 			return;
 		}
 	}
@@ -90,11 +85,9 @@ int proc_kill_strays(void)
 	for (int i = 0; i < MAX_LIVE; i++) {
 		if (live[i].pid == 0)
 			continue;
-		struct child c = { .pid = live[i].pid };
-		memcpy(c.log_path, live[i].log_path, sizeof(c.log_path));
-		memcpy(c.out_path, live[i].out_path, sizeof(c.out_path));
-		proc_cleanup(&c);
+		struct child c = live[i];
 		live[i].pid = 0;
+		proc_cleanup(&c);
 		n++;
 	}
 	return n;
@@ -191,19 +184,6 @@ void proc_cleanup(struct child *c)
 }
 
 static int start_echod(struct child *c, const char *wrapper, int nofile, int *status,
-		       const char *const *args);
-
-int echod_start(struct child *c, int nofile, int *status, const char *const *args)
-{
-	return start_echod(c, NULL, nofile, status, args);
-}
-
-int echod_start_via(struct child *c, const char *wrapper, int *status, const char *const *args)
-{
-	return start_echod(c, wrapper, 0, status, args);
-}
-
-static int start_echod(struct child *c, const char *wrapper, int nofile, int *status,
 		       const char *const *args)
 {
 	const char *argv[64];
@@ -247,6 +227,16 @@ static int start_echod(struct child *c, const char *wrapper, int nofile, int *st
 	}
 	proc_stop(c, SIGKILL, 1000);
 	return -1;
+}
+
+int echod_start(struct child *c, int nofile, int *status, const char *const *args)
+{
+	return start_echod(c, NULL, nofile, status, args);
+}
+
+int echod_start_via(struct child *c, const char *wrapper, int *status, const char *const *args)
+{
+	return start_echod(c, wrapper, 0, status, args);
 }
 
 int proc_run(const char *const *argv, int timeout_ms, struct child *c)
