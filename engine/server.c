@@ -2,18 +2,25 @@
  *
  * The main thread resolves the backend (probing it once, so "cannot run here" is reported
  * before anything starts), binds every listener (so a busy port is one clear line and exit 71),
- * then starts N workers, each with its own loop, buffer pool, echo server and listener
- * (SO_REUSEPORT when N > 1). Signals are blocked everywhere and taken synchronously by the main
- * thread with sigtimedwait; it wakes each worker through an eventfd the worker's loop reads.
- * A loop is created inside its worker thread: io_uring's SINGLE_ISSUER wants that.
+ * then starts N workers, each with its own loop, buffer pool and echo server. Each --listen
+ * address is ONE socket, bound without SO_REUSEPORT, and every worker accepts from its own
+ * dup of it: a SO_REUSEPORT group can be joined by any process of the same user (a second
+ * echod would start and silently take part of the traffic), one plain socket cannot, so a busy
+ * address is exit 71 whatever --threads says. --max-conns counts the whole process: every
+ * worker's echo server reserves from one shared atomic count. Signals are blocked everywhere
+ * and taken synchronously by the main thread with sigtimedwait; it wakes each worker through an
+ * eventfd the worker's loop reads. A loop is created inside its worker thread: io_uring's
+ * SINGLE_ISSUER wants that.
  */
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -32,8 +39,9 @@ struct worker {
 	int index;
 	const struct echod_config *cfg;
 	const struct backend *be;
+	_Atomic uint32_t *conns_total; /* the process's connections, shared by every worker */
 	struct loop_config lcfg;
-	int fds[CONFIG_MAX_LISTEN];
+	int fds[CONFIG_MAX_LISTEN]; /* this worker's own dups of the listeners; -1 once handed on */
 	int nfds;
 	int wake_fd;
 	uint64_t wake_val;
@@ -56,9 +64,10 @@ static void format_addr(const struct sockaddr *sa, char *out, size_t len)
 	snprintf(out, len, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 }
 
-/* Bind `count` listening sockets to one address (SO_REUSEPORT when count > 1; port 0 is
- * resolved by the first bind and reused by the rest). Returns 0 or -errno, with *where set. */
-static int listen_on(const char *spec, int count, int *fds, char *where, size_t wlen)
+/* Bind one listening socket to `spec`, without SO_REUSEPORT, so no other socket can bind
+ * the address while it is open. Returns the fd or -errno, with the bound address (port 0
+ * resolved) or else `spec` in `where`. */
+static int listen_on(const char *spec, char *where, size_t wlen)
 {
 	char host[CONFIG_ADDR_LEN], port[8];
 	snprintf(where, wlen, "%s", spec);
@@ -74,31 +83,44 @@ static int listen_on(const char *spec, int count, int *fds, char *where, size_t 
 	memcpy(&addr, ai->ai_addr, ai->ai_addrlen);
 	socklen_t alen = ai->ai_addrlen;
 	freeaddrinfo(ai);
-	for (int i = 0; i < count; i++) {
-		int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			goto fail;
-		int one = 1;
-		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-		    (count > 1 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
-		    (addr.ss_family == AF_INET6 &&
-		     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
-		    bind(fd, (struct sockaddr *)&addr, alen) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
-		    getsockname(fd, (struct sockaddr *)&addr, &alen) < 0) {
-			int err = errno;
-			close(fd);
-			errno = err;
-			goto fail;
-		}
-		fds[i] = fd;
-		continue;
-fail:;
+	int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	/* SO_REUSEADDR only lets a restart bind past TIME_WAIT connections; it never lets a
+	 * second socket bind an address that is listening. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    (addr.ss_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+	    bind(fd, (struct sockaddr *)&addr, alen) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&addr, &alen) < 0) {
 		int err = errno;
-		for (int j = 0; j < i; j++)
-			close(fds[j]);
+		close(fd);
 		return -err;
 	}
 	format_addr((struct sockaddr *)&addr, where, wlen);
+	return fd;
+}
+
+/* Give each of the n workers its own fd for the listening socket `fd`: worker 0 the socket
+ * itself, the others a dup (one open socket, so one accept queue that every worker's loop takes
+ * from). Each worker closes its own through its echo server, so the socket stops listening
+ * only when the last worker lets go. Returns 0, or -errno with `fd` and the dups closed. */
+static int share_listener(int fd, struct worker *ws, unsigned n)
+{
+	int fds[256];
+	fds[0] = fd;
+	for (unsigned i = 1; i < n; i++) {
+		fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (fds[i] < 0) {
+			int err = errno;
+			for (unsigned j = 0; j < i; j++)
+				close(fds[j]);
+			return -err;
+		}
+	}
+	for (unsigned i = 0; i < n; i++)
+		ws[i].fds[ws[i].nfds++] = fds[i];
 	return 0;
 }
 
@@ -119,7 +141,8 @@ static void *worker_main(void *arg)
 	if (rc < 0)
 		goto out;
 	const struct echod_config *cfg = w->cfg;
-	struct echo_limits lim = { .max_conns = cfg->max_conns, .conn_buffer = cfg->conn_buffer,
+	struct echo_limits lim = { .max_conns = cfg->max_conns, .conns_total = w->conns_total,
+				   .conn_buffer = cfg->conn_buffer,
 				   .idle_timeout_ms = cfg->idle_timeout_ms,
 				   .drain_timeout_ms = cfg->drain_timeout_ms };
 	rc = echo_server_init(&srv, &loop, &lim);
@@ -148,6 +171,13 @@ static void *worker_main(void *arg)
 out_loop:
 	loop_fini(&loop);
 out:
+	/* The listeners this worker never handed to its echo server are still its own to close;
+	 * the other workers' dups keep the socket listening. */
+	for (int i = 0; i < w->nfds; i++) {
+		if (w->fds[i] >= 0)
+			close(w->fds[i]);
+		w->fds[i] = -1;
+	}
 	w->status = rc;
 	w->exited = 1;
 	return NULL;
@@ -205,9 +235,10 @@ static void warn_fd_limit(const struct echod_config *cfg, const struct backend *
 {
 	if (!(be->caps & BACKEND_CAP_FD_LIMIT))
 		return;
-	/* Each worker's listeners and wake fd, plus stdio, come before any connection. */
-	uint64_t need = (uint64_t)cfg->max_conns * cfg->threads +
-			(uint64_t)cfg->nlisten * cfg->threads + cfg->threads + 3;
+	/* --max-conns counts the whole process. Each worker's own fd per listener and its wake
+	 * fd, plus stdio, come before any connection. */
+	uint64_t need = (uint64_t)cfg->max_conns + (uint64_t)cfg->nlisten * cfg->threads +
+			cfg->threads + 3;
 	if (need > (uint64_t)be->max_fd)
 		log_msg(LOG_WARN, "fd_limit",
 			"backend=%s max_fd=%d max_conns=%u msg=\"--max-conns cannot be reached: fds at "
@@ -229,7 +260,10 @@ static void sum_stats(struct echo_stats *t, const struct echo_stats *s)
 	t->paused += s->paused;
 	t->enobufs += s->enobufs;
 	t->accept_backoffs += s->accept_backoffs;
-	t->conns_peak += s->conns_peak;
+	/* Each worker counts its own peak; the workers peak at different moments, so a sum would
+	 * overstate the process's. The busiest worker's peak is what is known. */
+	if (s->conns_peak > t->conns_peak)
+		t->conns_peak = s->conns_peak;
 }
 
 static int wait_for_signal(struct worker *ws, unsigned n)
@@ -273,19 +307,21 @@ int server_run(const struct echod_config *cfg)
 		fprintf(stderr, "echod: out of memory\n");
 		return 1;
 	}
+	/* One count of the process's connections, checked against --max-conns by every worker
+	 * (per-worker limits refused connections while other workers had room). */
+	_Atomic uint32_t conns_total = 0;
 	int status = 0;
+	unsigned started = 0;
 	char bound[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN + 16];
 	for (int a = 0; a < cfg->nlisten; a++) {
-		int fds[256];
 		char where[CONFIG_ADDR_LEN + 16];
-		int rc = listen_on(cfg->listen[a], (int)n, fds, where, sizeof(where));
+		int fd = listen_on(cfg->listen[a], where, sizeof(where));
+		int rc = fd < 0 ? fd : share_listener(fd, ws, n);
 		if (rc < 0) {
 			fprintf(stderr, "echod: cannot listen on %s: %s\n", where, strerror(-rc));
 			status = EXIT_OSERR;
 			goto out;
 		}
-		for (unsigned i = 0; i < n; i++)
-			ws[i].fds[ws[i].nfds++] = fds[i];
 		snprintf(bound[a], sizeof(bound[a]), "%s", where);
 	}
 	/* Only now, with nothing left to fail at start-up, say what runs. */
@@ -300,12 +336,12 @@ int server_run(const struct echod_config *cfg)
 		ECHOD_VERSION, be->name, n, cfg->max_conns, cfg->conn_buffer, cfg->buffers,
 		cfg->buffer_size, cfg->idle_timeout_ms, cfg->drain_timeout_ms, lcfg.max_fds);
 
-	unsigned started = 0;
 	for (; started < n; started++) {
 		struct worker *w = &ws[started];
 		w->index = (int)started;
 		w->cfg = cfg;
 		w->be = be;
+		w->conns_total = &conns_total;
 		w->lcfg = lcfg;
 		w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		if (w->wake_fd < 0 || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
@@ -334,18 +370,19 @@ int server_run(const struct echod_config *cfg)
 	}
 	log_msg(LOG_INFO, "stopped", "accepted=%llu refused_limit=%llu refused_fd=%llu closed=%llu "
 		"aborted=%llu idle_closed=%llu bytes_in=%llu bytes_out=%llu spilled_bytes=%llu "
-		"paused=%llu enobufs=%llu accept_backoffs=%llu status=%d",
+		"paused=%llu enobufs=%llu accept_backoffs=%llu worker_conns_peak=%u status=%d",
 		(unsigned long long)total.accepted, (unsigned long long)total.refused_limit,
 		(unsigned long long)total.refused_fd, (unsigned long long)total.closed,
 		(unsigned long long)total.aborted, (unsigned long long)total.idle_closed,
 		(unsigned long long)total.bytes_in, (unsigned long long)total.bytes_out,
 		(unsigned long long)total.spilled_bytes, (unsigned long long)total.paused,
-		(unsigned long long)total.enobufs, (unsigned long long)total.accept_backoffs, status);
+		(unsigned long long)total.enobufs, (unsigned long long)total.accept_backoffs,
+		total.conns_peak, status);
 out:
-	for (unsigned i = 0; i < n; i++)
+	/* Workers that ran closed their own listeners; these never started. */
+	for (unsigned i = started; i < n; i++)
 		for (int j = 0; j < ws[i].nfds; j++)
-			if (ws[i].fds[j] >= 0 && status != 0 && !ws[i].exited)
-				close(ws[i].fds[j]);
+			close(ws[i].fds[j]);
 	free(ws);
 	return status;
 }

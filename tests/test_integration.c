@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -577,6 +578,223 @@ static void test_echoclient_threads_ipv6(void **state)
 	proc_cleanup(&cl);
 }
 
+/* --- issue 17: listeners shared by the workers, --max-conns for the whole process ---------- */
+
+/* A port nobody listens on now (the kernel's pick for port 0, released again). */
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	close(fd);
+	return ntohs(sa.sin_port);
+}
+
+/* tcp_connect, finishing a connect that a signal interrupted (it goes on in the kernel: wait
+ * for it, bounded, instead of failing). Says why on failure. */
+static int connect_to(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct timeval tv = { .tv_sec = 5 };
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
+	int err = 0;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		err = errno;
+		uint64_t end = now_ms() + 5000;
+		while (err == EINTR && now_ms() < end) {
+			struct pollfd p = { .fd = fd, .events = POLLOUT };
+			int n = poll(&p, 1, (int)(end - now_ms()));
+			if (n < 0 && errno == EINTR)
+				continue;
+			socklen_t len = sizeof(err);
+			if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+				err = errno;
+			else if (n == 0)
+				err = ETIMEDOUT;
+		}
+	}
+	if (err) {
+		print_error("connect to 127.0.0.1:%d: %s\n", port, strerror(err));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* One message echoed on a fresh connection, or why not. */
+static bool echoes(int port)
+{
+	int fd = connect_to(port);
+	if (fd < 0)
+		return false;
+	char back[12];
+	int rc = send_all(fd, "Hello, world", 12);
+	ssize_t n = rc == 0 ? recv_exact(fd, back, sizeof(back)) : -1;
+	int err = errno;
+	close(fd);
+	if (n == 12 && memcmp(back, "Hello, world", 12) == 0)
+		return true;
+	print_error("no echo from 127.0.0.1:%d: send %s, %zd bytes back (%s)\n", port,
+		    strerror(-rc), n, strerror(err));
+	return false;
+}
+
+/* A second echod on a busy port exits 71 with --threads 2 as with one worker: with a
+ * SO_REUSEPORT listener per worker it used to start and quietly take part of the traffic. */
+static void test_threads_busy_port(void **state)
+{
+	(void)state;
+	struct child a, b;
+	const char *two[] = { "--threads", "2", NULL };
+	start(&a, two);
+	char addr[32], expect[96];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", a.port);
+	const char *args[] = { "--listen", addr, "--backend", backend, "--threads", "2", NULL };
+	int st = -1;
+	assert_int_equal(echod_start(&b, 0, &st, args), -1);
+	assert_int_equal(st, 71);
+	snprintf(expect, sizeof(expect), "echod: cannot listen on %s: Address already in use\n", addr);
+	char *log = proc_log(&b);
+	assert_string_equal(log, expect);
+	free(log);
+	proc_cleanup(&b);
+	assert_true(echoes(a.port));
+	stop_clean(&a);
+}
+
+/* Nothing outside echod can join its listeners: any process of the same user asking for
+ * SO_REUSEPORT could join a reuseport group, and would get a share of the connections. */
+static void test_threads_listener_not_joinable(void **state)
+{
+	(void)state;
+	struct child a;
+	const char *two[] = { "--threads", "2", NULL };
+	start(&a, two);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	int one = 1;
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)), 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)a.port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	int err = errno;
+	close(fd);
+	assert_int_equal(rc, -1);
+	assert_int_equal(err, EADDRINUSE);
+	assert_true(echoes(a.port));
+	stop_clean(&a);
+}
+
+/* The same address twice is refused whatever --threads says. */
+static void test_threads_same_address_twice(void **state)
+{
+	(void)state;
+	struct child b;
+	char addr[32], expect[96];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+	const char *args[] = { "--listen", addr, "--listen", addr, "--backend", backend,
+			       "--threads", "2", NULL };
+	int st = -1;
+	assert_int_equal(echod_start(&b, 0, &st, args), -1);
+	assert_int_equal(st, 71);
+	snprintf(expect, sizeof(expect), "echod: cannot listen on %s: Address already in use\n", addr);
+	char *log = proc_log(&b);
+	assert_string_equal(log, expect);
+	free(log);
+	proc_cleanup(&b);
+}
+
+/* Two workers accepting from one shared socket serve every connection. */
+static void test_threads_share_listener(void **state)
+{
+	(void)state;
+	enum { N = 200 };
+	raise_nofile();
+	struct child c;
+	const char *two[] = { "--threads", "2", NULL };
+	start(&c, two);
+	static int fds[N];
+	for (int i = 0; i < N; i++) {
+		fds[i] = connect_to(c.port);
+		assert_true(fds[i] >= 0);
+		char msg[32];
+		int len = snprintf(msg, sizeof(msg), "connection %d", i);
+		assert_int_equal(send_all(fds[i], msg, (size_t)len), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		char msg[32], back[32];
+		int len = snprintf(msg, sizeof(msg), "connection %d", i);
+		assert_int_equal(recv_exact(fds[i], back, (size_t)len), len);
+		assert_memory_equal(back, msg, (size_t)len);
+		close(fds[i]);
+	}
+	assert_int_equal(proc_stop(&c, SIGTERM, 10000), 0);
+	assert_true(proc_log_has(&c, "event=stopped accepted=200 refused_limit=0 "));
+	/* How evenly the kernel shared them out is shown, not required: see README, Listening. */
+	char *log = proc_log(&c);
+	const char *peak = strstr(log, "worker_conns_peak=");
+	print_message("  [%s] the busier of 2 workers held %d of %d connections\n", backend,
+		      peak ? atoi(peak + strlen("worker_conns_peak=")) : -1, N);
+	free(log);
+	proc_cleanup(&c);
+}
+
+/* --max-conns counts the whole process: with four workers and a limit of 250, 250 clients
+ * are all served (the busiest worker's share used to be its own limit) and the 251st is
+ * refused (four per-worker limits used to let up to 1,000 in). */
+static void test_max_conns_whole_process(void **state)
+{
+	(void)state;
+	enum { LIMIT = 250 };
+	raise_nofile();
+	struct child c;
+	const char *extra[] = { "--threads", "4", "--max-conns", "250", NULL };
+	start(&c, extra);
+	static int fds[LIMIT];
+	for (int i = 0; i < LIMIT; i++) {
+		fds[i] = connect_to(c.port);
+		assert_true(fds[i] >= 0);
+		/* A reply proves the connection was taken: a refused one is closed at once. */
+		char msg[32], back[32];
+		int len = snprintf(msg, sizeof(msg), "connection %d", i);
+		assert_int_equal(send_all(fds[i], msg, (size_t)len), 0);
+		assert_int_equal(recv_exact(fds[i], back, (size_t)len), len);
+		assert_memory_equal(back, msg, (size_t)len);
+	}
+	int over = connect_to(c.port); /* the kernel completes the handshake regardless */
+	assert_true(over >= 0);
+	(void)send_all(over, "x", 1); /* fails if the refusal's reset came first */
+	char b = 0;
+	errno = 0;
+	ssize_t n;
+	do
+		n = recv(over, &b, 1, 0); /* bounded by the socket's 5 s timeout */
+	while (n < 0 && errno == EINTR);
+	int err = errno;
+	if (!(n == 0 || (n < 0 && err == ECONNRESET)))
+		print_error("connection %d: recv returned %zd (%s), byte 0x%02x\n", LIMIT + 1, n,
+			    n < 0 ? strerror(err) : "data", (unsigned char)b);
+	assert_true(n == 0 || (n < 0 && err == ECONNRESET));
+	close(over);
+	for (int i = 0; i < LIMIT; i++)
+		close(fds[i]);
+	assert_int_equal(proc_stop(&c, SIGTERM, 10000), 0);
+	if (!proc_log_has(&c, "event=stopped accepted=250 refused_limit=1 ")) {
+		char *log = proc_log(&c);
+		print_error("echod's log:\n%s\n", log);
+		free(log);
+		fail();
+	}
+	proc_cleanup(&c);
+}
+
 static bool backend_runs_here(const struct backend *be)
 {
 	struct loop loop;
@@ -609,6 +827,11 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_emfile_backs_off, kill_strays),
 		cmocka_unit_test_teardown(test_echoclient_threads_ipv6, kill_strays),
 		cmocka_unit_test_teardown(test_fd_limit_refusal, kill_strays),
+		cmocka_unit_test_teardown(test_threads_busy_port, kill_strays),
+		cmocka_unit_test_teardown(test_threads_listener_not_joinable, kill_strays),
+		cmocka_unit_test_teardown(test_threads_same_address_twice, kill_strays),
+		cmocka_unit_test_teardown(test_threads_share_listener, kill_strays),
+		cmocka_unit_test_teardown(test_max_conns_whole_process, kill_strays),
 	};
 	int failed = 0;
 	for (size_t i = 0; i < backend_count; i++) {
