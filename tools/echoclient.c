@@ -1,136 +1,315 @@
 /* echoclient - the socket tutorial's echo client as a real tool.
  *
- *   echoclient [--host H] [--port P] [MESSAGE]   send MESSAGE (default "Hello, world"), read back
- *                                                exactly as many bytes, print Received '...'
- *   echoclient -i                                 send each line of stdin, print each echo
+ *   echoclient [--host H] [--port P] [--timeout S] [MESSAGE]
+ *                          send MESSAGE (default "Hello, world"), read back exactly as many
+ *                          bytes, print Received '...'
+ *   echoclient -i          send each line of stdin, print each echo
  *
- * Exit 0 when every echo matched, 1 when one differed or the server could not be reached
- * (with the reason), 64 on bad usage. send() and recv() may move fewer bytes than asked:
- * both are looped, which is the tutorial's warning about partial send/recv, taken seriously.
+ * Exit 0 when every echo matched; 1 when one differed, the server could not be reached, or it
+ * went silent for --timeout seconds (each with one line saying why); 64 on bad usage.
+ *
+ * Sending and receiving are interleaved: the socket is non-blocking and one poll() loop sends
+ * what the kernel takes and reads whatever echo has come back. Sending a whole message before
+ * reading deadlocks once it is larger than the socket buffers plus what the server queues: the
+ * server stops reading while its echo is not read, and a blocked send never gets to read it.
+ * send() and recv() may move fewer bytes than asked: both are looped, which is the tutorial's
+ * warning about partial send/recv, taken seriously. Every wait on the network is bounded by
+ * --timeout, so a server that accepts and never answers is reported instead of waited on.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
-static int connect_to(const char *host, const char *port)
+#define EXIT_FAIL 1
+#define EXIT_USAGE 64
+#define MIN_TIMEOUT_S 0.001 /* poll() counts milliseconds */
+#define MAX_TIMEOUT_S 86400
+
+/* Where we talk to and how long we wait, for the loops and for their messages. */
+struct target {
+	char where[320];  /* host:port as the user gave it, [v6]:port for IPv6 literals */
+	double timeout_s; /* as given, for messages */
+	int timeout_ms;   /* for poll() */
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0) {
+		/* Cannot happen on Linux; without a clock no wait could be bounded. */
+		perror("echoclient: clock_gettime");
+		exit(EXIT_FAIL);
+	}
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits up to timeout_ms for events on fd; a signal does not restart the full wait. Returns
+ * the revents, 0 on timeout, or -errno. */
+static int wait_for(int fd, short events, int timeout_ms)
+{
+	int64_t deadline = mono_ms() + timeout_ms;
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = events };
+		int64_t left = deadline - mono_ms();
+		int n = poll(&p, 1, left > 0 ? (int)left : 0);
+		if (n > 0)
+			return p.revents;
+		if (n == 0)
+			return 0;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+/* One address, non-blocking, so the handshake can be bounded by --timeout (a blocking
+ * connect() to a host that drops SYNs waits the kernel's two minutes). Returns the connected
+ * non-blocking fd, -1 with *err set, or -2 when the timeout expired. */
+static int connect_one(const struct addrinfo *ai, int timeout_ms, int *err)
+{
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+			ai->ai_protocol);
+	if (fd < 0) {
+		*err = errno;
+		return -1;
+	}
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+		return fd;
+	if (errno != EINPROGRESS) {
+		*err = errno;
+		close(fd);
+		return -1;
+	}
+	int ev = wait_for(fd, POLLOUT, timeout_ms);
+	int soerr = 0;
+	socklen_t sl = sizeof(soerr);
+	if (ev == 0) {
+		close(fd);
+		return -2;
+	}
+	if (ev < 0)
+		*err = -ev;
+	else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+		*err = errno;
+	else if (soerr != 0)
+		*err = soerr;
+	else
+		return fd;
+	close(fd);
+	return -1;
+}
+
+/* Tries each address in turn, each within the timeout; reports the last failure. */
+static int connect_to(const struct target *t, const char *host, const char *port)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *res;
 	int gai = getaddrinfo(host, port, &hints, &res);
 	if (gai != 0) {
-		fprintf(stderr, "echoclient: cannot resolve %s: %s\n", host, gai_strerror(gai));
+		fprintf(stderr, "echoclient: cannot resolve %s: %s\n", host,
+			gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
 		return -1;
 	}
 	int fd = -1, err = 0;
-	for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-		if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-			err = errno;
-			close(fd);
-			fd = -1;
-		}
-	}
+	for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next)
+		fd = connect_one(ai, t->timeout_ms, &err);
 	freeaddrinfo(res);
-	if (fd < 0)
-		fprintf(stderr, "echoclient: cannot connect to %s:%s: %s\n", host, port, strerror(err));
-	return fd;
+	if (fd == -2)
+		fprintf(stderr,
+			"echoclient: cannot connect to %s within %g s (no answer to the handshake: "
+			"is the address right, or the server swamped? raise --timeout)\n",
+			t->where, t->timeout_s);
+	else if (fd < 0)
+		fprintf(stderr, "echoclient: cannot connect to %s: %s\n", t->where, strerror(err));
+	return fd < 0 ? -1 : fd;
 }
 
-static int send_all(int fd, const char *p, size_t len)
+/* The echo exactly as received: fwrite, not %s, so a NUL byte does not cut it short. */
+static int print_echo(const char *back, size_t got)
 {
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
+	if (fputs("Received '", stdout) == EOF || fwrite(back, 1, got, stdout) != got ||
+	    fputs("'\n", stdout) == EOF || fflush(stdout) == EOF) {
+		fprintf(stderr, "echoclient: cannot write to standard output: %s\n",
+			strerror(errno));
+		return -1;
 	}
 	return 0;
 }
 
-/* Reads exactly len bytes; returns len, fewer on EOF, or -errno. */
-static ssize_t recv_all(int fd, char *p, size_t len)
+static bool would_block(int e)
 {
-	size_t got = 0;
-	while (got < len) {
-		ssize_t n = recv(fd, p + got, len - got, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
+	return e == EAGAIN || e == EWOULDBLOCK || e == EINTR;
 }
 
-/* One round trip; prints Received '...'. Returns 0 if the echo matched. */
-static int round_trip(int fd, const char *msg, size_t len)
+/* One round trip on the non-blocking fd: sends msg while reading its echo (see the top of the
+ * file for why both at once), prints Received '...'. Each wait for the socket is bounded by
+ * the timeout; any progress starts a new wait, so a slow but moving echo of any size is fine.
+ * Returns 0 if the echo matched. */
+static int round_trip(const struct target *t, int fd, const char *msg, size_t len)
 {
 	char *back = malloc(len ? len : 1);
-	if (!back)
-		return 1;
-	int rc = send_all(fd, msg, len);
-	ssize_t got = rc < 0 ? rc : recv_all(fd, back, len);
-	if (got < 0) {
-		fprintf(stderr, "echoclient: %s\n", strerror((int)-got));
-		free(back);
+	if (!back) {
+		fprintf(stderr, "echoclient: no memory for a %zu-byte echo\n", len);
 		return 1;
 	}
-	printf("Received '%.*s'\n", (int)got, back);
-	fflush(stdout);
-	int bad = (size_t)got != len || memcmp(back, msg, len) != 0;
-	if ((size_t)got < len)
-		fprintf(stderr, "echoclient: server closed after %zd of %zu bytes\n", got, len);
-	else if (bad)
+	size_t sent = 0, got = 0;
+	bool eof = false;
+	while (got < len) {
+		int ev = wait_for(fd, (short)(POLLIN | (sent < len ? POLLOUT : 0)), t->timeout_ms);
+		if (ev == 0) {
+			if (got == 0)
+				fprintf(stderr,
+					"echoclient: no echo from %s within %g s (is it an echo "
+					"server? raise --timeout)\n",
+					t->where, t->timeout_s);
+			else
+				fprintf(stderr,
+					"echoclient: no echo from %s within %g s after %zu of %zu "
+					"bytes came back (server stuck or slow? raise --timeout)\n",
+					t->where, t->timeout_s, got, len);
+			free(back);
+			return 1;
+		}
+		if (ev < 0 || (ev & POLLNVAL)) { /* POLLNVAL alone would spin: neither branch runs */
+			fprintf(stderr, "echoclient: poll: %s\n", strerror(ev < 0 ? -ev : EBADF));
+			free(back);
+			return 1;
+		}
+		/* On POLLERR/POLLHUP too: the send or recv below is what names the error. */
+		if (sent < len && (ev & (POLLOUT | POLLERR | POLLHUP))) {
+			ssize_t n = send(fd, msg + sent, len - sent, MSG_NOSIGNAL);
+			if (n >= 0) {
+				sent += (size_t)n;
+			} else if (!would_block(errno)) {
+				fprintf(stderr,
+					"echoclient: lost the connection to %s after sending %zu "
+					"of %zu bytes: %s\n",
+					t->where, sent, len, strerror(errno));
+				free(back);
+				return 1;
+			}
+		}
+		if (ev & (POLLIN | POLLERR | POLLHUP)) {
+			ssize_t n = recv(fd, back + got, len - got, 0);
+			if (n > 0) {
+				got += (size_t)n;
+			} else if (n == 0) {
+				eof = true;
+				break;
+			} else if (!would_block(errno)) {
+				fprintf(stderr,
+					"echoclient: lost the connection to %s after %zu of %zu "
+					"bytes came back: %s\n",
+					t->where, got, len, strerror(errno));
+				free(back);
+				return 1;
+			}
+		}
+	}
+	bool differs = !eof && memcmp(back, msg, len) != 0;
+	int bad = print_echo(back, got) < 0 || eof || differs;
+	if (eof)
+		fprintf(stderr, "echoclient: server closed after %zu of %zu bytes\n", got, len);
+	else if (differs)
 		fprintf(stderr, "echoclient: the echo differs from what was sent\n");
 	free(back);
 	return bad;
 }
 
+/* Bad usage: one line naming the problem, not the whole help, and exit 64. */
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("echoclient: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs(" (see --help)\n", stderr);
+	va_end(ap);
+	return EXIT_USAGE;
+}
+
+/* Seconds, fractions allowed ("0.5"), at least a millisecond. 0, or EXIT_USAGE after one line. */
+static int parse_timeout(const char *s, struct target *t)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	/* Leading digit or dot: refuses "", " 5", "-1", "+1", "inf", "nan", which strtod takes. */
+	if (!(isdigit((unsigned char)s[0]) || s[0] == '.') || *end != '\0' || errno != 0 ||
+	    !(v >= MIN_TIMEOUT_S) || v > MAX_TIMEOUT_S)
+		return usage_error("--timeout: '%s' is not a number of seconds from 0.001 to 86400",
+				   s);
+	t->timeout_s = v;
+	t->timeout_ms = (int)(v * 1000.0 + 0.5);
+	return 0;
+}
+
 static void usage(FILE *out)
 {
-	fprintf(out, "Usage: echoclient [--host H] [--port P] [-i] [MESSAGE]\n"
-		     "  --host H     server address [127.0.0.1]\n"
-		     "  --port P     server port [65432]\n"
-		     "  -i           interactive: send each line of standard input, print its echo\n"
-		     "  MESSAGE      what to send [Hello, world]\n");
+	fprintf(out,
+		"Usage: echoclient [--host H] [--port P] [--timeout S] [-i] [MESSAGE]\n"
+		"  --host H     server address [127.0.0.1]\n"
+		"  --port P     server port [65432]\n"
+		"  --timeout S  seconds to wait for the connection, and for echo bytes each time\n"
+		"               none are moving; fractions allowed [5]\n"
+		"  -i           interactive: send each line of standard input, print its echo\n"
+		"  MESSAGE      what to send [Hello, world]\n"
+		"Exit 0 if every echo matched; 1 if one differed, the server could not be reached\n"
+		"or went silent for the timeout; 64 on bad usage.\n");
 }
 
 int main(int argc, char **argv)
 {
 	const char *host = "127.0.0.1", *port = "65432";
+	struct target t = { .timeout_s = 5, .timeout_ms = 5000 };
 	int interactive = 0;
 	static const struct option opts[] = {
 		{ "host", required_argument, NULL, 'H' }, { "port", required_argument, NULL, 'p' },
 		{ "interactive", no_argument, NULL, 'i' }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{ "timeout", required_argument, NULL, 'T' }, { NULL, 0, NULL, 0 },
 	};
 	int c;
-	while ((c = getopt_long(argc, argv, "H:p:ih", opts, NULL)) != -1) {
+	opterr = 0; /* our own one-line messages */
+	while ((c = getopt_long(argc, argv, ":H:p:ih", opts, NULL)) != -1) {
 		switch (c) {
 		case 'H': host = optarg; break;
 		case 'p': port = optarg; break;
 		case 'i': interactive = 1; break;
+		case 'T':
+			if (parse_timeout(optarg, &t) != 0)
+				return EXIT_USAGE;
+			break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 64;
+		case ':': return usage_error("option '%s' needs a value", argv[optind - 1]);
+		default:
+			if (optopt) {
+				char opt[3] = { '-', (char)optopt, '\0' };
+				return usage_error("unknown option '%s'", opt);
+			}
+			return usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
-	if (optind + 1 < argc || (interactive && optind < argc)) {
-		usage(stderr);
-		return 64;
-	}
-	int fd = connect_to(host, port);
+	if (optind + 1 < argc)
+		return usage_error("one MESSAGE at most; quote it if it has spaces: '%s'",
+				   argv[optind + 1]);
+	if (interactive && optind < argc)
+		return usage_error("-i reads its messages from standard input, not '%s'",
+				   argv[optind]);
+	snprintf(t.where, sizeof(t.where), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
+	int fd = connect_to(&t, host, port);
 	if (fd < 0)
-		return 1;
+		return EXIT_FAIL;
 	int bad = 0;
 	if (interactive) {
 		char *line = NULL;
@@ -140,13 +319,18 @@ int main(int argc, char **argv)
 			if (line[n - 1] == '\n')
 				line[--n] = '\0';
 			if (n > 0)
-				bad = round_trip(fd, line, (size_t)n);
+				bad = round_trip(&t, fd, line, (size_t)n);
+		}
+		if (!bad && ferror(stdin)) {
+			fprintf(stderr, "echoclient: cannot read standard input: %s\n",
+				strerror(errno));
+			bad = 1;
 		}
 		free(line);
 	} else {
 		const char *msg = optind < argc ? argv[optind] : "Hello, world";
-		bad = round_trip(fd, msg, strlen(msg));
+		bad = round_trip(&t, fd, msg, strlen(msg));
 	}
 	close(fd);
-	return bad;
+	return bad ? EXIT_FAIL : 0;
 }
