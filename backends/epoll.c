@@ -215,7 +215,7 @@ static void do_recv(struct loop *loop, struct op *op)
 		return;
 	}
 	char *base = bufpool_addr(&loop->pool, (uint32_t)bid);
-	ssize_t n = recv(op->fd, base, loop->pool.bufsize, 0);
+	ssize_t n = recv(op->fd, base, op_recv_len(op, loop->pool.bufsize), 0);
 	if (n > 0) {
 		op->buf = (struct buf){ .base = base, .len = (uint32_t)n, .bid = (uint32_t)bid };
 		loop_complete(loop, op, (int)n, OPF_MORE | OPF_BUFFER);

@@ -29,11 +29,19 @@
  *  - One stream can empty the ring: a multishot recv keeps receiving as long as its socket has
  *    bytes, so a client pushing megabytes takes every free buffer in one kernel pass, before
  *    the core sees the first completion and pauses it; a client that never reads then sits on
- *    the whole pool and starves everybody else. Each recv therefore carries a total byte limit
- *    (a sixteenth of the pool) after which the kernel ends it; the backend renews it on that
- *    final completion unless the core is cancelling it, and reports the data with OPF_MORE, so
- *    the core never notices. Cost: one SQE per pool/16 bytes received. The limit (the SQE's
- *    optlen field) is recent: init probes it, and on a kernel without it recvs run unbounded.
+ *    the whole pool and starves everybody else; and a connection would hold far more than its
+ *    --conn-buffer before the pause's cancel lands. Each recv therefore carries a total byte
+ *    limit, the smaller of a sixteenth of the pool and the caller's budget (op->max_bytes),
+ *    after which the kernel ends it. The kernel checks the limit after each recv, and the
+ *    recv that crosses it may fill a whole buffer, so the limit is set one buffer short of the
+ *    budget, and the last buffer of a budget is a one-shot recv of exactly what is left
+ *    (recv_run_limit). On a run's final completion the backend renews it while the budget is
+ *    not used up and the core is not cancelling it, reporting the data with OPF_MORE so the
+ *    core never notices; a recv that used up the budget ends, and the core re-arms it when it
+ *    has room. Cost: one SQE per min(pool/16, budget) bytes received. The limit (the SQE's
+ *    optlen field) is recent: init probes it, and on a kernel without it every recv is a
+ *    one-shot of at most one buffer and the budget, renewed the same way (one SQE per buffer:
+ *    slower, still bounded).
  *  - Returned buffers are invisible to the kernel until the ring tail moves: the tail is
  *    published once per iteration, before anything is submitted (also before a submit forced
  *    by a full SQ), so a re-armed recv never looks at a stale ring.
@@ -81,18 +89,40 @@ struct uring_state {
 	uint32_t recv_limit; /* bytes one multishot recv may take before it ends (0: no limit) */
 };
 
+/* The kernel ends a multishot recv once its run has taken `limit` bytes or more, and the recv
+ * that crosses the limit may fill a whole buffer: a run takes at most limit - 1 + bufsize. So
+ * a budget larger than one buffer runs multishot up to budget - bufsize + 1, and a budget of at
+ * most one buffer is one one-shot recv of exactly that much. Returns 0 for the one-shot. */
+static uint32_t recv_run_limit(const struct uring_state *st, uint32_t budget)
+{
+	uint32_t bufsize = st->loop->pool.bufsize;
+	if (!st->recv_limit || (budget && budget <= bufsize))
+		return 0;
+	if (budget && budget - bufsize + 1 < st->recv_limit)
+		return budget - bufsize + 1;
+	return st->recv_limit;
+}
+
 static void prep_op(const struct uring_state *st, struct io_uring_sqe *sqe, struct op *op)
 {
 	switch (op->code) {
 	case OP_ACCEPT:
 		io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		break;
-	case OP_RECV:
-		io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
+	case OP_RECV: {
+		uint32_t limit = recv_run_limit(st, op->max_bytes);
+		if (limit) {
+			io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
+			sqe->file_index = limit; /* alias of "optlen": the run's total */
+		} else {
+			/* One buffer and the budget at most; renewed on completion. */
+			io_uring_prep_recv(sqe, op->fd, NULL,
+					   op_recv_len(op, st->loop->pool.bufsize), 0);
+		}
 		sqe->flags |= IOSQE_BUFFER_SELECT;
 		sqe->buf_group = 0;
-		sqe->file_index = st->recv_limit; /* alias of "optlen": the total limit */
 		break;
+	}
 	case OP_SEND:
 		io_uring_prep_send(sqe, op->fd, op->buf.base, op->buf.len, MSG_NOSIGNAL);
 		break;
@@ -174,7 +204,7 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 		uint32_t nb = loop->pool.nbufs / RECV_LIMIT_DIV ? loop->pool.nbufs / RECV_LIMIT_DIV : 1;
 		uint64_t limit = (uint64_t)nb * loop->pool.bufsize;
 		st->recv_limit = limit > INT32_MAX ? INT32_MAX : (uint32_t)limit;
-		if (probe(&st->uc, st->recv_limit) < 0) {
+		if (cfg->no_recv_limit || probe(&st->uc, st->recv_limit) < 0) {
 			st->recv_limit = 0;
 			rc = probe(&st->uc, 0);
 		}
@@ -225,12 +255,20 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 		st->avail--;
 		cf |= OPF_BUFFER;
 		op->backend_data = 0;
-		if (!(cf & OPF_MORE) && res > 0 && !op->cancelling) {
-			/* The recv reached its byte limit (or the CQ overflowed): renew it before
-			 * the core sees the data, so to the core it never stopped. */
+		if (!(cf & OPF_MORE) && res > 0 && !op->cancelling &&
+		    (!op->max_bytes || op->max_bytes > (uint32_t)res)) {
+			/* The recv reached the pool's share (or the CQ overflowed) with the caller's
+			 * budget not used up: renew it before the core sees the data, so to the
+			 * core it never stopped. The budget counted here is what is left after this
+			 * CQE's bytes, which the core has not yet taken. A recv that used up the
+			 * budget ends: the core re-arms it once it has room again. */
 			struct io_uring_sqe *sqe = uc_sqe(&st->uc);
 			if (sqe) {
+				uint32_t budget = op->max_bytes;
+				if (budget)
+					op->max_bytes = budget - (uint32_t)res;
 				prep_op(st, sqe, op);
+				op->max_bytes = budget;
 				cf |= OPF_MORE;
 			}
 		}

@@ -267,13 +267,14 @@ static void do_recv(struct up_state *st, int fd, struct op *op)
 		return;
 	}
 	char *base = bufpool_addr(pool, (uint32_t)bid);
-	ssize_t n = recv(fd, base, pool->bufsize, 0);
+	uint32_t len = op_recv_len(op, pool->bufsize);
+	ssize_t n = recv(fd, base, len, 0);
 	if (n > 0) {
 		op->buf = (struct buf){ .base = base, .len = (uint32_t)n, .bid = (uint32_t)bid };
 		loop_complete(st->loop, op, (int)n, OPF_MORE | OPF_BUFFER);
 		/* A full buffer: more may be waiting. A FIN behind the bytes: it has no edge of
 		 * its own left, so read on until it comes out. */
-		if ((uint32_t)n == pool->bufsize || st->slots[fd].hup)
+		if ((uint32_t)n == len || st->slots[fd].hup)
 			want_retry(st, fd);
 		return;
 	}

@@ -21,6 +21,11 @@
  *  - OP_RECV never takes a caller buffer: the backend picks one from the loop's pool and
  *    completes with OPF_BUFFER, op->buf describing it. The core owns that buffer until it calls
  *    loop_buf_release(). No buffer free: -ENOBUFS, final; the core re-arms when buffers return.
+ *  - OP_RECV honours op->max_bytes (0: no bound), the most bytes the caller will take from now
+ *    on; the caller keeps it current between completions. No completion carries more, and a
+ *    backend that reads ahead (a multishot recv running in the kernel) bounds the whole run by
+ *    it as it stood when the run started, so a caller that pauses at its budget never holds
+ *    more than the budget, whatever the backend.
  *  - OP_SEND sends op->buf.base[0..len) with MSG_NOSIGNAL; res may be short. The core keeps at
  *    most one send in flight per fd, so the kernel never has to order two.
  *  - OP_READ is a one-shot read(2) into op->buf (caller memory), for eventfds and signalfds.
@@ -54,6 +59,7 @@ struct op {
 	enum op_code code;
 	int fd;
 	struct buf buf;    /* SEND/READ: the caller's bytes; RECV: set by the backend */
+	uint32_t max_bytes; /* RECV: bytes the caller takes from now on (0: no bound) */
 	op_done_fn done;
 	void *owner;       /* the caller's object (a connection, a listener) */
 	/* Reactor-private bookkeeping; zero-initialised by the caller. */
@@ -74,6 +80,7 @@ struct loop_config {
 	uint32_t bufsize;  /* bytes per buffer */
 	uint32_t max_fds;  /* fds the loop may watch, for sizing tables */
 	uint32_t queue_depth; /* io_uring: SQ entries, CQ 4x (0: 4096); tests shrink it to overflow */
+	bool no_recv_limit;   /* io_uring: act as if the kernel had no multishot byte limit (tests) */
 };
 
 struct backend {
@@ -145,6 +152,12 @@ int loop_close_fd(struct loop *loop, int fd);
 
 /* For backends: finish an op now (from wait) or later (from submit/cancel). */
 void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags);
+
+/* For readiness backends: how many bytes one recv may read into a pool buffer of `bufsize`. */
+static inline uint32_t op_recv_len(const struct op *op, uint32_t bufsize)
+{
+	return op->max_bytes && op->max_bytes < bufsize ? op->max_bytes : bufsize;
+}
 void loop_defer(struct loop *loop, struct op *op, int res, unsigned cflags);
 
 /* One iteration: run deferred completions, wait for events (bounded by timers), fire timers. */

@@ -515,6 +515,69 @@ static void test_recv_stream_1mib_tcp(void **state)
 	assert_contract_kept();
 }
 
+/* max_bytes: a caller with a byte budget keeps max_bytes at what is left and stops (cancels)
+ * when it reaches 0, as the echo core does with --conn-buffer. However much the peer has sent,
+ * however the backend reads ahead, the caller gets exactly its budget. no_limit: io_uring as if
+ * the kernel lacked the multishot byte limit (one-shot recvs; other backends ignore it). */
+#define RECV_BUDGET 5000u
+
+static void budget_hook(struct trk *t, int res, unsigned fl)
+{
+	(void)fl;
+	if (res <= 0)
+		return;
+	if (t->len > RECV_BUDGET)
+		violation("%s: recv delivered %zu bytes past a budget of %u", be->name, t->len,
+			  RECV_BUDGET);
+	else if (t->len == RECV_BUDGET && t->op.armed)
+		can(t);
+	else
+		t->op.max_bytes = RECV_BUDGET - (uint32_t)t->len;
+}
+
+static void recv_bounded(bool no_limit)
+{
+	int sv[2];
+	struct loop_config cfg = { .nbufs = 64, .bufsize = 2048, .max_fds = 1024,
+				   .no_recv_limit = no_limit };
+	assert_int_equal(loop_init(&L, be, &cfg), 0);
+	loop_up = true;
+	make_pair(TCP_PAIR, sv, false);
+	static uint8_t data[65536];
+	fill(data, sizeof(data), 11);
+	put(sv[1], data, sizeof(data));
+	struct trk *t = new_trk(OP_RECV, sv[0]);
+	t->hook = budget_hook;
+	t->op.max_bytes = RECV_BUDGET;
+	assert_int_equal(sub(t), 0);
+	RUN_UNTIL(t->final_seen, 2000);
+	settle(SETTLE_MS);
+	assert_int_equal(t->len, RECV_BUDGET);
+	assert_memory_equal(t->data, data, RECV_BUDGET);
+	/* The rest waits in the kernel: a new recv with a new budget gets it, in order. */
+	t->final_seen = false;
+	t->op.max_bytes = RECV_BUDGET;
+	t->hook = NULL;
+	assert_int_equal(sub(t), 0);
+	RUN_UNTIL(t->len >= 2 * RECV_BUDGET, 2000);
+	assert_memory_equal(t->data, data, t->len);
+	can(t);
+	RUN_UNTIL(t->final_seen, 2000);
+	assert_contract_kept();
+}
+
+static void test_recv_honours_max_bytes(void **state)
+{
+	(void)state;
+	recv_bounded(false);
+}
+
+static void test_recv_honours_max_bytes_oneshot(void **state)
+{
+	(void)state;
+	recv_bounded(true);
+}
+
 /* Bytes then EOF: all the bytes, then res 0, final; nothing after. */
 static void recv_eof_on(enum kind k, bool with_data)
 {
@@ -1591,6 +1654,8 @@ int main(void)
 		T(test_recv_multishot_unix),
 		T(test_recv_multishot_tcp),
 		T(test_recv_stream_1mib_tcp),
+		T(test_recv_honours_max_bytes),
+		T(test_recv_honours_max_bytes_oneshot),
 		T(test_recv_eof_unix),
 		T(test_recv_eof_tcp),
 		T(test_recv_eof_empty),
