@@ -40,7 +40,7 @@ void config_usage(FILE *out)
 		"      --list-backends        show the backends built in and whether they run here\n"
 		"  -t, --threads N            worker loops, all accepting from the same listeners [1]\n"
 		"      --max-conns N          connections for the whole process; more are accepted\n"
-		"                             and closed at once [10000]\n"
+		"                             and reset at once [10000]\n"
 		"      --conn-buffer BYTES    per-connection high-water mark of unsent bytes [256K]\n"
 		"      --buffers N            receive buffers per worker [2048]\n"
 		"      --buffer-size BYTES    bytes per receive buffer [8K]\n"

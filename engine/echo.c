@@ -4,13 +4,22 @@
  * A connection receives into pool buffers and sends each buffer back as it arrived (no copy),
  * in order, at most one send in flight. Everything a connection decides is decided in
  * conn_step(), called after every completion that touched it, so the rules live in one place:
- *  - backpressure: stop receiving when queued bytes reach the high-water mark (or the
- *    connection holds its share of pool buffers and its spill is full); resume at low water;
+ *  - backpressure: a recv never delivers more than the connection's budget (--conn-buffer less
+ *    what is queued: reactor.h's max_bytes), so queued bytes never pass the high-water mark;
+ *    stop receiving there (or when the connection holds its share of pool buffers and its
+ *    spill is full); resume at low water. What the peer sends beyond waits in the kernel;
  *  - fairness: pool buffers are shared by the loop, so a backlogged connection (its peer is not
  *    reading) keeps at most `share` of them; past that, and whenever the pool runs low, new
- *    bytes are copied into the connection's own bounded spill buffer and the pool buffer goes
- *    straight back. One stuck client cannot starve the others;
+ *    bytes are copied into the connection's own spill buffer (at most --conn-buffer) and the
+ *    pool buffer goes straight back. When the pool runs dry, every backlogged connection gives
+ *    all of its pool buffers back, including the one under a send that has stalled (the send
+ *    is cancelled and resent from the spill). So a stuck client's cost comes out of its own
+ *    budget, never the pool: any number of them cannot starve the others;
  *  - half-close: after EOF, everything queued is sent, then shutdown(SHUT_WR), then close;
+ *  - drain (stop): stop receiving and wait for the recv's final completion (bytes that raced
+ *    the cancel are echoed too), send everything, shutdown(SHUT_WR), then read and drop until
+ *    the peer's FIN, so the close sends a FIN, not a RST that would destroy echoed bytes the
+ *    peer has not read yet; bounded by the drain deadline;
  *  - close: cancel both ops, and free nothing (not even the fd number) until both are final,
  *    so no completion can reach freed memory or a new connection that reused the fd.
  */
@@ -19,6 +28,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -30,6 +40,8 @@
 #define BACKOFF_MAX_MS 1000
 #define IDLE_SWEEP_MAX_MS 1000
 #define MIGRATE_INTERVAL_MS 5
+#define SEND_STALL_MS 1      /* a send armed since an earlier millisecond waits for its peer */
+#define REFUSAL_LOG_MS 1000  /* at most one refusal line per second, the count of the rest */
 
 struct conn {
 	struct echo_server *srv;
@@ -41,15 +53,19 @@ struct conn {
 	struct seg spill;          /* in the queue iff spill.base != NULL */
 	uint32_t spill_cap;
 	bool eof;                  /* peer sent FIN */
+	bool wr_shut;              /* drained and half-closed by us: reading to drop until FIN */
 	bool closing;              /* waiting for both ops to be final, then freed */
 	bool paused;               /* receiving stopped by backpressure */
 	bool waiting_bufs;         /* recv found the pool dry; on srv->waiting */
 	uint64_t last_active_ms;
+	uint64_t tx_at_ms;         /* when the send in flight was submitted */
 	struct conn *prev, *next;  /* srv->head..tail, least recently active first */
 	struct conn *wait_next;
 };
 
 static void conn_step(struct conn *c);
+static void conns_unreserve(struct echo_server *srv);
+static void refusals_flush(struct echo_server *srv);
 
 /* --- bookkeeping --------------------------------------------------------------------------- */
 
@@ -94,6 +110,8 @@ static void check_done(struct echo_server *srv)
 		loop_timer_stop(srv->loop, &srv->idle_timer);
 		loop_timer_stop(srv->loop, &srv->backoff_timer);
 		loop_timer_stop(srv->loop, &srv->migrate_timer);
+		loop_timer_stop(srv->loop, &srv->refusal_timer);
+		refusals_flush(srv);
 		srv->loop->stop = true;
 	}
 }
@@ -184,29 +202,38 @@ static void conn_enqueue(struct conn *c, const struct buf *b)
 	c->queued += b->len;
 }
 
-/* Give a backlogged connection's pool buffers back: every queued segment that no send is
- * reading is copied, in order, into one private spill sized to hold them, and the pool buffers
- * return to the loop. The head stays where it is while a send reads it; if that head is the
- * spill itself, the send is cancelled (the peer is not reading anyway) and on_send() comes back
- * here once it is final. */
+/* Give a backlogged connection's pool buffers back: every queued segment is copied, in order,
+ * into one private spill of --conn-buffer bytes, and the pool buffers return to the loop. A
+ * send reads the head of the queue: if it has stalled (the peer is not reading), or reads the
+ * spill (which cannot be rewritten under it), it is cancelled and on_send() comes back here
+ * once it is final; a send still moving keeps its head, and the rest moves. */
 static void conn_migrate(struct conn *c)
 {
+	struct echo_server *srv = c->srv;
 	struct seg *head = c->qhead;
-	if (!head)
-		return;
-	struct seg *from = c->tx.armed ? head->next : head;
 	uint32_t total = 0, pool_segs = 0;
-	for (struct seg *s = from; s; s = s->next) {
+	for (struct seg *s = head; s; s = s->next) {
 		total += s->len;
 		pool_segs += s->bid >= 0;
 	}
 	if (pool_segs == 0)
 		return;
-	if (from != head && head == &c->spill) {
-		loop_cancel(c->srv->loop, &c->tx);
-		return;
+	struct seg *from = head;
+	if (c->tx.armed) {
+		if (head == &c->spill || srv->loop->now_ms - c->tx_at_ms >= SEND_STALL_MS) {
+			loop_cancel(srv->loop, &c->tx);
+			return;
+		}
+		total -= head->len;
+		pool_segs--;
+		from = head->next;
+		if (pool_segs == 0)
+			return;
 	}
-	uint32_t cap = total > c->srv->lim.conn_buffer ? total : c->srv->lim.conn_buffer;
+	/* Recvs are bounded by the budget, so the queue fits; a spill is never larger. */
+	uint32_t cap = srv->lim.conn_buffer;
+	if (total > cap)
+		return;
 	char *mem = malloc(cap);
 	if (!mem)
 		return;
@@ -228,7 +255,7 @@ static void conn_migrate(struct conn *c)
 	else
 		head->next = &c->spill;
 	c->qtail = &c->spill;
-	c->srv->stats.spilled_bytes += total;
+	srv->stats.spilled_bytes += total;
 }
 
 /* The pool ran dry: make every backlogged connection give its buffers back. At most one sweep
@@ -250,11 +277,38 @@ static void pool_reclaim(struct echo_server *srv)
 
 /* --- closing ------------------------------------------------------------------------------- */
 
+static void wait_append(struct echo_server *srv, struct conn *c)
+{
+	c->waiting_bufs = true;
+	c->wait_next = NULL;
+	if (srv->waiting_tail)
+		srv->waiting_tail->wait_next = c;
+	else
+		srv->waiting = c;
+	srv->waiting_tail = c;
+}
+
+static struct conn *wait_pop(struct echo_server *srv)
+{
+	struct conn *c = srv->waiting;
+	srv->waiting = c->wait_next;
+	if (!srv->waiting)
+		srv->waiting_tail = NULL;
+	c->waiting_bufs = false;
+	return c;
+}
+
 static void wait_remove(struct echo_server *srv, struct conn *c)
 {
-	for (struct conn **p = &srv->waiting; *p; p = &(*p)->wait_next) {
-		if (*p == c) {
-			*p = c->wait_next;
+	struct conn *prev = NULL;
+	for (struct conn *w = srv->waiting; w; prev = w, w = w->wait_next) {
+		if (w == c) {
+			if (prev)
+				prev->wait_next = c->wait_next;
+			else
+				srv->waiting = c->wait_next;
+			if (srv->waiting_tail == c)
+				srv->waiting_tail = prev;
 			break;
 		}
 	}
@@ -274,14 +328,16 @@ static void conn_free(struct conn *c)
 	loop_close_fd(srv->loop, c->fd);
 	list_unlink(srv, c);
 	srv->stats.conns--;
+	conns_unreserve(srv);
 	srv->stats.closed++;
 	free(c);
 	check_done(srv);
 }
 
+/* Close without echoing what is queued: counted, unless the echo was complete (lingering). */
 static void conn_abort(struct conn *c)
 {
-	if (!c->closing)
+	if (!c->closing && !c->wr_shut)
 		c->srv->stats.aborted++;
 	c->closing = true;
 }
@@ -294,18 +350,15 @@ static void on_send(struct loop *loop, struct op *op, int res, unsigned cflags);
 static void wake_waiters(struct echo_server *srv)
 {
 	uint32_t budget = pool_free(srv);
-	while (srv->waiting && budget--) {
-		struct conn *c = srv->waiting;
-		srv->waiting = c->wait_next;
-		c->waiting_bufs = false;
-		conn_step(c);
-	}
+	while (srv->waiting && budget--)
+		conn_step(wait_pop(srv));
 }
 
 static void conn_send_head(struct conn *c)
 {
 	struct seg *s = c->qhead;
 	c->tx.buf = (struct buf){ .base = s->base + s->off, .len = s->len, .bid = 0 };
+	c->tx_at_ms = c->srv->loop->now_ms;
 	int rc = loop_submit(c->srv->loop, &c->tx);
 	if (rc < 0) {
 		log_msg(LOG_WARN, "submit_failed", "op=send error=\"%s\"", strerror(-rc));
@@ -335,6 +388,8 @@ static void conn_update_rx(struct conn *c)
 		c->paused = false;
 	}
 	bool want = !c->paused && !c->waiting_bufs;
+	/* Not paused means room: a recv takes at most what is left of the budget. */
+	c->rx.max_bytes = c->queued < srv->lim.conn_buffer ? srv->lim.conn_buffer - c->queued : 1;
 	if (want && !c->rx.armed) {
 		int rc = loop_submit(srv->loop, &c->rx);
 		if (rc < 0) {
@@ -347,15 +402,41 @@ static void conn_update_rx(struct conn *c)
 	}
 }
 
+/* Drained and half-closed: read and drop until the peer's FIN (see the top of the file). */
+static void conn_linger(struct conn *c)
+{
+	if (c->rx.armed || c->waiting_bufs || c->eof)
+		return;
+	c->rx.max_bytes = 0;
+	if (loop_submit(c->srv->loop, &c->rx) < 0)
+		c->closing = true;
+}
+
 static void conn_step(struct conn *c)
 {
 	struct echo_server *srv = c->srv;
-	if (!c->closing && !c->tx.armed && c->qhead)
-		conn_send_head(c);
-	if (!c->closing && (c->eof || srv->draining) && !c->qhead && !c->tx.armed) {
-		/* RFC 862 half-close: everything received has been echoed; now say so. */
-		shutdown(c->fd, SHUT_WR);
-		c->closing = true;
+	if (!c->closing && !c->wr_shut) {
+		if (!c->tx.armed && c->qhead)
+			conn_send_head(c);
+		if (!c->closing && (c->eof || srv->draining)) {
+			/* Stop receiving and let the recv finish: bytes that raced the cancel are
+			 * echoed like the rest. Then, with everything sent, RFC 862 half-close. */
+			if (c->rx.armed) {
+				loop_cancel(srv->loop, &c->rx);
+				return;
+			}
+			if (c->qhead || c->tx.armed)
+				return;
+			shutdown(c->fd, SHUT_WR);
+			c->wr_shut = true;
+			if (c->eof)
+				c->closing = true;
+		}
+	}
+	if (c->wr_shut && !c->closing) {
+		conn_linger(c);
+		if (!c->closing)
+			return;
 	}
 	if (c->closing) {
 		if (c->rx.armed)
@@ -366,11 +447,6 @@ static void conn_step(struct conn *c)
 			conn_free(c);
 		return;
 	}
-	if (c->eof || srv->draining) {
-		if (c->rx.armed)
-			loop_cancel(srv->loop, &c->rx);
-		return;
-	}
 	conn_update_rx(c);
 }
 
@@ -379,32 +455,33 @@ static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
 	(void)loop;
 	struct conn *c = op->owner;
 	struct echo_server *srv = c->srv;
-	if (res > 0) {
+	if (res > 0 && !c->closing && !c->wr_shut) {
 		srv->stats.bytes_in += (uint64_t)res;
 		conn_touch(c);
-		if (c->closing)
-			loop_buf_release(srv->loop, op->buf.bid);
-		else
-			conn_enqueue(c, &op->buf);
+		conn_enqueue(c, &op->buf);
+	} else if (res > 0) {
+		/* Aborted (counted as such), or lingering after a complete echo. */
+		if (c->wr_shut && !c->closing)
+			srv->stats.discarded_bytes += (uint64_t)res;
+		loop_buf_release(srv->loop, op->buf.bid);
 	} else {
 		if (cflags & OPF_BUFFER)
 			loop_buf_release(srv->loop, op->buf.bid);
 		if (res == 0) {
 			c->eof = true;
+			if (c->wr_shut)
+				c->closing = true;
 		} else if (res == -ENOBUFS) {
 			srv->stats.enobufs++;
-			if (!c->closing && !c->waiting_bufs) {
-				c->waiting_bufs = true;
-				c->wait_next = srv->waiting;
-				srv->waiting = c;
-			}
+			if (!c->closing && !c->waiting_bufs)
+				wait_append(srv, c);
 			/* Stuck clients may be sitting on the pool. */
 			pool_reclaim(srv);
 		} else if (res != -ECANCELED) {
 			conn_abort(c);
 		}
 	}
-	if (!(cflags & OPF_MORE) || res > 0)
+	if (!(cflags & OPF_MORE) || (res > 0 && !c->wr_shut))
 		conn_step(c);
 	if (srv->waiting)
 		wake_waiters(srv);
@@ -443,16 +520,49 @@ static void on_send(struct loop *loop, struct op *op, int res, unsigned cflags)
 
 /* --- accepting ----------------------------------------------------------------------------- */
 
+static void refusals_flush(struct echo_server *srv)
+{
+	if (!srv->refusals_unlogged)
+		return;
+	log_msg(LOG_WARN, "refused", "reason=%s fd=%d conns=%u max_conns=%u count=%llu",
+		srv->refusal_reason, srv->refusal_fd, srv->stats.conns, srv->lim.max_conns,
+		(unsigned long long)srv->refusals_unlogged);
+	srv->refusals_unlogged = 0;
+	srv->log_refusals_at = srv->loop->now_ms;
+}
+
+/* One line per REFUSAL_LOG_MS at most, counting the refusals since the last; the count of the
+ * last burst is flushed by a timer, so no refusal goes unreported. */
 static void log_refusal(struct echo_server *srv, const char *reason, int fd)
 {
 	srv->refusals_unlogged++;
-	uint64_t now = srv->loop->now_ms;
-	if (now - srv->log_refusals_at < 1000 && srv->log_refusals_at)
+	srv->refusal_reason = reason;
+	srv->refusal_fd = fd;
+	uint64_t since = srv->loop->now_ms - srv->log_refusals_at;
+	if (srv->log_refusals_at && since < REFUSAL_LOG_MS) {
+		if (srv->refusal_timer.deadline_ms == 0)
+			loop_timer_start(srv->loop, &srv->refusal_timer, REFUSAL_LOG_MS - since);
 		return;
-	log_msg(LOG_WARN, "refused", "reason=%s fd=%d conns=%u max_conns=%u count=%llu", reason, fd,
-		srv->stats.conns, srv->lim.max_conns, (unsigned long long)srv->refusals_unlogged);
-	srv->refusals_unlogged = 0;
-	srv->log_refusals_at = now;
+	}
+	refusals_flush(srv);
+}
+
+static void on_refusal_timer(struct loop *loop, struct loop_timer *t)
+{
+	(void)loop;
+	refusals_flush(t->owner);
+}
+
+/* A refused connection is reset, always: SO_LINGER 0 makes close() send a RST whether or not
+ * the client has sent bytes yet (a plain close sends a FIN if it has not, a RST if it has), so
+ * the client's next read or write fails with ECONNRESET, never a clean EOF that could pass for
+ * an echo of nothing. */
+static void refuse(struct echo_server *srv, int fd, const char *reason)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+	log_refusal(srv, reason, fd);
 }
 
 int echo_server_adopt(struct echo_server *srv, int fd)
@@ -476,24 +586,41 @@ int echo_server_adopt(struct echo_server *srv, int fd)
 	return 0;
 }
 
+/* One more connection within max_conns, process-wide when the workers share a count. */
+static bool conns_reserve(struct echo_server *srv)
+{
+	if (!srv->lim.conns_total)
+		return srv->stats.conns < srv->lim.max_conns;
+	uint32_t n = atomic_fetch_add_explicit(srv->lim.conns_total, 1, memory_order_relaxed);
+	if (n < srv->lim.max_conns)
+		return true;
+	atomic_fetch_sub_explicit(srv->lim.conns_total, 1, memory_order_relaxed);
+	return false;
+}
+
+static void conns_unreserve(struct echo_server *srv)
+{
+	if (srv->lim.conns_total)
+		atomic_fetch_sub_explicit(srv->lim.conns_total, 1, memory_order_relaxed);
+}
+
 static void accept_one(struct echo_server *srv, int fd)
 {
 	const struct backend *be = srv->loop->be;
-	if (srv->stats.conns >= srv->lim.max_conns) {
+	if (!conns_reserve(srv)) {
 		srv->stats.refused_limit++;
-		close(fd);
-		log_refusal(srv, "max_conns", fd);
+		refuse(srv, fd, "max_conns");
 		return;
 	}
 	if ((be->caps & BACKEND_CAP_FD_LIMIT) && fd >= be->max_fd) {
+		conns_unreserve(srv);
 		srv->stats.refused_fd++;
-		close(fd);
-		log_refusal(srv, "fd_limit", fd);
+		refuse(srv, fd, "fd_limit");
 		return;
 	}
 	if (echo_server_adopt(srv, fd) < 0) {
-		close(fd);
-		log_refusal(srv, "out_of_memory", fd);
+		conns_unreserve(srv);
+		refuse(srv, fd, "out_of_memory");
 	}
 }
 
@@ -639,6 +766,7 @@ int echo_server_init(struct echo_server *srv, struct loop *loop, const struct ec
 	srv->backoff_timer = (struct loop_timer){ .fire = on_backoff, .owner = srv };
 	srv->drain_timer = (struct loop_timer){ .fire = on_drain_deadline, .owner = srv };
 	srv->migrate_timer = (struct loop_timer){ .fire = on_migrate_timer, .owner = srv };
+	srv->refusal_timer = (struct loop_timer){ .fire = on_refusal_timer, .owner = srv };
 	if (lim->idle_timeout_ms)
 		loop_timer_start(loop, &srv->idle_timer, idle_period(srv));
 	loop->user = srv;

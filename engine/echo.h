@@ -12,7 +12,10 @@
 #include "reactor.h"
 
 struct echo_limits {
-	uint32_t max_conns;        /* over it: accept and close at once */
+	uint32_t max_conns;        /* over it: accept and refuse at once */
+	/* Connections of the whole process, shared by every worker's server, counted against
+	 * max_conns; NULL: this server's own count is the limit (tests, one loop). */
+	_Atomic uint32_t *conns_total;
 	uint32_t conn_buffer;      /* high-water mark of queued bytes per connection */
 	uint32_t idle_timeout_ms;  /* 0 = off */
 	uint32_t drain_timeout_ms; /* on stop: time allowed to flush queued bytes */
@@ -21,6 +24,7 @@ struct echo_limits {
 struct echo_stats {
 	uint64_t accepted, refused_limit, refused_fd, closed, aborted, idle_closed;
 	uint64_t bytes_in, bytes_out, spilled_bytes;
+	uint64_t discarded_bytes; /* read and dropped after our half-close in a drain */
 	uint64_t paused, enobufs, accept_backoffs;
 	uint32_t conns, conns_peak;
 };
@@ -53,13 +57,15 @@ struct echo_server {
 	struct listener listeners[ECHO_MAX_LISTENERS];
 	int nlisteners, nlisteners_open;
 	struct conn *head, *tail; /* all connections, least recently active first */
-	struct conn *waiting;     /* connections whose recv found the pool dry */
-	struct loop_timer idle_timer, backoff_timer, drain_timer, migrate_timer;
+	struct conn *waiting, *waiting_tail; /* recv found the pool dry; woken first come first */
+	struct loop_timer idle_timer, backoff_timer, drain_timer, migrate_timer, refusal_timer;
 	uint32_t backoff_ms;
 	uint64_t migrated_at_ms;
 	bool draining;
 	uint64_t log_refusals_at;
 	uint64_t refusals_unlogged;
+	const char *refusal_reason; /* of the last refusal not yet logged */
+	int refusal_fd;
 	struct echo_stats stats;
 };
 

@@ -257,6 +257,7 @@ static void sum_stats(struct echo_stats *t, const struct echo_stats *s)
 	t->bytes_in += s->bytes_in;
 	t->bytes_out += s->bytes_out;
 	t->spilled_bytes += s->spilled_bytes;
+	t->discarded_bytes += s->discarded_bytes;
 	t->paused += s->paused;
 	t->enobufs += s->enobufs;
 	t->accept_backoffs += s->accept_backoffs;
@@ -370,12 +371,14 @@ int server_run(const struct echod_config *cfg)
 	}
 	log_msg(LOG_INFO, "stopped", "accepted=%llu refused_limit=%llu refused_fd=%llu closed=%llu "
 		"aborted=%llu idle_closed=%llu bytes_in=%llu bytes_out=%llu spilled_bytes=%llu "
-		"paused=%llu enobufs=%llu accept_backoffs=%llu worker_conns_peak=%u status=%d",
+		"discarded_bytes=%llu paused=%llu enobufs=%llu accept_backoffs=%llu "
+		"worker_conns_peak=%u status=%d",
 		(unsigned long long)total.accepted, (unsigned long long)total.refused_limit,
 		(unsigned long long)total.refused_fd, (unsigned long long)total.closed,
 		(unsigned long long)total.aborted, (unsigned long long)total.idle_closed,
 		(unsigned long long)total.bytes_in, (unsigned long long)total.bytes_out,
-		(unsigned long long)total.spilled_bytes, (unsigned long long)total.paused,
+		(unsigned long long)total.spilled_bytes, (unsigned long long)total.discarded_bytes,
+		(unsigned long long)total.paused,
 		(unsigned long long)total.enobufs, (unsigned long long)total.accept_backoffs,
 		total.conns_peak, status);
 out:

@@ -118,9 +118,15 @@ static pid_t spawn(const char *const *argv, struct child *c, int nofile)
 	_exit(127);
 }
 
-char *proc_log(const struct child *c)
+int proc_spawn(struct child *c, const char *const *argv)
 {
-	FILE *f = fopen(c->log_path, "r");
+	memset(c, 0, sizeof(*c));
+	return spawn(argv, c, 0) < 0 ? -1 : 0;
+}
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
 	if (!f)
 		return strdup("");
 	char *data = NULL;
@@ -133,6 +139,31 @@ char *proc_log(const struct child *c)
 	fclose(f);
 	fclose(m);
 	return data;
+}
+
+char *proc_log(const struct child *c)
+{
+	return slurp(c->log_path);
+}
+
+char *proc_out(const struct child *c)
+{
+	return slurp(c->out_path);
+}
+
+bool proc_wait_out(const struct child *c, const char *needle, int timeout_ms)
+{
+	uint64_t end = now_ms() + (uint64_t)timeout_ms;
+	for (;;) {
+		char *out = proc_out(c);
+		bool has = strstr(out, needle) != NULL;
+		free(out);
+		if (has)
+			return true;
+		if (now_ms() >= end)
+			return false;
+		usleep(20000);
+	}
 }
 
 bool proc_log_has(const struct child *c, const char *needle)

@@ -25,6 +25,12 @@ const char *proc_bin(const char *name);
 int echod_start(struct child *c, int nofile, int *status, const char *const *args);
 /* The same, with echod run by a wrapper program (wrapper ECHOD ARGS...), e.g. helper_nouring. */
 int echod_start_via(struct child *c, const char *wrapper, int *status, const char *const *args);
+/* Start a program in the background, stdout and stderr to the child's files; 0 or -1. */
+int proc_spawn(struct child *c, const char *const *argv);
+/* Wait up to timeout_ms for the child's stdout to contain needle. */
+bool proc_wait_out(const struct child *c, const char *needle, int timeout_ms);
+/* Whole content of the child's stdout (malloc'd, NUL-terminated). */
+char *proc_out(const struct child *c);
 /* Run a program to completion within timeout_ms; returns its exit status or -1. */
 int proc_run(const char *const *argv, int timeout_ms, struct child *c);
 /* Send sig and wait up to timeout_ms; returns the exit status, -2 on timeout (then killed). */

@@ -305,10 +305,46 @@ static void test_stop_drains_queue_then_stops_loop(void **state)
 	uint8_t out[300];
 	assert_int_equal(drain(f, f->fd, 100, out), 300);
 	assert_memory_equal(out, in, 300);
-	assert_true(f->loop.stop);
-	assert_true(echo_server_done(&f->srv));
+	/* Everything echoed, then the half-close: the peer sees EOF after the last byte. */
 	char x;
 	assert_int_equal(recv(f->peer, &x, 1, 0), 0);
+	/* The server reads on and drops what the peer still sends, so its close is a FIN and not
+	 * a RST (which would destroy echoed bytes the peer has not read), until the peer's FIN. */
+	assert_non_null(f->fk->rd[f->fd]);
+	assert_false(f->loop.stop);
+	fake_recv(&f->loop, f->fd, in, 50, true);
+	fake_run(&f->loop);
+	assert_null(f->fk->wr[f->fd]); /* dropped, not echoed */
+	assert_int_equal(f->srv.stats.discarded_bytes, 50);
+	assert_int_equal(f->srv.stats.bytes_in, 300);
+	fake_recv_result(&f->loop, f->fd, 0);
+	fake_run(&f->loop);
+	assert_true(f->loop.stop);
+	assert_true(echo_server_done(&f->srv));
+	assert_int_equal(f->srv.stats.aborted, 0);
+}
+
+/* A recv that completes after the stop's cancel was issued (io_uring: data that raced the
+ * cancel) is echoed before the half-close, never dropped: every byte counted in is sent out. */
+static void test_stop_echoes_bytes_that_race_the_cancel(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t in[200];
+	memset(in, 'r', sizeof(in));
+	struct op *rx = f->fk->rd[f->fd];
+	echo_server_stop(&f->srv);
+	/* The fake backend's cancel is deferred: bytes arrive first, then the final. */
+	assert_true(rx->armed);
+	f->fk->rd[f->fd] = rx;
+	fake_recv(&f->loop, f->fd, in, 200, true);
+	fake_run(&f->loop);
+	uint8_t out[200];
+	assert_int_equal(drain(f, f->fd, 100, out), 200);
+	assert_memory_equal(out, in, 200);
+	char x;
+	assert_int_equal(recv(f->peer, &x, 1, 0), 0);
+	assert_int_equal(f->srv.stats.bytes_in, f->srv.stats.bytes_out);
+	assert_int_equal(f->srv.stats.aborted, 0);
 }
 
 int main(void)
@@ -326,6 +362,8 @@ int main(void)
 		cmocka_unit_test(test_pool_exhaustion_and_recovery),
 		cmocka_unit_test(test_max_conns_refuses_and_counts),
 		cmocka_unit_test_setup_teardown(test_stop_drains_queue_then_stops_loop, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_stop_echoes_bytes_that_race_the_cancel, setup,
 						teardown),
 	};
 	return cmocka_run_group_tests_name("echo_core", tests, NULL, NULL);
