@@ -55,6 +55,11 @@
  *    A recv's -ENOBUFS after a cancel is reported as -ECANCELED.
  *  - DEFER_TASKRUN: completions exist only once the creating thread enters with GETEVENTS, so
  *    wait() always does, even with a zero timeout, and never peeks without entering.
+ *  - A listener shared by several loops (one socket, --threads): the socket wakes one waiting
+ *    accept per connection, the first in its queue, and a multishot accept never leaves that
+ *    place, so one loop would take nearly every connection. With shared listeners each accept
+ *    is one-shot: re-armed, it queues behind the other loops' and they take turns (one SQE per
+ *    connection, which costs nothing next to the handshake).
  *  - Closing an fd does not end io_uring requests on it (they hold the file): the core cancels
  *    and waits for finals before closing, so forget_fd has nothing to do.
  *  - Multishot recv and accept need kernel 6.0 and 5.19; buffer rings 5.19. init probes them
@@ -87,6 +92,7 @@ struct uring_state {
 	struct loop *loop;
 	uint32_t avail;      /* pool buffers not held by the core (in the ring or about to be) */
 	uint32_t recv_limit; /* bytes one multishot recv may take before it ends (0: no limit) */
+	bool oneshot_accept; /* listeners shared with other loops */
 };
 
 /* The kernel ends a multishot recv once its run has taken `limit` bytes or more, and the recv
@@ -107,7 +113,11 @@ static void prep_op(const struct uring_state *st, struct io_uring_sqe *sqe, stru
 {
 	switch (op->code) {
 	case OP_ACCEPT:
-		io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (st->oneshot_accept)
+			io_uring_prep_accept(sqe, op->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		else
+			io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL,
+						       SOCK_NONBLOCK | SOCK_CLOEXEC);
 		break;
 	case OP_RECV: {
 		uint32_t limit = recv_run_limit(st, op->max_bytes);
@@ -214,6 +224,7 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 		return rc;
 	}
 	st->avail = loop->pool.nbufs;
+	st->oneshot_accept = cfg->shared_listeners;
 	return 0;
 }
 

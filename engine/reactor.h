@@ -81,6 +81,7 @@ struct loop_config {
 	uint32_t max_fds;  /* fds the loop may watch, for sizing tables */
 	uint32_t queue_depth; /* io_uring: SQ entries, CQ 4x (0: 4096); tests shrink it to overflow */
 	bool no_recv_limit;   /* io_uring: act as if the kernel had no multishot byte limit (tests) */
+	bool shared_listeners; /* other loops accept on the same sockets: take turns (io_uring) */
 };
 
 struct backend {

@@ -296,7 +296,7 @@ int server_run(const struct echod_config *cfg)
 	raise_fd_limit();
 
 	struct loop_config lcfg = { .nbufs = cfg->buffers, .bufsize = cfg->buffer_size,
-				    .max_fds = fd_limit() };
+				    .max_fds = fd_limit(), .shared_listeners = cfg->threads > 1 };
 	char why[512];
 	const struct backend *be = choose_backend(cfg, &lcfg, why, sizeof(why));
 	if (!be)
