@@ -734,18 +734,29 @@ static void on_migrate_timer(struct loop *loop, struct loop_timer *t)
 	}
 }
 
-static void on_drain_deadline(struct loop *loop, struct loop_timer *t)
+static void cut_all(struct echo_server *srv)
 {
-	(void)loop;
-	struct echo_server *srv = t->owner;
-	if (srv->stats.conns)
-		log_msg(LOG_WARN, "drain_timeout", "conns=%u", srv->stats.conns);
 	for (struct conn *c = srv->head; c;) {
 		struct conn *next = c->next;
 		conn_abort(c);
 		conn_step(c);
 		c = next;
 	}
+}
+
+static void on_drain_deadline(struct loop *loop, struct loop_timer *t)
+{
+	(void)loop;
+	struct echo_server *srv = t->owner;
+	if (srv->stats.conns)
+		log_msg(LOG_WARN, "drain_timeout", "conns=%u", srv->stats.conns);
+	cut_all(srv);
+}
+
+void echo_server_cut(struct echo_server *srv)
+{
+	echo_server_stop(srv);
+	cut_all(srv);
 }
 
 int echo_server_init(struct echo_server *srv, struct loop *loop, const struct echo_limits *lim)

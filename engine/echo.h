@@ -78,6 +78,8 @@ int echo_server_adopt(struct echo_server *srv, int fd);
 /* Graceful stop: close listeners, stop reading, flush queues (bounded by drain_timeout_ms),
  * close every connection; sets loop->stop once nothing is left. */
 void echo_server_stop(struct echo_server *srv);
+/* Stop now: what stop() has not finished is cut (counted as aborted; the second signal). */
+void echo_server_cut(struct echo_server *srv);
 bool echo_server_done(const struct echo_server *srv);
 
 #endif
