@@ -36,7 +36,7 @@ URING_SRC := $(wildcard backends/uring*.c)
 endif
 
 ENGINE_SRC  := $(filter-out engine/main.c,$(wildcard engine/*.c))
-BACKEND_SRC := backends/select.c backends/poll.c backends/epoll.c $(URING_SRC)
+BACKEND_SRC := backends/readiness.c backends/select.c backends/poll.c backends/epoll.c $(URING_SRC)
 BACKEND_SRC := $(wildcard $(BACKEND_SRC))
 CORE_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(ENGINE_SRC) $(BACKEND_SRC))
 TOOL_COMMON := $(wildcard tools/common*.c)

@@ -68,7 +68,7 @@
  *
  * Not used, by choice, and not benchmarked here: fixed files (the core needs real fds for
  * shutdown/close, a registered-file table costs an update per connection, and the fd lookup it
- * saves is a small part of the 7-9 us of server CPU per message in bench/RESULTS.md), recv
+ * saves is a small part of the server CPU per message in bench/RESULTS.md), recv
  * bundles (one buffer per completion is the reactor's contract; a bundle would only pay off
  * for streams larger than the pool's buffers), SQPOLL (a spinning kernel
  * thread per loop on a shared machine), zero-copy send (its notification CQE costs more than a
@@ -143,47 +143,14 @@ static void prep_op(const struct uring_state *st, struct io_uring_sqe *sqe, stru
 	io_uring_sqe_set_data(sqe, op);
 }
 
-/* Multishot recv with a provided buffer ring on an empty socketpair, then a cancel: a kernel
- * that knows both answers -ECANCELED; an older one rejects the recv with -EINVAL. Multishot
- * accept (5.19) predates multishot recv (6.0), so this covers it. With limit != 0 the recv also
- * carries a total byte limit, which kernels before it reject with -EINVAL too. */
-static int probe(struct uc *uc, uint32_t limit)
+/* Multishot recv from the buffer ring (6.0; multishot accept, 5.19, is older), with a total
+ * byte limit when arg != 0 (recent): a kernel without either rejects it with -EINVAL. */
+static void prep_probe_recv(struct io_uring_sqe *sqe, int fd, uint32_t limit)
 {
-	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
-	struct io_uring_sqe *sqe = uc_sqe(uc);
-	io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
+	io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = 0;
 	sqe->file_index = limit;
-	sqe->user_data = 2;
-	sqe = uc_sqe(uc);
-	io_uring_prep_cancel64(sqe, 2, 0);
-	sqe->user_data = 4;
-	int rc = uc_submit(uc);
-	int res = 1;
-	for (int i = 0; rc >= 0 && res == 1 && i < 4; i++) {
-		struct io_uring_cqe *cqe;
-		struct __kernel_timespec ts = { .tv_sec = 1 };
-		rc = io_uring_wait_cqe_timeout(&uc->ring, &cqe, &ts);
-		if (rc < 0)
-			break;
-		if (cqe->user_data == 2)
-			res = cqe->res;
-		io_uring_cqe_seen(&uc->ring, cqe);
-	}
-	/* Whatever else is in the CQ (the cancel's own CQE) goes too. */
-	struct io_uring_cqe *cqe;
-	while (io_uring_peek_cqe(&uc->ring, &cqe) == 0)
-		io_uring_cqe_seen(&uc->ring, cqe);
-	close(sv[0]);
-	close(sv[1]);
-	if (rc < 0)
-		return rc == -ETIME ? -EOPNOTSUPP : rc;
-	if (res == -ECANCELED)
-		return 0;
-	return res == -EINVAL ? -EOPNOTSUPP : (res < 0 ? res : -EOPNOTSUPP);
 }
 
 static void uring_fini(struct loop *loop)
@@ -214,9 +181,9 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 		uint32_t nb = loop->pool.nbufs / RECV_LIMIT_DIV ? loop->pool.nbufs / RECV_LIMIT_DIV : 1;
 		uint64_t limit = (uint64_t)nb * loop->pool.bufsize;
 		st->recv_limit = limit > INT32_MAX ? INT32_MAX : (uint32_t)limit;
-		if (cfg->no_recv_limit || probe(&st->uc, st->recv_limit) < 0) {
+		if (cfg->no_recv_limit || uc_probe(&st->uc, prep_probe_recv, st->recv_limit) < 0) {
 			st->recv_limit = 0;
-			rc = probe(&st->uc, 0);
+			rc = uc_probe(&st->uc, prep_probe_recv, 0);
 		}
 	}
 	if (rc < 0) {
@@ -224,6 +191,7 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 		return rc;
 	}
 	st->avail = loop->pool.nbufs;
+	loop->cq_entries = st->uc.cq_entries;
 	st->oneshot_accept = cfg->shared_listeners;
 	return 0;
 }
@@ -283,6 +251,19 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 				cf |= OPF_MORE;
 			}
 		}
+	} else if (res < 0 && op->code == OP_ACCEPT && !op->cancelling &&
+		   loop_accept_error_transient(-res)) {
+		/* One connection lost in the queue (reactor.h's policy): accepting goes on. A
+		 * multishot accept that ended on it is armed again, unseen by the core. */
+		if (!(cf & OPF_MORE)) {
+			struct io_uring_sqe *sqe = uc_sqe(&st->uc);
+			if (sqe) {
+				prep_op(st, sqe, op);
+				return;
+			}
+		} else {
+			return;
+		}
 	} else if (res == -ENOBUFS && op->code == OP_RECV && !(cf & OPF_MORE)) {
 		if (op->cancelling) {
 			res = -ECANCELED;
@@ -303,7 +284,9 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 static int uring_wait(struct loop *loop, int timeout_ms)
 {
 	struct uring_state *st = loop->be_state;
-	return uc_wait(&st->uc, timeout_ms, on_cqe, st);
+	int rc = uc_wait(&st->uc, timeout_ms, on_cqe, st);
+	loop->cq_overflows = st->uc.overflows;
+	return rc;
 }
 
 static void uring_buf_release(struct loop *loop, uint32_t bid)
@@ -317,7 +300,7 @@ const struct backend backend_uring = {
 	.name = "uring",
 	.summary = "completion (io_uring), multishot accept+recv, kernel-selected buffers, "
 		   "one enter per wake-up",
-	.caps = BACKEND_CAP_KERNEL_BUFFERS,
+	.caps = 0,
 	.pref = 100,
 	.init = uring_init,
 	.fini = uring_fini,

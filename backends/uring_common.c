@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 int uc_init(struct uc *uc, uint32_t sq_entries)
@@ -204,4 +205,49 @@ int uc_wait(struct uc *uc, int timeout_ms, uc_cqe_fn fn, void *ctx)
 	if (rc == -ETIME || (rc == -EINTR && n > 0))
 		rc = 0;
 	return rc < 0 ? rc : (int)n;
+}
+
+#define PROBE_UD 0x7u        /* low two bits set: ignored by uring.c and uring_poll.c */
+#define PROBE_CANCEL_UD 0xbu
+
+int uc_probe(struct uc *uc, uc_probe_prep_fn prep, uint32_t arg)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	struct io_uring_sqe *sqe = uc_sqe(uc);
+	int rc = -EBUSY;
+	if (!sqe)
+		goto out;
+	prep(sqe, sv[0], arg);
+	sqe->user_data = PROBE_UD;
+	sqe = uc_sqe(uc);
+	if (!sqe)
+		goto out;
+	io_uring_prep_cancel64(sqe, PROBE_UD, 0);
+	sqe->user_data = PROBE_CANCEL_UD;
+	rc = uc_submit(uc);
+	int res = 1;
+	for (int i = 0; rc >= 0 && res == 1 && i < 4; i++) {
+		struct io_uring_cqe *cqe;
+		struct __kernel_timespec ts = { .tv_sec = 1 };
+		rc = io_uring_wait_cqe_timeout(&uc->ring, &cqe, &ts);
+		if (rc < 0)
+			break;
+		if (cqe->user_data == PROBE_UD)
+			res = cqe->res;
+		io_uring_cqe_seen(&uc->ring, cqe);
+	}
+	/* Whatever else is in the CQ (the cancel's own CQE) goes too. */
+	struct io_uring_cqe *cqe;
+	while (io_uring_peek_cqe(&uc->ring, &cqe) == 0)
+		io_uring_cqe_seen(&uc->ring, cqe);
+	if (rc >= 0)
+		rc = res == -ECANCELED ? 0 : res == -EINVAL || res >= 0 ? -EOPNOTSUPP : res;
+	else if (rc == -ETIME)
+		rc = -EOPNOTSUPP;
+out:
+	close(sv[0]);
+	close(sv[1]);
+	return rc;
 }

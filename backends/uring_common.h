@@ -12,9 +12,8 @@
  *   COOP_TASKRUN                    task work runs at the next kernel entry, not via an IPI (5.19);
  *   nothing                         task work by IPI, the oldest kernels.
  * Each with SUBMIT_ALL (one bad SQE does not hold back the rest, 5.18; dropped on a last try)
- * and CQSIZE = 4 x SQ with CLAMP; SQ 4096, or 256 if the big ring hits a memory limit. Here
- * (6.18) the first step takes. The ring fd is registered (5.18) so each enter skips the
- * fd-table lookup. FEAT_EXT_ARG (5.11: the wait's timeout passed to enter, no timeout SQE) is
+ * and CQSIZE = 4 x SQ with CLAMP; SQ 4096, or 256 if the big ring hits a memory limit. The
+ * ring fd is registered (5.18) so each enter skips the fd-table lookup. FEAT_EXT_ARG (5.11: the wait's timeout passed to enter, no timeout SQE) is
  * required: every kernel with multishot recv has it. Anything else refuses (ENOSYS, EPERM from
  * kernel.io_uring_disabled or seccomp) and init returns that errno unchanged.
  *
@@ -102,6 +101,13 @@ static inline unsigned uc_reap(struct uc *uc, unsigned max, uc_cqe_fn fn, void *
 	}
 	return n;
 }
+
+/* Does the kernel know a request? prep() fills an SQE for it on one end of an idle
+ * socketpair; the probe cancels it and reads its CQE: -ECANCELED means known (0), -EINVAL
+ * means too old (-EOPNOTSUPP). Both requests carry user_data with the two low bits set, which
+ * both backends ignore, so a straggling CQE is never taken for one of theirs. */
+typedef void (*uc_probe_prep_fn)(struct io_uring_sqe *sqe, int fd, uint32_t arg);
+int uc_probe(struct uc *uc, uc_probe_prep_fn prep, uint32_t arg);
 
 /* Publish returned buffers and queued SQEs, without waiting. Returns >= 0 or -errno. */
 int uc_submit(struct uc *uc);

@@ -381,6 +381,13 @@ static bool rx_blocked(const struct conn *c)
 static void conn_update_rx(struct conn *c)
 {
 	struct echo_server *srv = c->srv;
+	uint32_t room = srv->lim.conn_buffer - c->queued; /* recvs never overfill the budget */
+	/* The steady state, once per completion: receiving, room left, no spill. Only the
+	 * budget moves. (Armed implies not waiting for buffers; no spill and room: not blocked.) */
+	if (c->rx.armed && room && !c->spill.base && !c->paused) {
+		c->rx.max_bytes = room;
+		return;
+	}
 	if (!c->paused && rx_blocked(c)) {
 		c->paused = true;
 		srv->stats.paused++;
@@ -389,7 +396,7 @@ static void conn_update_rx(struct conn *c)
 	}
 	bool want = !c->paused && !c->waiting_bufs;
 	/* Not paused means room: a recv takes at most what is left of the budget. */
-	c->rx.max_bytes = c->queued < srv->lim.conn_buffer ? srv->lim.conn_buffer - c->queued : 1;
+	c->rx.max_bytes = room ? room : 1;
 	if (want && !c->rx.armed) {
 		int rc = loop_submit(srv->loop, &c->rx);
 		if (rc < 0) {
@@ -412,26 +419,23 @@ static void conn_linger(struct conn *c)
 		c->closing = true;
 }
 
-static void conn_step(struct conn *c)
+/* Everything but an open connection's steady state: ending (EOF or drain), lingering, closing. */
+static __attribute__((noinline)) void conn_step_slow(struct conn *c)
 {
 	struct echo_server *srv = c->srv;
-	if (!c->closing && !c->wr_shut) {
-		if (!c->tx.armed && c->qhead)
-			conn_send_head(c);
-		if (!c->closing && (c->eof || srv->draining)) {
-			/* Stop receiving and let the recv finish: bytes that raced the cancel are
-			 * echoed like the rest. Then, with everything sent, RFC 862 half-close. */
-			if (c->rx.armed) {
-				loop_cancel(srv->loop, &c->rx);
-				return;
-			}
-			if (c->qhead || c->tx.armed)
-				return;
-			shutdown(c->fd, SHUT_WR);
-			c->wr_shut = true;
-			if (c->eof)
-				c->closing = true;
+	if (!c->closing && !c->wr_shut && (c->eof || srv->draining)) {
+		/* Stop receiving and let the recv finish: bytes that raced the cancel are echoed
+		 * like the rest. Then, with everything sent, RFC 862 half-close. */
+		if (c->rx.armed) {
+			loop_cancel(srv->loop, &c->rx);
+			return;
 		}
+		if (c->qhead || c->tx.armed)
+			return;
+		shutdown(c->fd, SHUT_WR);
+		c->wr_shut = true;
+		if (c->eof)
+			c->closing = true;
 	}
 	if (c->wr_shut && !c->closing) {
 		conn_linger(c);
@@ -448,6 +452,16 @@ static void conn_step(struct conn *c)
 		return;
 	}
 	conn_update_rx(c);
+}
+
+static void conn_step(struct conn *c)
+{
+	if (!c->closing && !c->wr_shut && !c->tx.armed && c->qhead)
+		conn_send_head(c);
+	if (c->closing | c->wr_shut | c->eof | c->srv->draining)
+		conn_step_slow(c);
+	else
+		conn_update_rx(c);
 }
 
 static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)

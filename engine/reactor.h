@@ -38,6 +38,7 @@
 #ifndef ECHOD_REACTOR_H
 #define ECHOD_REACTOR_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -72,7 +73,6 @@ struct op {
 };
 
 /* Capability bits: the core branches on these, never on a backend's name. */
-#define BACKEND_CAP_KERNEL_BUFFERS 0x1u /* the kernel holds a send's buffer until completion */
 #define BACKEND_CAP_FD_LIMIT       0x2u /* fds at or above backend->max_fd cannot be watched */
 
 struct loop_config {
@@ -125,6 +125,10 @@ struct loop {
 	bool clock_stale;  /* the loop may have slept since now_ms was read */
 	bool stop;
 	void *user;        /* the echo core's per-loop state */
+	/* io_uring: the completion queue's size and the waits that found it overflowed (the
+	 * kernel kept the CQEs: no loss, a slower wait); zero elsewhere. */
+	uint32_t cq_entries;
+	uint64_t cq_overflows;
 };
 
 /* The backend table, in preference order for "auto" (see engine/backends.c). */
@@ -153,6 +157,14 @@ int loop_close_fd(struct loop *loop, int fd);
 
 /* For backends: finish an op now (from wait) or later (from submit/cancel). */
 void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags);
+
+/* The accept-error policy of every backend: an error that concerns one connection (it died in
+ * the queue, or a firewall or security hook refused it) is skipped and accepting goes on; any
+ * other (out of fds or memory, a broken listener) ends the accept and the core backs off. */
+static inline bool loop_accept_error_transient(int err)
+{
+	return err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM;
+}
 
 /* For readiness backends: how many bytes one recv may read into a pool buffer of `bufsize`. */
 static inline uint32_t op_recv_len(const struct op *op, uint32_t bufsize)

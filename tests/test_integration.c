@@ -737,10 +737,11 @@ static void test_threads_share_listener(void **state)
 	}
 	assert_int_equal(proc_stop(&c, SIGTERM, 10000), 0);
 	assert_true(proc_log_has(&c, "event=stopped accepted=200 refused_limit=0 "));
-	/* How evenly the readiness backends' wake-ups share them out is shown, not required (see
-	 * README, Listening). io_uring's accepts on a shared listener are one-shot so the loops
-	 * take turns: a multishot accept kept its place at the head of the socket's wait queue
-	 * and one worker took all 200. */
+	/* How evenly the wake-ups share them out is shown, not required (see README, Listening):
+	 * a worker that is running when a connection arrives may take it, so on a busy machine
+	 * the split swings. What is required is that no worker takes them all, as io_uring's
+	 * multishot accept did (it kept its place at the head of the socket's wait queue; its
+	 * accepts on a shared listener are now one-shot, so the loops take turns). */
 	char *log = proc_log(&c);
 	const char *peak = strstr(log, "worker_conns_peak=");
 	int busiest = peak ? atoi(peak + strlen("worker_conns_peak=")) : -1;
@@ -748,7 +749,7 @@ static void test_threads_share_listener(void **state)
 		      busiest, N);
 	free(log);
 	if (strcmp(backend, "uring") == 0)
-		assert_true(busiest > 0 && busiest <= N * 4 / 5);
+		assert_true(busiest > 0 && busiest < N);
 	proc_cleanup(&c);
 }
 

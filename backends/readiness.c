@@ -1,0 +1,296 @@
+/* readiness.c - completion emulated on readiness, once for select, poll, epoll and uring-poll
+ * (see readiness.h). The traps every readiness backend shares, handled here:
+ *  - Callbacks run inside these functions and may do anything: re-arm, cancel, close the fd
+ *    and reuse its number, accept an fd that grows the slot table. So nothing holds a slot
+ *    pointer across a callback, and an op is looked up afresh after each one.
+ *  - A readiness report may be stale (its fd closed and the number reused within one batch):
+ *    every syscall here tolerates EAGAIN, so that costs one syscall, never a byte.
+ *  - A side whose op went away while the kernel still watches it (a sync that failed) would
+ *    wake the loop for nothing, forever, on a level-triggered kernel: the next such wake-up
+ *    syncs the fd again.
+ *  - Accept errors follow loop_accept_error_transient(): a connection that died in the queue
+ *    or was refused by policy is skipped and accepting goes on; anything else (out of fds or
+ *    memory) ends the accept and the core backs off.
+ */
+#include "readiness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ACCEPT_BATCH 64
+#define RD_INITIAL_SLOTS 256
+
+static __attribute__((noinline)) struct rd_slot *slot_grow(struct readiness *r, int fd)
+{
+	if (fd >= (1 << 30))
+		return NULL;
+	int n = r->nslots ? r->nslots : RD_INITIAL_SLOTS;
+	while (n <= fd)
+		n *= 2;
+	struct rd_slot *s = realloc(r->slots, sizeof(*s) * (size_t)n);
+	if (!s)
+		return NULL;
+	memset(s + r->nslots, 0, sizeof(*s) * (size_t)(n - r->nslots));
+	r->slots = s;
+	if (r->edge) {
+		int *a = realloc(r->retry, sizeof(int) * (size_t)n);
+		if (!a)
+			return NULL; /* slots grew, nslots did not: harmless, tried again next time */
+		r->retry = a;
+		a = realloc(r->running, sizeof(int) * (size_t)n);
+		if (!a)
+			return NULL;
+		r->running = a;
+	}
+	r->nslots = n;
+	return &r->slots[fd];
+}
+
+static inline struct rd_slot *slot_of(struct readiness *r, int fd)
+{
+	return fd < r->nslots ? &r->slots[fd] : slot_grow(r, fd);
+}
+
+int rd_init(struct readiness *r, struct loop *loop, rd_sync_fn sync, int max_fd, bool edge)
+{
+	memset(r, 0, sizeof(*r));
+	r->loop = loop;
+	r->sync = sync;
+	r->max_fd = max_fd ? max_fd : INT_MAX;
+	r->edge = edge;
+	return slot_of(r, RD_INITIAL_SLOTS - 1) ? 0 : -ENOMEM;
+}
+
+void rd_fini(struct readiness *r)
+{
+	free(r->slots);
+	free(r->retry);
+	free(r->running);
+	memset(r, 0, sizeof(*r));
+}
+
+static void want_retry(struct readiness *r, int fd)
+{
+	struct rd_slot *s = &r->slots[fd];
+	if (s->rd && !s->retry) {
+		s->retry = true;
+		r->retry[r->nretry++] = fd;
+	}
+}
+
+/* Returns bytes sent, -errno, or -EAGAIN when the socket is full (EINTR folds into that). */
+static int send_now(const struct op *op)
+{
+	ssize_t n = send(op->fd, op->buf.base, op->buf.len, MSG_NOSIGNAL);
+	if (n >= 0)
+		return (int)n;
+	return errno == EINTR ? -EAGAIN : -errno;
+}
+
+int rd_submit(struct loop *loop, struct op *op)
+{
+	struct readiness *r = rd_of(loop);
+	if ((unsigned)op->fd >= (unsigned)r->max_fd)
+		/* the core refuses such fds first (BACKEND_CAP_FD_LIMIT) */
+		return op->fd < 0 ? -EBADF : -EMFILE;
+	struct rd_slot *s = slot_of(r, op->fd);
+	if (!s)
+		return -ENOMEM;
+	struct op **side = op->code == OP_SEND ? &s->wr : &s->rd;
+	if (*side)
+		return -EBUSY; /* one op per side (reactor.h: one send in flight per fd) */
+	if (op->code == OP_SEND) {
+		/* Optimistic: most sends complete at once and never touch the kernel's interest. */
+		int res = send_now(op);
+		if (res != -EAGAIN) {
+			loop_defer(loop, op, res, 0);
+			return 0;
+		}
+	}
+	*side = op;
+	int rc = r->sync(r, op->fd);
+	if (rc < 0)
+		*side = NULL;
+	return rc;
+}
+
+int rd_cancel(struct loop *loop, struct op *op)
+{
+	struct readiness *r = rd_of(loop);
+	if (op->fd < 0 || op->fd >= r->nslots)
+		return 0; /* never armed here */
+	struct rd_slot *s = &r->slots[op->fd];
+	if (s->rd == op)
+		s->rd = NULL;
+	else if (s->wr == op)
+		s->wr = NULL;
+	else
+		return 0; /* its final completion is already queued */
+	(void)r->sync(r, op->fd); /* a failure is repaired by the next wake-up (top of file) */
+	loop_defer(loop, op, -ECANCELED, 0);
+	return 0;
+}
+
+void rd_forget_fd(struct loop *loop, int fd)
+{
+	struct readiness *r = rd_of(loop);
+	if (fd < 0 || fd >= r->nslots)
+		return;
+	struct rd_slot *s = &r->slots[fd];
+	s->rd = s->wr = NULL;
+	s->hup = false; /* k_gen and the retry mark stay: stale reports and list entries */
+	(void)r->sync(r, fd); /* before the close: a closed fd cannot be unwatched any more */
+}
+
+void rd_buf_release(struct loop *loop, uint32_t bid)
+{
+	bufpool_put(&loop->pool, bid);
+}
+
+/* A side finished for good: drop its interest before the callback, which may re-arm. */
+void rd_finish_read(struct readiness *r, int fd, int res)
+{
+	struct op *op = r->slots[fd].rd;
+	if (!op)
+		return;
+	r->slots[fd].rd = NULL;
+	(void)r->sync(r, fd);
+	loop_complete(r->loop, op, res, 0);
+}
+
+void rd_finish_write(struct readiness *r, int fd, int res)
+{
+	struct op *op = r->slots[fd].wr;
+	if (!op)
+		return;
+	r->slots[fd].wr = NULL;
+	(void)r->sync(r, fd);
+	loop_complete(r->loop, op, res, 0);
+}
+
+void rd_fd_closed(struct readiness *r, int fd)
+{
+	if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+		return; /* reused by a callback in this batch: the report was the old fd's */
+	rd_finish_read(r, fd, -EBADF);
+	rd_finish_write(r, fd, -EBADF);
+}
+
+static void do_accept(struct readiness *r, int fd, struct op *op)
+{
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		if (r->slots[fd].rd != op)
+			return; /* cancelled by a callback */
+		int nfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (nfd >= 0) {
+			loop_complete(r->loop, op, nfd, OPF_MORE);
+			continue;
+		}
+		int err = errno;
+		if (err == EAGAIN)
+			return;
+		if (loop_accept_error_transient(err))
+			continue;
+		rd_finish_read(r, fd, -err);
+		return;
+	}
+	if (r->edge)
+		want_retry(r, fd); /* the batch ended before EAGAIN: no new wake-up will say so */
+}
+
+static void do_recv(struct readiness *r, int fd, struct op *op)
+{
+	struct bufpool *pool = &r->loop->pool;
+	int64_t bid = bufpool_get(pool);
+	if (bid < 0) {
+		rd_finish_read(r, fd, -ENOBUFS); /* the core re-arms when buffers return */
+		return;
+	}
+	char *base = bufpool_addr(pool, (uint32_t)bid);
+	uint32_t len = op_recv_len(op, pool->bufsize);
+	ssize_t n = recv(fd, base, len, 0);
+	if (n > 0) {
+		op->buf = (struct buf){ .base = base, .len = (uint32_t)n, .bid = (uint32_t)bid };
+		loop_complete(r->loop, op, (int)n, OPF_MORE | OPF_BUFFER);
+		/* Edge: a full buffer may leave more behind, and a FIN behind the bytes has no
+		 * wake-up of its own left: read on until it comes out. */
+		if (r->edge && ((uint32_t)n == len || r->slots[fd].hup))
+			want_retry(r, fd);
+		return;
+	}
+	int err = errno; /* bufpool_put() leaves it alone */
+	bufpool_put(pool, (uint32_t)bid);
+	if (n < 0 && (err == EAGAIN || err == EINTR)) {
+		if (err == EINTR && r->edge)
+			want_retry(r, fd);
+		return;
+	}
+	rd_finish_read(r, fd, n == 0 ? 0 : -err);
+}
+
+static void do_read(struct readiness *r, int fd, struct op *op)
+{
+	ssize_t n = read(fd, op->buf.base, op->buf.len);
+	int err = errno;
+	if (n < 0 && (err == EAGAIN || err == EINTR)) {
+		if (err == EINTR && r->edge)
+			want_retry(r, fd);
+		return;
+	}
+	rd_finish_read(r, fd, n >= 0 ? (int)n : -err);
+}
+
+static void do_send(struct readiness *r, int fd, struct op *op)
+{
+	int res = send_now(op);
+	if (res == -EAGAIN) {
+		/* Still full: keep waiting (a one-shot write watch is armed again by sync). */
+		res = r->sync(r, fd);
+		if (res == 0)
+			return;
+	}
+	rd_finish_write(r, fd, res);
+}
+
+void rd_read_ready(struct readiness *r, int fd, struct op *op)
+{
+	if (op->code == OP_RECV)
+		do_recv(r, fd, op);
+	else if (op->code == OP_ACCEPT)
+		do_accept(r, fd, op);
+	else
+		do_read(r, fd, op);
+}
+
+void rd_write_ready(struct readiness *r, int fd, struct op *op)
+{
+	do_send(r, fd, op);
+}
+
+int rd_retries_take(struct readiness *r)
+{
+	int n = r->nretry;
+	if (n) {
+		/* Swap lists: fds that want yet another try go to the next iteration. */
+		int *run = r->retry;
+		r->retry = r->running;
+		r->running = run;
+		r->nretry = 0;
+	}
+	return n;
+}
+
+void rd_retries_run(struct readiness *r, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int fd = r->running[i]; /* re-read: a callback may have grown (moved) the list */
+		r->slots[fd].retry = false;
+		if (r->slots[fd].rd)
+			rd_ready(r, fd, true, false);
+	}
+}

@@ -1,0 +1,106 @@
+/* readiness.h - what the readiness backends (select, poll, epoll, uring-poll) share: the
+ * completion emulation. A readiness backend keeps only its kernel interface: make the kernel
+ * watch what an fd's slot wants (sync), wait, and report each ready fd through rd_ready().
+ * Everything else lives once in readiness.c: the fd slot table, submit/cancel/forget, and the
+ * syscall done when an fd is ready (an accept batch, a recv into a pool buffer, an optimistic
+ * send, a read).
+ *
+ * Each fd has at most one read-side op (accept, recv or read) and one write-side op (send);
+ * the kernel's interest follows from which are armed, and sync() is called whenever that may
+ * have changed. Sends are optimistic: submit() sends at once and arms the write side only on
+ * EAGAIN, so a steady echo costs one recv and one send per message and no interest change.
+ *
+ * Kernels that report edges, not levels (io_uring's multishot poll), set `edge`: a read that
+ * filled its buffer, an accept batch that did not reach EAGAIN, or a FIN seen behind bytes
+ * puts the fd on a retry list, because no new wake-up will come for what is already there.
+ *
+ * Private to backends/; nothing outside it includes this.
+ */
+#ifndef ECHOD_READINESS_H
+#define ECHOD_READINESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "reactor.h"
+
+struct rd_slot {
+	struct op *rd;       /* accept, recv or read */
+	struct op *wr;       /* send */
+	uint64_t k_rd, k_wr; /* the kernel interface's record of what it watches, per side */
+	uint32_t k_gen;      /* the kernel interface's generation count: survives forget */
+	bool retry;          /* on the retry list (edge) */
+	bool hup;            /* edge: the peer's FIN or an error waits behind the bytes */
+};
+
+struct readiness;
+/* Make the kernel watch what r->slots[fd] wants. 0 or -errno; called again after a failure. */
+typedef int (*rd_sync_fn)(struct readiness *r, int fd);
+
+struct readiness {
+	struct loop *loop;
+	struct rd_slot *slots; /* grown on demand, indexed by fd */
+	int nslots;
+	int max_fd;            /* fds at or above it cannot be watched */
+	bool edge;
+	int *retry, *running;  /* edge: fds whose read side is tried again; nslots each */
+	int nretry;
+	rd_sync_fn sync;
+};
+
+/* Each readiness backend's state starts with its struct readiness (loop->be_state). */
+static inline struct readiness *rd_of(struct loop *loop)
+{
+	return loop->be_state;
+}
+
+/* max_fd: the first fd that cannot be watched, 0 for none. */
+int rd_init(struct readiness *r, struct loop *loop, rd_sync_fn sync, int max_fd, bool edge);
+void rd_fini(struct readiness *r);
+
+int rd_submit(struct loop *loop, struct op *op);
+int rd_cancel(struct loop *loop, struct op *op);
+void rd_forget_fd(struct loop *loop, int fd);
+void rd_buf_release(struct loop *loop, uint32_t bid);
+
+void rd_read_ready(struct readiness *r, int fd, struct op *op);
+void rd_write_ready(struct readiness *r, int fd, struct op *op);
+
+/* The kernel says fd is readable and/or writable (errors and hang-ups count as both): do the
+ * syscalls of its armed ops. A side with no op left is handed back to sync() so that a stale
+ * registration is repaired instead of waking the loop forever. Inline: it runs once per event
+ * inside each backend's dispatch loop. */
+static inline void rd_ready(struct readiness *r, int fd, bool readable, bool writable)
+{
+	if ((unsigned)fd >= (unsigned)r->nslots)
+		return;
+	bool idle_side = false;
+	if (readable) {
+		struct op *op = r->slots[fd].rd;
+		if (op)
+			rd_read_ready(r, fd, op);
+		else
+			idle_side = true;
+	}
+	if (writable) {
+		struct op *op = r->slots[fd].wr; /* afresh: the read side's callback ran */
+		if (op)
+			rd_write_ready(r, fd, op);
+		else
+			idle_side = true;
+	}
+	if (idle_side)
+		(void)r->sync(r, fd);
+}
+/* Finish fd's read side, or write side, or both, with res (a kernel error, a closed fd). */
+void rd_finish_read(struct readiness *r, int fd, int res);
+void rd_finish_write(struct readiness *r, int fd, int res);
+/* fd was closed behind the loop's back (EBADF/POLLNVAL): unless the number was reused in the
+ * meantime, finish both its ops with -EBADF. */
+void rd_fd_closed(struct readiness *r, int fd);
+
+/* Edge: take the retry list (the wait then must not block), and run it after the wait. */
+int rd_retries_take(struct readiness *r);
+void rd_retries_run(struct readiness *r, int n);
+
+#endif
