@@ -31,6 +31,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -42,6 +44,9 @@
 #define MIGRATE_INTERVAL_MS 5
 #define SEND_STALL_MS 1      /* a send armed since an earlier millisecond waits for its peer */
 #define REFUSAL_LOG_MS 1000  /* at most one refusal line per second, the count of the rest */
+#define LINGER_CHECK_MS 10   /* how often a drain looks for echoes acknowledged by the peer */
+#define FINI_WAIT_ROUNDS 100 /* x FINI_WAIT_MS: how long fini waits for cancelled ops' finals */
+#define FINI_WAIT_MS 10
 
 struct conn {
 	struct echo_server *srv;
@@ -66,6 +71,7 @@ struct conn {
 static void conn_step(struct conn *c);
 static void conns_unreserve(struct echo_server *srv);
 static void refusals_flush(struct echo_server *srv);
+static bool conn_all_acked(const struct conn *c);
 
 /* --- bookkeeping --------------------------------------------------------------------------- */
 
@@ -111,8 +117,9 @@ static void check_done(struct echo_server *srv)
 		loop_timer_stop(srv->loop, &srv->backoff_timer);
 		loop_timer_stop(srv->loop, &srv->migrate_timer);
 		loop_timer_stop(srv->loop, &srv->refusal_timer);
+		loop_timer_stop(srv->loop, &srv->linger_timer);
 		refusals_flush(srv);
-		srv->loop->stop = true;
+		loop_set_stop(srv->loop, true);
 	}
 }
 
@@ -219,7 +226,7 @@ static void conn_migrate(struct conn *c)
 	if (pool_segs == 0)
 		return;
 	struct seg *from = head;
-	if (c->tx.armed) {
+	if (loop_op_armed(&c->tx)) {
 		if (head == &c->spill || srv->loop->now_ms - c->tx_at_ms >= SEND_STALL_MS) {
 			loop_cancel(srv->loop, &c->tx);
 			return;
@@ -334,10 +341,11 @@ static void conn_free(struct conn *c)
 	check_done(srv);
 }
 
-/* Close without echoing what is queued: counted, unless the echo was complete (lingering). */
+/* Close without echoing what is queued: counted, unless the echo was complete (lingering, with
+ * everything acknowledged by the peer). */
 static void conn_abort(struct conn *c)
 {
-	if (!c->closing && !c->wr_shut)
+	if (!c->closing && (!c->wr_shut || !conn_all_acked(c)))
 		c->srv->stats.aborted++;
 	c->closing = true;
 }
@@ -384,7 +392,7 @@ static void conn_update_rx(struct conn *c)
 	uint32_t room = srv->lim.conn_buffer - c->queued; /* recvs never overfill the budget */
 	/* The steady state, once per completion: receiving, room left, no spill. Only the
 	 * budget moves. (Armed implies not waiting for buffers; no spill and room: not blocked.) */
-	if (c->rx.armed && room && !c->spill.base && !c->paused) {
+	if (loop_op_armed(&c->rx) && room && !c->spill.base && !c->paused) {
 		c->rx.max_bytes = room;
 		return;
 	}
@@ -397,26 +405,63 @@ static void conn_update_rx(struct conn *c)
 	bool want = !c->paused && !c->waiting_bufs;
 	/* Not paused means room: a recv takes at most what is left of the budget. */
 	c->rx.max_bytes = room ? room : 1;
-	if (want && !c->rx.armed) {
+	if (want && !loop_op_armed(&c->rx)) {
 		int rc = loop_submit(srv->loop, &c->rx);
 		if (rc < 0) {
 			log_msg(LOG_WARN, "submit_failed", "op=recv error=\"%s\"", strerror(-rc));
 			conn_abort(c);
 			conn_step(c);
 		}
-	} else if (!want && c->rx.armed) {
+	} else if (!want && loop_op_armed(&c->rx)) {
 		loop_cancel(srv->loop, &c->rx);
 	}
 }
 
 /* Drained and half-closed: read and drop until the peer's FIN (see the top of the file). */
+/* Has the peer's kernel acknowledged everything we sent, FIN included? Then a RST can no longer
+ * destroy any of it (it sits in the peer's receive queue, which a RST does not purge), and the
+ * close need not wait. Sockets that cannot say (not TCP) count as acknowledged. */
+static bool conn_all_acked(const struct conn *c)
+{
+	int unacked = 0;
+	return ioctl(c->fd, SIOCOUTQ, &unacked) < 0 || unacked == 0;
+}
+
 static void conn_linger(struct conn *c)
 {
-	if (c->rx.armed || c->waiting_bufs || c->eof)
+	struct echo_server *srv = c->srv;
+	if (conn_all_acked(c)) {
+		c->closing = true;
+		return;
+	}
+	if (srv->linger_timer.deadline_ms == 0)
+		loop_timer_start(srv->loop, &srv->linger_timer, LINGER_CHECK_MS);
+	if (loop_op_armed(&c->rx) || c->waiting_bufs || c->eof)
 		return;
 	c->rx.max_bytes = 0;
-	if (loop_submit(c->srv->loop, &c->rx) < 0)
+	if (loop_submit(srv->loop, &c->rx) < 0)
 		c->closing = true;
+}
+
+/* Lingering connections whose echoes have all been acknowledged close now. */
+static void on_linger_check(struct loop *loop, struct loop_timer *t)
+{
+	struct echo_server *srv = t->owner;
+	bool lingering = false;
+	for (struct conn *c = srv->head; c;) {
+		struct conn *next = c->next;
+		if (c->wr_shut && !c->closing) {
+			if (conn_all_acked(c)) {
+				c->closing = true;
+				conn_step(c);
+			} else {
+				lingering = true;
+			}
+		}
+		c = next;
+	}
+	if (lingering)
+		loop_timer_start(loop, t, LINGER_CHECK_MS);
 }
 
 /* Everything but an open connection's steady state: ending (EOF or drain), lingering, closing. */
@@ -426,11 +471,11 @@ static __attribute__((noinline)) void conn_step_slow(struct conn *c)
 	if (!c->closing && !c->wr_shut && (c->eof || srv->draining)) {
 		/* Stop receiving and let the recv finish: bytes that raced the cancel are echoed
 		 * like the rest. Then, with everything sent, RFC 862 half-close. */
-		if (c->rx.armed) {
+		if (loop_op_armed(&c->rx)) {
 			loop_cancel(srv->loop, &c->rx);
 			return;
 		}
-		if (c->qhead || c->tx.armed)
+		if (c->qhead || loop_op_armed(&c->tx))
 			return;
 		shutdown(c->fd, SHUT_WR);
 		c->wr_shut = true;
@@ -443,11 +488,11 @@ static __attribute__((noinline)) void conn_step_slow(struct conn *c)
 			return;
 	}
 	if (c->closing) {
-		if (c->rx.armed)
+		if (loop_op_armed(&c->rx))
 			loop_cancel(srv->loop, &c->rx);
-		if (c->tx.armed)
+		if (loop_op_armed(&c->tx))
 			loop_cancel(srv->loop, &c->tx);
-		if (!c->rx.armed && !c->tx.armed)
+		if (!loop_op_armed(&c->rx) && !loop_op_armed(&c->tx))
 			conn_free(c);
 		return;
 	}
@@ -456,7 +501,7 @@ static __attribute__((noinline)) void conn_step_slow(struct conn *c)
 
 static void conn_step(struct conn *c)
 {
-	if (!c->closing && !c->wr_shut && !c->tx.armed && c->qhead)
+	if (!c->closing && !c->wr_shut && !loop_op_armed(&c->tx) && c->qhead)
 		conn_send_head(c);
 	if (c->closing | c->wr_shut | c->eof | c->srv->draining)
 		conn_step_slow(c);
@@ -651,7 +696,7 @@ static void on_backoff(struct loop *loop, struct loop_timer *t)
 	struct echo_server *srv = t->owner;
 	for (int i = 0; i < srv->nlisteners; i++) {
 		struct listener *l = &srv->listeners[i];
-		if (!l->closing && !l->acc.armed)
+		if (!l->closing && !loop_op_armed(&l->acc))
 			listener_arm(l);
 	}
 }
@@ -665,15 +710,16 @@ static void on_accept(struct loop *loop, struct op *op, int res, unsigned cflags
 			close(res);
 		else
 			accept_one(srv, res);
-	} else if (res != -ECANCELED) {
-		/* Out of fds or memory: retrying at once would spin; back off, doubling. */
+	} else if (res != -ECANCELED && !l->closing) {
+		/* Out of fds or memory: retrying at once would spin; back off, doubling. (A
+		 * closing listener's final completion closes it, whatever it says.) */
 		srv->stats.accept_backoffs++;
 		srv->backoff_ms = srv->backoff_ms ? srv->backoff_ms * 2 : BACKOFF_MIN_MS;
 		if (srv->backoff_ms > BACKOFF_MAX_MS)
 			srv->backoff_ms = BACKOFF_MAX_MS;
 		log_msg(LOG_WARN, "accept_backoff", "error=\"%s\" retry_ms=%u conns=%u",
 			strerror(-res), srv->backoff_ms, srv->stats.conns);
-		if (l->acc.armed)
+		if (loop_op_armed(&l->acc))
 			loop_cancel(loop, &l->acc);
 		loop_timer_start(loop, &srv->backoff_timer, srv->backoff_ms);
 		return;
@@ -792,6 +838,7 @@ int echo_server_init(struct echo_server *srv, struct loop *loop, const struct ec
 	srv->drain_timer = (struct loop_timer){ .fire = on_drain_deadline, .owner = srv };
 	srv->migrate_timer = (struct loop_timer){ .fire = on_migrate_timer, .owner = srv };
 	srv->refusal_timer = (struct loop_timer){ .fire = on_refusal_timer, .owner = srv };
+	srv->linger_timer = (struct loop_timer){ .fire = on_linger_check, .owner = srv };
 	if (lim->idle_timeout_ms)
 		loop_timer_start(loop, &srv->idle_timer, idle_period(srv));
 	loop->user = srv;
@@ -810,7 +857,7 @@ void echo_server_stop(struct echo_server *srv)
 		if (l->fd < 0 || l->closing)
 			continue;
 		l->closing = true;
-		if (l->acc.armed) {
+		if (loop_op_armed(&l->acc)) {
 			loop_cancel(srv->loop, &l->acc);
 		} else {
 			loop_close_fd(srv->loop, l->fd);
@@ -832,18 +879,54 @@ bool echo_server_done(const struct echo_server *srv)
 	return srv->draining && srv->stats.conns == 0 && srv->nlisteners_open == 0;
 }
 
-/* The loop is going away: whatever is left is released without waiting for completions. */
+static bool any_op_armed(const struct echo_server *srv)
+{
+	for (const struct conn *c = srv->head; c; c = c->next)
+		if (loop_op_armed(&c->rx) || loop_op_armed(&c->tx))
+			return true;
+	for (int i = 0; i < srv->nlisteners; i++)
+		if (loop_op_armed(&srv->listeners[i].acc))
+			return true;
+	return false;
+}
+
+/* The loop is going away (a stop that finished, or a loop that failed). Nothing the kernel may
+ * still read is freed before its op is final (an io_uring send reads its buffer, a spill,
+ * until its CQE): every op is cancelled and the loop run until the finals are in, bounded;
+ * whatever is left after that is released without them. */
 void echo_server_fini(struct echo_server *srv)
 {
+	struct loop *loop = srv->loop;
+	srv->draining = true;
+	for (int i = 0; i < srv->nlisteners; i++) {
+		srv->listeners[i].closing = true;
+		loop_cancel(loop, &srv->listeners[i].acc);
+	}
+	for (struct conn *c = srv->head; c; c = c->next) {
+		c->closing = true;
+		loop_cancel(loop, &c->rx);
+		loop_cancel(loop, &c->tx);
+	}
+	for (int i = 0; i < FINI_WAIT_ROUNDS && any_op_armed(srv); i++) {
+		loop_set_stop(loop, false); /* the last close set it; the finals are still due */
+		if (loop_run_once(loop, FINI_WAIT_MS) < 0)
+			break;
+	}
 	while (srv->head) {
 		struct conn *c = srv->head;
-		c->rx.armed = c->tx.armed = false;
-		c->closing = true;
+		loop_op_abandon(&c->rx);
+		loop_op_abandon(&c->tx);
 		conn_free(c);
 	}
 	for (int i = 0; i < srv->nlisteners; i++)
 		if (srv->listeners[i].fd >= 0)
-			loop_close_fd(srv->loop, srv->listeners[i].fd);
+			loop_close_fd(loop, srv->listeners[i].fd);
+	loop_timer_stop(loop, &srv->idle_timer);
+	loop_timer_stop(loop, &srv->backoff_timer);
+	loop_timer_stop(loop, &srv->drain_timer);
+	loop_timer_stop(loop, &srv->migrate_timer);
+	loop_timer_stop(loop, &srv->refusal_timer);
+	loop_timer_stop(loop, &srv->linger_timer);
 	free(srv->segs);
 	srv->segs = NULL;
 }

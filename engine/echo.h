@@ -59,6 +59,7 @@ struct echo_server {
 	struct conn *head, *tail; /* all connections, least recently active first */
 	struct conn *waiting, *waiting_tail; /* recv found the pool dry; woken first come first */
 	struct loop_timer idle_timer, backoff_timer, drain_timer, migrate_timer, refusal_timer;
+	struct loop_timer linger_timer;
 	uint32_t backoff_ms;
 	uint64_t migrated_at_ms;
 	bool draining;

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define CANCEL_RETRY_MS 1
+
 uint64_t loop_clock_ms(void)
 {
 	struct timespec ts;
@@ -82,11 +84,16 @@ static void clock_refresh(struct loop *loop)
 	}
 }
 
+static void cancel_unqueue(struct loop *loop, struct op *op);
+
 void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags)
 {
 	clock_refresh(loop);
-	if (!(cflags & OPF_MORE))
+	if (!(cflags & OPF_MORE)) {
 		op->armed = false;
+		if (op->cancel_queued)
+			cancel_unqueue(loop, op);
+	}
 	op->done(loop, op, res, cflags);
 }
 
@@ -115,15 +122,46 @@ static void run_deferred(struct loop *loop)
 	}
 }
 
+/* A cancel the backend could not issue now (io_uring: no SQE free) is queued and issued again
+ * every iteration until it goes through: a caller that cancels and waits for the final
+ * completion (a closing connection whose peer does not read) must never wait forever. */
 int loop_cancel(struct loop *loop, struct op *op)
 {
 	if (!op->armed || op->cancelling)
 		return 0;
 	op->cancelling = true;
-	int rc = loop->be->cancel(loop, op);
-	if (rc < 0)
-		op->cancelling = false; /* not in progress: a later cancel must be able to retry */
-	return rc;
+	if (loop->be->cancel(loop, op) < 0 && !op->cancel_queued) {
+		op->cancel_queued = true;
+		op->next_cancel = loop->cancels_pending;
+		loop->cancels_pending = op;
+	}
+	return 0;
+}
+
+static void retry_cancels(struct loop *loop)
+{
+	struct op **p = &loop->cancels_pending;
+	while (*p) {
+		struct op *op = *p;
+		if (loop->be->cancel(loop, op) == 0) {
+			*p = op->next_cancel;
+			op->cancel_queued = false;
+		} else {
+			p = &op->next_cancel;
+		}
+	}
+}
+
+/* A final completion takes its op off the pending cancels: the caller may free it now. */
+static void cancel_unqueue(struct loop *loop, struct op *op)
+{
+	for (struct op **p = &loop->cancels_pending; *p; p = &(*p)->next_cancel) {
+		if (*p == op) {
+			*p = op->next_cancel;
+			break;
+		}
+	}
+	op->cancel_queued = false;
 }
 
 void loop_buf_release(struct loop *loop, uint32_t bid)
@@ -192,7 +230,11 @@ int loop_run_once(struct loop *loop, int max_wait_ms)
 		run_deferred(loop);
 	if (loop->stop)
 		return 0; /* a completion just finished the loop: do not block in wait */
+	if (loop->cancels_pending)
+		retry_cancels(loop);
 	int timeout = loop->deferred_head ? 0 : next_timeout(loop, max_wait_ms);
+	if (loop->cancels_pending && (timeout < 0 || timeout > CANCEL_RETRY_MS))
+		timeout = CANCEL_RETRY_MS;
 	loop->clock_stale = true;
 	int rc = loop->be->wait(loop, timeout);
 	if (rc < 0 && rc != -EINTR)

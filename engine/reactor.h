@@ -66,9 +66,11 @@ struct op {
 	/* Reactor-private bookkeeping; zero-initialised by the caller. */
 	bool armed;        /* submitted and its final completion not yet run */
 	bool cancelling;
+	bool cancel_queued; /* on loop->cancels_pending */
 	int res;           /* deferred completion result */
 	unsigned cflags;
 	struct op *next_deferred;
+	struct op *next_cancel; /* on loop->cancels_pending */
 	uint64_t backend_data; /* free for the backend (e.g. an index or generation) */
 };
 
@@ -119,6 +121,7 @@ struct loop {
 	void *be_state;
 	struct bufpool pool;
 	struct op *deferred_head, *deferred_tail;
+	struct op *cancels_pending; /* cancels the backend could not issue yet */
 	struct loop_timer *timers[LOOP_MAX_TIMERS];
 	int ntimers;
 	uint64_t now_ms;   /* monotonic, read once per wake-up, before its first completion */
@@ -150,7 +153,24 @@ static inline int loop_submit(struct loop *loop, struct op *op)
 		op->armed = false;
 	return rc;
 }
+/* Ask for op's final completion soon. Never fails: a cancel the backend cannot issue now is
+ * retried every iteration. Returns 0. */
 int loop_cancel(struct loop *loop, struct op *op);
+/* Submitted and its final completion not yet delivered. */
+static inline bool loop_op_armed(const struct op *op)
+{
+	return op->armed;
+}
+/* The loop is going away and op's final completion will not be waited for any longer. */
+static inline void loop_op_abandon(struct op *op)
+{
+	op->armed = false;
+}
+/* loop_run() returns after the current iteration (true), or goes on (false). */
+static inline void loop_set_stop(struct loop *loop, bool stop)
+{
+	loop->stop = stop;
+}
 void loop_buf_release(struct loop *loop, uint32_t bid);
 /* Close an fd whose ops are all final (or about to be cancelled by the caller). */
 int loop_close_fd(struct loop *loop, int fd);

@@ -41,13 +41,17 @@ static int fake_cancel(struct loop *loop, struct op *op)
 {
 	struct fake_state *st = fake_of(loop);
 	st->cancels[op->fd]++;
+	if (st->cancel_busy[op->fd] > 0) {
+		st->cancel_busy[op->fd]--;
+		return -EBUSY; /* no SQE free, say */
+	}
 	if (st->rd[op->fd] == op)
 		st->rd[op->fd] = NULL;
 	else if (st->wr[op->fd] == op)
 		st->wr[op->fd] = NULL;
 	else
 		return 0;
-	loop_defer(loop, op, -ECANCELED, 0);
+	loop_defer(loop, op, st->cancel_res[op->fd] ? st->cancel_res[op->fd] : -ECANCELED, 0);
 	return 0;
 }
 

@@ -14,6 +14,9 @@ struct fake_state {
 	int submits[FAKE_MAX_FDS], cancels[FAKE_MAX_FDS];
 	int forgotten[FAKE_MAX_FDS];
 	int releases;
+	int cancel_res[FAKE_MAX_FDS];  /* nonzero: a cancel's final carries this instead of
+					* -ECANCELED (the op's own error won the race) */
+	int cancel_busy[FAKE_MAX_FDS]; /* cancels on fd refused with -EBUSY before one is taken */
 };
 
 extern const struct backend fake_backend;

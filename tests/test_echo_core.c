@@ -302,14 +302,14 @@ static void test_stop_drains_queue_then_stops_loop(void **state)
 	fake_run(&f->loop);
 	assert_null(f->fk->rd[f->fd]); /* no more reading */
 	assert_false(f->loop.stop);     /* but still flushing */
+	/* Bytes an earlier send left in the socket that the peer has not taken yet: a RST now
+	 * (a close with unread input) would destroy them. */
+	assert_int_equal(write(f->fd, "zz", 2), 2);
 	uint8_t out[300];
 	assert_int_equal(drain(f, f->fd, 100, out), 300);
 	assert_memory_equal(out, in, 300);
-	/* Everything echoed, then the half-close: the peer sees EOF after the last byte. */
-	char x;
-	assert_int_equal(recv(f->peer, &x, 1, 0), 0);
-	/* The server reads on and drops what the peer still sends, so its close is a FIN and not
-	 * a RST (which would destroy echoed bytes the peer has not read), until the peer's FIN. */
+	/* Everything echoed, then the half-close; the server reads on and drops what the peer
+	 * still sends, so nothing it has not taken can be reset away, until the peer has it all. */
 	assert_non_null(f->fk->rd[f->fd]);
 	assert_false(f->loop.stop);
 	fake_recv(&f->loop, f->fd, in, 50, true);
@@ -317,8 +317,15 @@ static void test_stop_drains_queue_then_stops_loop(void **state)
 	assert_null(f->fk->wr[f->fd]); /* dropped, not echoed */
 	assert_int_equal(f->srv.stats.discarded_bytes, 50);
 	assert_int_equal(f->srv.stats.bytes_in, 300);
-	fake_recv_result(&f->loop, f->fd, 0);
+	usleep(30 * 1000);
 	fake_run(&f->loop);
+	assert_false(f->loop.stop); /* the peer has still not taken its bytes */
+	char x[3];
+	assert_int_equal(recv(f->peer, x, 3, 0), 2);
+	assert_int_equal(recv(f->peer, x, 1, 0), 0); /* then EOF */
+	usleep(30 * 1000);
+	fake_run(&f->loop); /* the linger check sees it all taken: the recv is cancelled */
+	fake_run(&f->loop); /* its final: closed */
 	assert_true(f->loop.stop);
 	assert_true(echo_server_done(&f->srv));
 	assert_int_equal(f->srv.stats.aborted, 0);
@@ -347,6 +354,82 @@ static void test_stop_echoes_bytes_that_race_the_cancel(void **state)
 	assert_int_equal(f->srv.stats.aborted, 0);
 }
 
+/* A listener's final completion after a stop closes it, whatever it carries: an accept error
+ * (EMFILE) that won the race with the stop's cancel used to send it into back-off, so it was
+ * never closed and the drain never ended (io_uring, SIGTERM while out of fds). */
+static void test_stop_closes_listener_whose_final_is_an_error(void **state)
+{
+	(void)state;
+	struct fixture *f = setup_with(16, 512, 4096, 10);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	assert_true(lfd >= 0 && lfd < FAKE_MAX_FDS);
+	assert_int_equal(echo_server_listen(&f->srv, lfd), 0);
+	f->fk->cancel_res[lfd] = -EMFILE;
+	echo_server_stop(&f->srv);
+	fake_run(&f->loop);
+	assert_false(fd_is_open(lfd));
+	assert_int_equal(f->srv.nlisteners_open, 0);
+	assert_true(f->loop.stop);
+	assert_true(echo_server_done(&f->srv));
+	f->peer = -1;
+	teardown((void **)&f);
+}
+
+/* The same for a connection: the recv's final after the stop's cancel is an error (a reset).
+ * Nothing was received, nothing is lost: it closes and the stop finishes. */
+static void test_stop_closes_conn_whose_final_is_an_error(void **state)
+{
+	struct fixture *f = *state;
+	f->fk->cancel_res[f->fd] = -ECONNRESET;
+	echo_server_stop(&f->srv);
+	fake_run(&f->loop);
+	assert_int_equal(f->srv.stats.conns, 0);
+	assert_true(f->loop.stop);
+	assert_true(echo_server_done(&f->srv));
+}
+
+/* A cancel the backend cannot issue now (io_uring with no SQE free) is issued again on the
+ * next iterations: the stop used to wait forever for a final that was never asked for. */
+static void test_refused_cancel_is_retried(void **state)
+{
+	struct fixture *f = *state;
+	f->fk->cancel_busy[f->fd] = 3;
+	echo_server_stop(&f->srv);
+	for (int i = 0; i < 10 && f->fk->cancels[f->fd] < 4; i++)
+		fake_run(&f->loop);
+	fake_run(&f->loop);
+	assert_int_equal(f->fk->cancels[f->fd], 4);
+	/* Cancelled for real: echoed everything (nothing), half-closed, lingering for the FIN. */
+	char x;
+	assert_int_equal(recv(f->peer, &x, 1, MSG_DONTWAIT), 0);
+	fake_recv_result(&f->loop, f->fd, 0);
+	fake_run(&f->loop);
+	assert_true(f->loop.stop);
+	assert_int_equal(f->loop.cancels_pending, NULL);
+}
+
+/* A loop that goes away with a send in flight (its loop failed): the send is cancelled and its
+ * final completion taken before the buffer it reads is freed (io_uring's kernel reads it until
+ * then). fini used to free first, and the backend cancelled later. */
+static void test_fini_waits_for_finals_before_freeing(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t in[200];
+	memset(in, 'f', sizeof(in));
+	fake_recv(&f->loop, f->fd, in, sizeof(in), true);
+	fake_run(&f->loop);
+	assert_non_null(f->fk->wr[f->fd]); /* the echo is in flight */
+	int fd = f->fd;
+	struct echo_limits lim = f->srv.lim;
+	echo_server_fini(&f->srv);
+	assert_int_equal(f->fk->cancels[fd], 2); /* recv and send */
+	assert_null(f->fk->wr[fd]);
+	assert_null(f->fk->rd[fd]);
+	assert_int_equal(f->srv.stats.conns, 0);
+	assert_int_equal(f->loop.pool.nfree, f->loop.pool.nbufs); /* every buffer back */
+	assert_int_equal(echo_server_init(&f->srv, &f->loop, &lim), 0); /* for teardown */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -364,6 +447,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stop_drains_queue_then_stops_loop, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_stop_echoes_bytes_that_race_the_cancel, setup,
+						teardown),
+		cmocka_unit_test(test_stop_closes_listener_whose_final_is_an_error),
+		cmocka_unit_test_setup_teardown(test_stop_closes_conn_whose_final_is_an_error, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_refused_cancel_is_retried, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fini_waits_for_finals_before_freeing, setup,
 						teardown),
 	};
 	return cmocka_run_group_tests_name("echo_core", tests, NULL, NULL);

@@ -261,6 +261,41 @@ static void test_refusal_is_reset_and_logged(void **state)
 	proc_cleanup(&c);
 }
 
+/* Issue 9: SIGTERM while accepting fails for want of fds, then one more connection, so the
+ * stop's cancel and the accept's EMFILE meet: the listener's final completion is an error.
+ * echod used to take it for a reason to back off, never closed the listener, and the drain
+ * never ended (io_uring: only SIGKILL stopped it). It must exit within the drain timeout. */
+static void test_sigterm_while_out_of_fds_exits(void **state)
+{
+	(void)state;
+	struct child c;
+	const char *args[] = { "--listen", "127.0.0.1:0", "--backend", backend,
+			       "--drain-timeout", "1", NULL };
+	int st = 0;
+	assert_int_equal(echod_start(&c, 24, &st, args), 0);
+	int fds[40], n = 0;
+	while (n < 40 && !proc_log_has(&c, "event=accept_backoff")) {
+		fds[n] = tcp_connect(c.port);
+		if (fds[n] < 0)
+			break;
+		n++;
+		usleep(5000);
+	}
+	assert_true(proc_log_has(&c, "event=accept_backoff"));
+	assert_int_equal(kill(c.pid, SIGTERM), 0);
+	int extra = tcp_connect(c.port); /* the accept that races the stop (may be refused) */
+	uint64_t t0 = now_ms();
+	int rc = proc_wait(&c, 6000);
+	print_message("  [%s] %d clients filled the fd table; exit %d after %llu ms\n", backend, n,
+		      rc, (unsigned long long)(now_ms() - t0));
+	assert_int_equal(rc, 0);
+	if (extra >= 0)
+		close(extra);
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	proc_cleanup(&c);
+}
+
 static bool backend_runs_here(const struct backend *be)
 {
 	struct loop loop;
@@ -311,6 +346,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_conn_buffer_bounds_memory, kill_strays),
 		cmocka_unit_test_teardown(test_sigterm_echoes_everything_received, kill_strays),
 		cmocka_unit_test_teardown(test_refusal_is_reset_and_logged, kill_strays),
+		cmocka_unit_test_teardown(test_sigterm_while_out_of_fds_exits, kill_strays),
 	};
 	int failed = 0;
 	for (size_t i = 0; i < backend_count; i++) {
