@@ -39,8 +39,6 @@ ENGINE_SRC  := $(filter-out engine/main.c,$(wildcard engine/*.c))
 BACKEND_SRC := backends/readiness.c backends/select.c backends/poll.c backends/epoll.c $(URING_SRC)
 BACKEND_SRC := $(wildcard $(BACKEND_SRC))
 CORE_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(ENGINE_SRC) $(BACKEND_SRC))
-TOOL_COMMON := $(wildcard tools/common*.c)
-TOOL_COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(TOOL_COMMON))
 
 BIN       := $(BUILD)/echod $(BUILD)/echoclient $(if $(wildcard tools/echoload.c),$(BUILD)/echoload)
 BENCH_BIN := $(if $(wildcard bench/gbench.cc),$(BUILD)/bench/echod-bench)
@@ -63,19 +61,19 @@ $(BUILD)/%.o: %.c
 $(BUILD)/echod: $(BUILD)/engine/main.o $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(URING_LIBS) $(LDLIBS)
 
-$(BUILD)/echoclient: $(BUILD)/tools/echoclient.o $(TOOL_COMMON_OBJ)
+$(BUILD)/echoclient: $(BUILD)/tools/echoclient.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 # echoload's io_uring engine needs liburing; without it a stub refuses --engine uring (exit 69).
 ECHOLOAD_SRC := $(filter-out tools/echoload_uring.c tools/echoload_nouring.c,$(wildcard tools/echoload*.c)) \
 		tools/hist.c $(if $(HAVE_URING),tools/echoload_uring.c,tools/echoload_nouring.c)
-$(BUILD)/echoload: $(patsubst %.c,$(BUILD)/%.o,$(ECHOLOAD_SRC)) $(TOOL_COMMON_OBJ)
+$(BUILD)/echoload: $(patsubst %.c,$(BUILD)/%.o,$(ECHOLOAD_SRC))
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(URING_LIBS) $(LDLIBS) -lm
 
-$(BUILD)/tests/helper_%: $(BUILD)/tests/helper_%.o $(TOOL_COMMON_OBJ)
+$(BUILD)/tests/helper_%: $(BUILD)/tests/helper_%.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TESTLIB_OBJ) $(CORE_OBJ) $(TOOL_COMMON_OBJ)
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TESTLIB_OBJ) $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(URING_LIBS) -lcmocka $(LDLIBS) -lm
 
 # --- running ---------------------------------------------------------------------------------
