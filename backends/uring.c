@@ -301,7 +301,6 @@ const struct backend backend_uring = {
 	.summary = "completion (io_uring), multishot accept+recv, kernel-selected buffers, "
 		   "one enter per wake-up",
 	.caps = 0,
-	.pref = 100,
 	.init = uring_init,
 	.fini = uring_fini,
 	.submit = uring_submit,

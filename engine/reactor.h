@@ -90,7 +90,6 @@ struct backend {
 	const char *name;
 	const char *summary;  /* one line: the model and its cost per wake-up */
 	unsigned caps;
-	int pref;             /* higher wins for "auto" */
 	int max_fd;           /* with BACKEND_CAP_FD_LIMIT: first fd that cannot be watched */
 	/* Returns 0 or -errno; on failure the loop is left as it was. */
 	int (*init)(struct loop *loop, const struct loop_config *cfg);

@@ -867,7 +867,8 @@ out:
 int server_list_backends(FILE *out)
 {
 	struct loop_config lcfg = { .nbufs = 64, .bufsize = 4096, .max_fds = fd_limit() };
-	fprintf(out, "%-11s %-6s %-8s %s\n", "BACKEND", "PREF", "RUNS", "MODEL AND LIMITS");
+	/* ORDER: the table's order, the one --backend auto tries them in. */
+	fprintf(out, "%-11s %-6s %-8s %s\n", "BACKEND", "ORDER", "RUNS", "MODEL AND LIMITS");
 	for (size_t i = 0; i < backend_count; i++) {
 		const struct backend *be = backend_table[i];
 		struct loop probe;
@@ -877,7 +878,7 @@ int server_list_backends(FILE *out)
 		char limit[64] = "";
 		if (be->caps & BACKEND_CAP_FD_LIMIT)
 			snprintf(limit, sizeof(limit), "; fds < %d (FD_SETSIZE)", be->max_fd);
-		fprintf(out, "%-11s %-6d %-8s %s%s%s%s\n", be->name, be->pref, rc == 0 ? "yes" : "no",
+		fprintf(out, "%-11s %-6zu %-8s %s%s%s%s\n", be->name, i + 1, rc == 0 ? "yes" : "no",
 			be->summary, limit, rc == 0 ? "" : "; here: ", rc == 0 ? "" : strerror(-rc));
 	}
 	return 0;
