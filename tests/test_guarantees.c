@@ -22,44 +22,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "lib_backends.h"
 
-#include "lib_proc.h"
-#include "reactor.h"
-
-static const char *backend;
 static bool small_buffers; /* inside our own network namespace with 64 KiB TCP buffers */
-
-static int kill_strays(void **state)
-{
-	(void)state;
-	int n = proc_kill_strays();
-	if (n)
-		printf("  [%s] killed %d child process(es) a failed test left running\n", backend, n);
-	return 0;
-}
-
-static void start(struct child *c, const char *const *extra)
-{
-	const char *args[40] = { "--listen", "127.0.0.1:0", "--backend", backend };
-	int n = 4;
-	for (int i = 0; extra && extra[i]; i++)
-		args[n++] = extra[i];
-	args[n] = NULL;
-	int st = 0;
-	if (echod_start(c, 0, &st, args) < 0) {
-		char *log = proc_log(c);
-		print_error("echod --backend %s did not start (status %d):\n%s\n", backend, st, log);
-		free(log);
-		fail();
-	}
-}
 
 static void need_small_buffers(void)
 {
 	if (!small_buffers) {
 		print_message("  [%s] skipped: needs root for a network namespace with small TCP "
-			      "buffers\n", backend);
+			      "buffers\n", test_backend_name());
 		skip();
 	}
 }
@@ -95,7 +66,7 @@ static struct rate measure(int port)
 	struct rate r = { field(out, "\"msgs_per_s\""), field(out, "\"lat_p99_us\"") };
 	if (rc != 0) {
 		char *err = proc_log(&c);
-		print_message("  [%s] echoload exit %d: %s", backend, rc, err);
+		print_message("  [%s] echoload exit %d: %s", test_backend_name(), rc, err);
 		free(err);
 		r.msgs_per_s = 0;
 	}
@@ -129,7 +100,7 @@ static void test_stuck_clients_never_starve_others(void **state)
 	need_small_buffers();
 	const int buffers = 16;
 	struct child c;
-	start(&c, (const char *const[]){ "--buffers", "16", "--buffer-size", "4K",
+	test_start_echod(&c, (const char *const[]){ "--buffers", "16", "--buffer-size", "4K",
 					 "--conn-buffer", "16K", NULL });
 	struct rate base = measure(c.port);
 	assert_true(base.msgs_per_s > 0);
@@ -143,7 +114,7 @@ static void test_stuck_clients_never_starve_others(void **state)
 		if (r.msgs_per_s < base.msgs_per_s / 2) /* one more look: this machine is noisy */
 			r = measure(c.port);
 		print_message("  [%s] %3d stuck clients: %.0f msgs/s (unloaded %.0f), p99 %.0f us\n",
-			      backend, have, r.msgs_per_s, base.msgs_per_s, r.p99_us);
+			      test_backend_name(), have, r.msgs_per_s, base.msgs_per_s, r.p99_us);
 		assert_true(r.msgs_per_s >= base.msgs_per_s / 2);
 		assert_true(r.p99_us > 0 && r.p99_us < 100000);
 	}
@@ -164,7 +135,7 @@ static void test_conn_buffer_bounds_memory(void **state)
 	need_small_buffers();
 	const long conn_buffer = 16 << 10, bufsize = 8 << 10, nbufs = 256, n = 300;
 	struct child c;
-	start(&c, (const char *const[]){ "--buffers", "256", "--buffer-size", "8K",
+	test_start_echod(&c, (const char *const[]){ "--buffers", "256", "--buffer-size", "8K",
 					 "--conn-buffer", "16K", NULL });
 	assert_true(hello_echoed(c.port));
 	long before = proc_rss_kb(c.pid);
@@ -173,11 +144,11 @@ static void test_conn_buffer_bounds_memory(void **state)
 	long after = proc_rss_kb(c.pid);
 	long per_conn = (after - before) * 1024 / n;
 	long bound = conn_buffer + bufsize + nbufs * bufsize / n + 1024;
-	print_message("  [%s] %ld stuck connections: %ld bytes each (bound %ld)\n", backend, n,
-		      per_conn, bound);
+	print_message("  [%s] %ld stuck connections: %ld bytes each (bound %ld)\n",
+		      test_backend_name(), n, per_conn, bound);
 #ifdef __SANITIZE_ADDRESS__
 	/* ASan pads and quarantines every allocation: RSS measures its allocator, not echod. */
-	print_message("  [%s] RSS bound not checked under AddressSanitizer\n", backend);
+	print_message("  [%s] RSS bound not checked under AddressSanitizer\n", test_backend_name());
 #else
 	assert_true(per_conn <= bound);
 #endif
@@ -194,9 +165,10 @@ static void test_conn_buffer_bounds_memory(void **state)
 static void test_sigterm_echoes_everything_received(void **state)
 {
 	(void)state;
-	int n = strcmp(backend, "select") == 0 ? 900 : 1000; /* select: fds below FD_SETSIZE */
+	/* select: every fd below FD_SETSIZE */
+	int n = strcmp(test_backend_name(), "select") == 0 ? 900 : 1000;
 	struct child c;
-	start(&c, NULL);
+	test_start_echod(&c, NULL);
 	char portstr[16], nstr[16];
 	snprintf(portstr, sizeof(portstr), "%d", c.port);
 	snprintf(nstr, sizeof(nstr), "%d", n);
@@ -208,7 +180,8 @@ static void test_sigterm_echoes_everything_received(void **state)
 	assert_int_equal(proc_stop(&c, SIGTERM, 15000), 0);
 	assert_int_equal(proc_wait(&h, 25000), 0);
 	char *out = proc_out(&h), *log = proc_log(&c);
-	print_message("  [%s] %s", backend, strstr(out, "streams") ? strstr(out, "streams") : out);
+	const char *summary = strstr(out, "streams");
+	print_message("  [%s] %s", test_backend_name(), summary ? summary : out);
 	double received = field(out, "received"), in = field(log, "bytes_in"),
 	       echoed = field(log, "bytes_out");
 	assert_true(received > 0);
@@ -232,7 +205,7 @@ static void test_refusal_is_reset_and_logged(void **state)
 {
 	(void)state;
 	struct child c;
-	start(&c, (const char *const[]){ "--max-conns", "1", NULL });
+	test_start_echod(&c, (const char *const[]){ "--max-conns", "1", NULL });
 	int keep = tcp_connect(c.port);
 	assert_true(keep >= 0);
 	assert_int_equal(send_all(keep, "k", 1), 0);
@@ -269,7 +242,7 @@ static void test_sigterm_while_out_of_fds_exits(void **state)
 {
 	(void)state;
 	struct child c;
-	const char *args[] = { "--listen", "127.0.0.1:0", "--backend", backend,
+	const char *args[] = { "--listen", "127.0.0.1:0", "--backend", test_backend_name(),
 			       "--drain-timeout", "1", NULL };
 	int st = 0;
 	assert_int_equal(echod_start(&c, 24, &st, args), 0);
@@ -286,24 +259,14 @@ static void test_sigterm_while_out_of_fds_exits(void **state)
 	int extra = tcp_connect(c.port); /* the accept that races the stop (may be refused) */
 	uint64_t t0 = now_ms();
 	int rc = proc_wait(&c, 6000);
-	print_message("  [%s] %d clients filled the fd table; exit %d after %llu ms\n", backend, n,
-		      rc, (unsigned long long)(now_ms() - t0));
+	print_message("  [%s] %d clients filled the fd table; exit %d after %llu ms\n",
+		      test_backend_name(), n, rc, (unsigned long long)(now_ms() - t0));
 	assert_int_equal(rc, 0);
 	if (extra >= 0)
 		close(extra);
 	for (int i = 0; i < n; i++)
 		close(fds[i]);
 	proc_cleanup(&c);
-}
-
-static bool backend_runs_here(const struct backend *be)
-{
-	struct loop loop;
-	struct loop_config cfg = { .nbufs = 16, .bufsize = 4096, .max_fds = 1024 };
-	if (loop_init(&loop, be, &cfg) < 0)
-		return false;
-	loop_fini(&loop);
-	return true;
 }
 
 static bool write_file(const char *path, const char *text)
@@ -342,24 +305,12 @@ int main(int argc, char **argv)
 		       "with small TCP buffers): %s\n", strerror(errno));
 	raise_nofile();
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_stuck_clients_never_starve_others, kill_strays),
-		cmocka_unit_test_teardown(test_conn_buffer_bounds_memory, kill_strays),
-		cmocka_unit_test_teardown(test_sigterm_echoes_everything_received, kill_strays),
-		cmocka_unit_test_teardown(test_refusal_is_reset_and_logged, kill_strays),
-		cmocka_unit_test_teardown(test_sigterm_while_out_of_fds_exits, kill_strays),
+		cmocka_unit_test_teardown(test_stuck_clients_never_starve_others, test_kill_strays),
+		cmocka_unit_test_teardown(test_conn_buffer_bounds_memory, test_kill_strays),
+		cmocka_unit_test_teardown(test_sigterm_echoes_everything_received, test_kill_strays),
+		cmocka_unit_test_teardown(test_refusal_is_reset_and_logged, test_kill_strays),
+		cmocka_unit_test_teardown(test_sigterm_while_out_of_fds_exits, test_kill_strays),
 	};
-	int failed = 0;
-	for (size_t i = 0; i < backend_count; i++) {
-		backend = backend_table[i]->name;
-		if (!backend_runs_here(backend_table[i])) {
-			printf("[ SKIPPED  ] guarantees/%s: the backend cannot run on this machine\n",
-			       backend);
-			continue;
-		}
-		char name[64];
-		snprintf(name, sizeof(name), "guarantees/%s", backend);
-		failed += _cmocka_run_group_tests(name, tests, sizeof(tests) / sizeof(tests[0]), NULL,
-						  NULL);
-	}
+	int failed = test_run_per_backend("guarantees", tests, sizeof(tests) / sizeof(tests[0]));
 	return failed ? 1 : 0;
 }

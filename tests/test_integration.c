@@ -21,42 +21,11 @@
 
 #include <cmocka.h>
 
-#include "lib_proc.h"
-#include "reactor.h"
-
-static const char *backend; /* the backend this round of the group runs on */
-static const struct backend *backend_info;
-
-/* echod on 127.0.0.1, a free port, the current backend, plus extra args. */
-static void start(struct child *c, const char *const *extra)
-{
-	const char *args[40] = { "--listen", "127.0.0.1:0", "--backend", backend };
-	int n = 4;
-	for (int i = 0; extra && extra[i]; i++)
-		args[n++] = extra[i];
-	args[n] = NULL;
-	int st = 0;
-	if (echod_start(c, 0, &st, args) < 0) {
-		char *log = proc_log(c);
-		print_error("echod --backend %s did not start (status %d):\n%s\n", backend, st, log);
-		free(log);
-		fail();
-	}
-}
+#include "lib_backends.h"
 
 static void assert_hello(int port)
 {
 	assert_true(hello_echoed(port));
-}
-
-/* A failed assertion jumps out of a test past its stop_clean(): stop what it left running. */
-static int kill_strays(void **state)
-{
-	(void)state;
-	int n = proc_kill_strays();
-	if (n)
-		printf("  [%s] killed %d child process(es) a failed test left running\n", backend, n);
-	return 0;
 }
 
 static void stop_clean(struct child *c)
@@ -69,7 +38,7 @@ static void test_hello(void **state)
 {
 	(void)state;
 	struct child c;
-	start(&c, NULL);
+	test_start_echod(&c, NULL);
 	assert_hello(c.port);
 	stop_clean(&c);
 }
@@ -120,7 +89,7 @@ static void test_16mib_concurrent(void **state)
 {
 	(void)state;
 	struct child c;
-	start(&c, NULL);
+	test_start_echod(&c, NULL);
 	size_t len = 16u << 20;
 	uint8_t *data = malloc(len);
 	pattern_fill(data, len, 16);
@@ -136,7 +105,7 @@ static void test_half_close_1mib(void **state)
 {
 	(void)state;
 	struct child c;
-	start(&c, NULL);
+	test_start_echod(&c, NULL);
 	size_t len = 1u << 20;
 	uint8_t *data = malloc(len);
 	pattern_fill(data, len, 1);
@@ -154,7 +123,7 @@ static void test_half_close_before_reading(void **state)
 {
 	(void)state;
 	struct child c;
-	start(&c, NULL);
+	test_start_echod(&c, NULL);
 	size_t len = 1u << 20;
 	uint8_t *data = malloc(len), *back = malloc(len);
 	pattern_fill(data, len, 2);
@@ -183,7 +152,7 @@ static void test_dribble(void **state)
 {
 	(void)state;
 	struct child c;
-	start(&c, NULL);
+	test_start_echod(&c, NULL);
 	int fd = tcp_connect(c.port);
 	assert_true(fd >= 0);
 	uint8_t data[300];
@@ -211,7 +180,7 @@ static void test_1000_connections(void **state)
 	enum { N = 1000 };
 	raise_nofile();
 	struct child c;
-	start(&c, NULL);
+	test_start_echod(&c, NULL);
 	static int fds[N];
 	for (int i = 0; i < N; i++) {
 		fds[i] = tcp_connect(c.port);
@@ -261,7 +230,7 @@ static void test_never_reading_client_is_bounded(void **state)
 	struct child c;
 	const char *extra[] = { "--buffers", "1024", "--buffer-size", "8K", "--conn-buffer", "256K",
 				NULL };
-	start(&c, extra);
+	test_start_echod(&c, extra);
 	long rss0 = proc_rss_kb(c.pid);
 	int hog = tcp_connect(c.port);
 	assert_true(hog >= 0);
@@ -271,7 +240,7 @@ static void test_never_reading_client_is_bounded(void **state)
 	long cpu1 = proc_cpu_ms(c.pid);
 	long rss1 = proc_rss_kb(c.pid);
 	print_message("  [%s] never-reading client: %zu + %zu bytes accepted, RSS %ld -> %ld kB, "
-		      "CPU while stalled %ld ms\n", backend, sent, more, rss0, rss1, cpu1 - cpu0);
+		      "CPU while stalled %ld ms\n", test_backend_name(), sent, more, rss0, rss1, cpu1 - cpu0);
 	assert_true(sent < (64u << 20)); /* the server stopped reading */
 	assert_true(more < (1u << 20));
 	/* 8 MiB pool + 256 KiB queue + slack for allocator and libc: far below the 64 MiB sent. */
@@ -289,7 +258,7 @@ static void test_stalled_clients_do_not_starve_pool(void **state)
 	struct child c;
 	const char *extra[] = { "--buffers", "64", "--buffer-size", "4K", "--conn-buffer", "64K",
 				NULL };
-	start(&c, extra);
+	test_start_echod(&c, extra);
 	enum { HOGS = 8, OTHERS = 50 };
 	int hogs[HOGS];
 	for (int i = 0; i < HOGS; i++) {
@@ -319,7 +288,7 @@ static void test_reset_mid_stream(void **state)
 {
 	(void)state;
 	struct child c;
-	start(&c, NULL);
+	test_start_echod(&c, NULL);
 	for (int round = 0; round < 20; round++) {
 		int fd = tcp_connect(c.port);
 		assert_true(fd >= 0);
@@ -336,10 +305,10 @@ static void test_busy_port(void **state)
 {
 	(void)state;
 	struct child a, b;
-	start(&a, NULL);
+	test_start_echod(&a, NULL);
 	char addr[32], expect[96];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", a.port);
-	const char *args[] = { "--listen", addr, "--backend", backend, NULL };
+	const char *args[] = { "--listen", addr, "--backend", test_backend_name(), NULL };
 	int st = -1;
 	assert_int_equal(echod_start(&b, 0, &st, args), -1);
 	assert_int_equal(st, 71);
@@ -356,7 +325,7 @@ static void test_sigterm_drains(void **state)
 {
 	(void)state;
 	struct child c;
-	start(&c, NULL);
+	test_start_echod(&c, NULL);
 	int fd = tcp_connect(c.port);
 	assert_true(fd >= 0);
 	size_t len = 512u << 10;
@@ -402,7 +371,7 @@ static void test_drain_timeout_bounds_exit(void **state)
 	(void)state;
 	struct child c;
 	const char *extra[] = { "--drain-timeout", "0.3", NULL };
-	start(&c, extra);
+	test_start_echod(&c, extra);
 	int hog = tcp_connect(c.port);
 	assert_true(hog >= 0);
 	push_unread(hog, 8u << 20, 500);
@@ -420,7 +389,7 @@ static void test_max_conns_refusal(void **state)
 	(void)state;
 	struct child c;
 	const char *extra[] = { "--max-conns", "5", NULL };
-	start(&c, extra);
+	test_start_echod(&c, extra);
 	int fds[8];
 	for (int i = 0; i < 8; i++) {
 		fds[i] = tcp_connect(c.port);
@@ -449,7 +418,7 @@ static void test_idle_timeout(void **state)
 	(void)state;
 	struct child c;
 	const char *extra[] = { "--idle-timeout", "0.3", NULL };
-	start(&c, extra);
+	test_start_echod(&c, extra);
 	int idle = tcp_connect(c.port);
 	assert_true(idle >= 0);
 	assert_hello(c.port);
@@ -468,7 +437,7 @@ static void test_emfile_backs_off(void **state)
 {
 	(void)state;
 	struct child c;
-	const char *args[] = { "--listen", "127.0.0.1:0", "--backend", backend, NULL };
+	const char *args[] = { "--listen", "127.0.0.1:0", "--backend", test_backend_name(), NULL };
 	assert_int_equal(echod_start(&c, 40, NULL, args), 0);
 	int fds[60];
 	for (int i = 0; i < 60; i++)
@@ -477,7 +446,8 @@ static void test_emfile_backs_off(void **state)
 	long cpu0 = proc_cpu_ms(c.pid);
 	usleep(1000 * 1000);
 	long cpu1 = proc_cpu_ms(c.pid);
-	print_message("  [%s] CPU while out of fds: %ld ms per second\n", backend, cpu1 - cpu0);
+	print_message("  [%s] CPU while out of fds: %ld ms per second\n", test_backend_name(),
+		      cpu1 - cpu0);
 	assert_true(cpu1 - cpu0 < 300);
 	assert_true(proc_log_has(&c, "event=accept_backoff"));
 	for (int i = 0; i < 60; i++)
@@ -497,7 +467,7 @@ static void test_fd_limit_refusal(void **state)
 	enum { N = 1100 };
 	raise_nofile();
 	struct child c;
-	start(&c, NULL);
+	test_start_echod(&c, NULL);
 	static int fds[N];
 	for (int i = 0; i < N; i++) {
 		fds[i] = tcp_connect(c.port);
@@ -516,9 +486,9 @@ static void test_fd_limit_refusal(void **state)
 	usleep(500 * 1000);
 	long cpu1 = proc_cpu_ms(c.pid);
 	print_message("  [%s] %d connections: %d echoed, %d refused, CPU after %ld ms/0.5 s\n",
-		      backend, N, echoed, refused, cpu1 - cpu0);
-	if (backend_info->caps & BACKEND_CAP_FD_LIMIT) {
-		assert_true(echoed >= backend_info->max_fd - 40 && echoed < backend_info->max_fd);
+		      test_backend_name(), N, echoed, refused, cpu1 - cpu0);
+	if (test_backend->caps & BACKEND_CAP_FD_LIMIT) {
+		assert_true(echoed >= test_backend->max_fd - 40 && echoed < test_backend->max_fd);
 		assert_int_equal(echoed + refused, N);
 		assert_true(proc_log_has(&c, "reason=fd_limit"));
 	} else {
@@ -545,7 +515,7 @@ static void test_echoclient_threads_ipv6(void **state)
 	(void)state;
 	struct child c, cl;
 	const char *args[] = { "--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--threads", "2",
-			       "--backend", backend, NULL };
+			       "--backend", test_backend_name(), NULL };
 	assert_int_equal(echod_start(&c, 0, NULL, args), 0);
 	char *log = proc_log(&c);
 	const char *v6 = strstr(log, "addr=[::1]:");
@@ -653,10 +623,11 @@ static void test_threads_busy_port(void **state)
 	(void)state;
 	struct child a, b;
 	const char *two[] = { "--threads", "2", NULL };
-	start(&a, two);
+	test_start_echod(&a, two);
 	char addr[32], expect[96];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", a.port);
-	const char *args[] = { "--listen", addr, "--backend", backend, "--threads", "2", NULL };
+	const char *args[] = { "--listen", addr, "--backend", test_backend_name(), "--threads", "2",
+			       NULL };
 	int st = -1;
 	assert_int_equal(echod_start(&b, 0, &st, args), -1);
 	assert_int_equal(st, 71);
@@ -676,7 +647,7 @@ static void test_threads_listener_not_joinable(void **state)
 	(void)state;
 	struct child a;
 	const char *two[] = { "--threads", "2", NULL };
-	start(&a, two);
+	test_start_echod(&a, two);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(fd >= 0);
 	int one = 1;
@@ -699,7 +670,7 @@ static void test_threads_same_address_twice(void **state)
 	struct child b;
 	char addr[32], expect[96];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
-	const char *args[] = { "--listen", addr, "--listen", addr, "--backend", backend,
+	const char *args[] = { "--listen", addr, "--listen", addr, "--backend", test_backend_name(),
 			       "--threads", "2", NULL };
 	int st = -1;
 	assert_int_equal(echod_start(&b, 0, &st, args), -1);
@@ -719,7 +690,7 @@ static void test_threads_share_listener(void **state)
 	raise_nofile();
 	struct child c;
 	const char *two[] = { "--threads", "2", NULL };
-	start(&c, two);
+	test_start_echod(&c, two);
 	static int fds[N];
 	for (int i = 0; i < N; i++) {
 		fds[i] = connect_to(c.port);
@@ -745,10 +716,10 @@ static void test_threads_share_listener(void **state)
 	char *log = proc_log(&c);
 	const char *peak = strstr(log, "worker_conns_peak=");
 	int busiest = peak ? atoi(peak + strlen("worker_conns_peak=")) : -1;
-	print_message("  [%s] the busier of 2 workers held %d of %d connections\n", backend,
+	print_message("  [%s] the busier of 2 workers held %d of %d connections\n", test_backend_name(),
 		      busiest, N);
 	free(log);
-	if (strcmp(backend, "uring") == 0)
+	if (strcmp(test_backend_name(), "uring") == 0)
 		assert_true(busiest > 0 && busiest < N);
 	proc_cleanup(&c);
 }
@@ -763,7 +734,7 @@ static void test_max_conns_whole_process(void **state)
 	raise_nofile();
 	struct child c;
 	const char *extra[] = { "--threads", "4", "--max-conns", "250", NULL };
-	start(&c, extra);
+	test_start_echod(&c, extra);
 	static int fds[LIMIT];
 	for (int i = 0; i < LIMIT; i++) {
 		fds[i] = connect_to(c.port);
@@ -802,57 +773,34 @@ static void test_max_conns_whole_process(void **state)
 	proc_cleanup(&c);
 }
 
-static bool backend_runs_here(const struct backend *be)
-{
-	struct loop loop;
-	struct loop_config cfg = { .nbufs = 16, .bufsize = 4096, .max_fds = 1024 };
-	if (loop_init(&loop, be, &cfg) < 0)
-		return false;
-	loop_fini(&loop);
-	return true;
-}
-
 int main(int argc, char **argv)
 {
 	(void)argc;
 	proc_init(argv[0]);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_hello, kill_strays),
-		cmocka_unit_test_teardown(test_16mib_concurrent, kill_strays),
-		cmocka_unit_test_teardown(test_half_close_1mib, kill_strays),
-		cmocka_unit_test_teardown(test_half_close_before_reading, kill_strays),
-		cmocka_unit_test_teardown(test_dribble, kill_strays),
-		cmocka_unit_test_teardown(test_1000_connections, kill_strays),
-		cmocka_unit_test_teardown(test_never_reading_client_is_bounded, kill_strays),
-		cmocka_unit_test_teardown(test_stalled_clients_do_not_starve_pool, kill_strays),
-		cmocka_unit_test_teardown(test_reset_mid_stream, kill_strays),
-		cmocka_unit_test_teardown(test_busy_port, kill_strays),
-		cmocka_unit_test_teardown(test_sigterm_drains, kill_strays),
-		cmocka_unit_test_teardown(test_drain_timeout_bounds_exit, kill_strays),
-		cmocka_unit_test_teardown(test_max_conns_refusal, kill_strays),
-		cmocka_unit_test_teardown(test_idle_timeout, kill_strays),
-		cmocka_unit_test_teardown(test_emfile_backs_off, kill_strays),
-		cmocka_unit_test_teardown(test_echoclient_threads_ipv6, kill_strays),
-		cmocka_unit_test_teardown(test_fd_limit_refusal, kill_strays),
-		cmocka_unit_test_teardown(test_threads_busy_port, kill_strays),
-		cmocka_unit_test_teardown(test_threads_listener_not_joinable, kill_strays),
-		cmocka_unit_test_teardown(test_threads_same_address_twice, kill_strays),
-		cmocka_unit_test_teardown(test_threads_share_listener, kill_strays),
-		cmocka_unit_test_teardown(test_max_conns_whole_process, kill_strays),
+		cmocka_unit_test_teardown(test_hello, test_kill_strays),
+		cmocka_unit_test_teardown(test_16mib_concurrent, test_kill_strays),
+		cmocka_unit_test_teardown(test_half_close_1mib, test_kill_strays),
+		cmocka_unit_test_teardown(test_half_close_before_reading, test_kill_strays),
+		cmocka_unit_test_teardown(test_dribble, test_kill_strays),
+		cmocka_unit_test_teardown(test_1000_connections, test_kill_strays),
+		cmocka_unit_test_teardown(test_never_reading_client_is_bounded, test_kill_strays),
+		cmocka_unit_test_teardown(test_stalled_clients_do_not_starve_pool, test_kill_strays),
+		cmocka_unit_test_teardown(test_reset_mid_stream, test_kill_strays),
+		cmocka_unit_test_teardown(test_busy_port, test_kill_strays),
+		cmocka_unit_test_teardown(test_sigterm_drains, test_kill_strays),
+		cmocka_unit_test_teardown(test_drain_timeout_bounds_exit, test_kill_strays),
+		cmocka_unit_test_teardown(test_max_conns_refusal, test_kill_strays),
+		cmocka_unit_test_teardown(test_idle_timeout, test_kill_strays),
+		cmocka_unit_test_teardown(test_emfile_backs_off, test_kill_strays),
+		cmocka_unit_test_teardown(test_echoclient_threads_ipv6, test_kill_strays),
+		cmocka_unit_test_teardown(test_fd_limit_refusal, test_kill_strays),
+		cmocka_unit_test_teardown(test_threads_busy_port, test_kill_strays),
+		cmocka_unit_test_teardown(test_threads_listener_not_joinable, test_kill_strays),
+		cmocka_unit_test_teardown(test_threads_same_address_twice, test_kill_strays),
+		cmocka_unit_test_teardown(test_threads_share_listener, test_kill_strays),
+		cmocka_unit_test_teardown(test_max_conns_whole_process, test_kill_strays),
 	};
-	int failed = 0;
-	for (size_t i = 0; i < backend_count; i++) {
-		backend = backend_table[i]->name;
-		backend_info = backend_table[i];
-		if (!backend_runs_here(backend_table[i])) {
-			printf("[ SKIPPED  ] integration/%s: the backend cannot run on this machine\n",
-			       backend);
-			continue;
-		}
-		char name[64];
-		snprintf(name, sizeof(name), "integration/%s", backend);
-		failed += _cmocka_run_group_tests(name, tests, sizeof(tests) / sizeof(tests[0]),
-						  NULL, NULL);
-	}
+	int failed = test_run_per_backend("integration", tests, sizeof(tests) / sizeof(tests[0]));
 	return failed ? 1 : 0;
 }

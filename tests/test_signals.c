@@ -27,45 +27,8 @@
 
 #include <cmocka.h>
 
-#include "lib_proc.h"
+#include "lib_backends.h"
 #include "reactor.h"
-
-static const char *backend; /* the backend this round of the per-backend group runs on */
-
-static const char *bname(void)
-{
-	return backend ? backend : "auto";
-}
-
-static int kill_strays(void **state)
-{
-	(void)state;
-	int n = proc_kill_strays();
-	if (n)
-		printf("  [%s] killed %d child process(es) a failed test left running\n", bname(), n);
-	return 0;
-}
-
-/* echod on 127.0.0.1, a free port, the current backend (if any), plus extra args. */
-static void start(struct child *c, const char *const *extra)
-{
-	const char *args[40] = { "--listen", "127.0.0.1:0" };
-	int n = 2;
-	if (backend) {
-		args[n++] = "--backend";
-		args[n++] = backend;
-	}
-	for (int i = 0; extra && extra[i]; i++)
-		args[n++] = extra[i];
-	args[n] = NULL;
-	int st = 0;
-	if (echod_start(c, 0, &st, args) < 0) {
-		char *log = proc_log(c);
-		print_error("echod --backend %s did not start (status %d):\n%s\n", bname(), st, log);
-		free(log);
-		fail();
-	}
-}
 
 static void dump_log(const struct child *c)
 {
@@ -105,7 +68,7 @@ static char *log_line(const struct child *c, const char *needle)
 static void assert_log(const struct child *c, const char *needle, int ms)
 {
 	if (!log_within(c, needle, ms)) {
-		print_error("[%s] no '%s' in echod's log\n", bname(), needle);
+		print_error("[%s] no '%s' in echod's log\n", test_backend_name(), needle);
 		dump_log(c);
 		fail();
 	}
@@ -155,7 +118,7 @@ static long pump(struct pumper *p, int n, int ms, pid_t pid, int sig)
 		if (!sending && !due)
 			return after;
 		if (drain_end && now >= drain_end) {
-			print_error("[%s] echoes still missing 3 s after the last send\n", backend);
+			print_error("[%s] echoes still missing 3 s after the last send\n", test_backend_name());
 			return -1;
 		}
 		if (poll(pf, (nfds_t)n, 50) < 0 && errno != EINTR)
@@ -166,7 +129,7 @@ static long pump(struct pumper *p, int n, int ms, pid_t pid, int sig)
 				size_t off = (size_t)((q->sent + q->seed) % PATTERN);
 				ssize_t k = send(q->fd, pattern + off, CHUNK, MSG_NOSIGNAL | MSG_DONTWAIT);
 				if (k < 0 && errno != EAGAIN) {
-					print_error("[%s] connection %d: send: %s\n", backend, i,
+					print_error("[%s] connection %d: send: %s\n", test_backend_name(), i,
 						    strerror(errno));
 					return -1;
 				}
@@ -179,7 +142,7 @@ static long pump(struct pumper *p, int n, int ms, pid_t pid, int sig)
 					continue;
 				if (k <= 0) {
 					print_error("[%s] connection %d: %s after %llu of %llu bytes echoed "
-						    "(signal %s)\n", backend, i,
+						    "(signal %s)\n", test_backend_name(), i,
 						    k == 0 ? "EOF" : strerror(errno),
 						    (unsigned long long)q->got, (unsigned long long)q->sent,
 						    signalled ? "sent" : "not yet sent");
@@ -188,7 +151,7 @@ static long pump(struct pumper *p, int n, int ms, pid_t pid, int sig)
 				for (ssize_t j = 0; j < k; j++) {
 					uint8_t want = pattern[(q->got + (uint64_t)j + q->seed) % PATTERN];
 					if (buf[j] != want) {
-						print_error("[%s] connection %d: byte %llu differs\n", backend,
+						print_error("[%s] connection %d: byte %llu differs\n", test_backend_name(),
 							    i, (unsigned long long)(q->got + (uint64_t)j));
 						return -1;
 					}
@@ -220,7 +183,7 @@ static void test_signals_leave_echod_serving(void **state)
 	(void)state;
 	struct child c;
 	const char *extra[] = { "--threads", "2", NULL };
-	start(&c, extra);
+	test_start_echod(&c, extra);
 	struct pumper p[4];
 	for (int i = 0; i < 4; i++) {
 		p[i] = (struct pumper){ .fd = tcp_connect(c.port), .seed = (uint32_t)i * 7919u };
@@ -229,7 +192,7 @@ static void test_signals_leave_echod_serving(void **state)
 	for (size_t s = 0; s < sizeof(survivable) / sizeof(survivable[0]); s++) {
 		long after = pump(p, 4, 200, c.pid, survivable[s].sig);
 		if (after <= 0) {
-			print_error("[%s] after SIG%s: %s\n", backend, survivable[s].name,
+			print_error("[%s] after SIG%s: %s\n", test_backend_name(), survivable[s].name,
 				    after < 0 ? "the echo broke" : "nothing echoed");
 			dump_log(&c);
 			fail();
@@ -285,7 +248,7 @@ static int stalled_client(int port)
 		else if (n < 0 && errno != EAGAIN)
 			break;
 	}
-	print_message("  [%s] stalled client: %zu bytes sent, none read\n", bname(), sent);
+	print_message("  [%s] stalled client: %zu bytes sent, none read\n", test_backend_name(), sent);
 	if (sent < (1u << 20)) {
 		close(fd);
 		return -1;
@@ -297,7 +260,7 @@ static void second_signal_cuts(int first, int second, const char *line)
 {
 	struct child c;
 	const char *extra[] = { "--drain-timeout", "30", NULL };
-	start(&c, extra);
+	test_start_echod(&c, extra);
 	int fd = stalled_client(c.port);
 	assert_true(fd >= 0);
 	assert_true(hello_echoed(c.port));
@@ -305,7 +268,7 @@ static void second_signal_cuts(int first, int second, const char *line)
 	assert_log(&c, "event=stopping", 2000);
 	/* Draining: the stalled client's echoes cannot go out, so it would wait 30 s. */
 	if (proc_wait(&c, 500) != -2) {
-		print_error("[%s] echod exited within 0.5 s of the first signal\n", bname());
+		print_error("[%s] echod exited within 0.5 s of the first signal\n", test_backend_name());
 		dump_log(&c);
 		fail();
 	}
@@ -315,12 +278,12 @@ static void second_signal_cuts(int first, int second, const char *line)
 	uint64_t took = now_ms() - t0;
 	if (st != 0 || !proc_log_has(&c, line) || !proc_log_has(&c, " aborted=1 ") ||
 	    proc_log_has(&c, "event=watchdog")) {
-		print_error("[%s] second signal: status %d after %llu ms\n", bname(), st,
+		print_error("[%s] second signal: status %d after %llu ms\n", test_backend_name(), st,
 			    (unsigned long long)took);
 		dump_log(&c);
 		fail();
 	}
-	print_message("  [%s] exited %llu ms after the second signal\n", bname(),
+	print_message("  [%s] exited %llu ms after the second signal\n", test_backend_name(),
 		      (unsigned long long)took);
 	close(fd);
 	proc_cleanup(&c);
@@ -400,7 +363,7 @@ static void test_watchdog_ends_stuck_worker(void **state)
 	(void)state;
 	struct child c;
 	const char *extra[] = { "--drain-timeout", "0.2", "--threads", "2", NULL };
-	start(&c, extra);
+	test_start_echod(&c, extra);
 	assert_true(hello_echoed(c.port));
 	pid_t tid = find_thread(c.pid, "echod-w1", 2000);
 	if (tid < 0)
@@ -458,7 +421,7 @@ static void test_watchdog_quiet_on_slow_drain(void **state)
 	(void)state;
 	struct child c;
 	const char *extra[] = { "--drain-timeout", "0.5", NULL };
-	start(&c, extra);
+	test_start_echod(&c, extra);
 	int fd = stalled_client(c.port);
 	assert_true(fd >= 0);
 	uint64_t t0 = now_ms();
@@ -534,16 +497,6 @@ static void test_pool_too_big_said_so(void **state)
 	}
 }
 
-static bool backend_runs_here(const struct backend *be)
-{
-	struct loop loop;
-	struct loop_config cfg = { .nbufs = 16, .bufsize = 4096, .max_fds = 1024 };
-	if (loop_init(&loop, be, &cfg) < 0)
-		return false;
-	loop_fini(&loop);
-	return true;
-}
-
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -551,31 +504,18 @@ int main(int argc, char **argv)
 	pattern_fill(pattern, PATTERN, 42);
 	memcpy(pattern + PATTERN, pattern, CHUNK); /* a send may run past the end: it wraps */
 	const struct CMUnitTest per_backend[] = {
-		cmocka_unit_test_teardown(test_signals_leave_echod_serving, kill_strays),
-		cmocka_unit_test_teardown(test_second_sigterm_cuts, kill_strays),
-		cmocka_unit_test_teardown(test_sigint_after_sigterm_cuts, kill_strays),
+		cmocka_unit_test_teardown(test_signals_leave_echod_serving, test_kill_strays),
+		cmocka_unit_test_teardown(test_second_sigterm_cuts, test_kill_strays),
+		cmocka_unit_test_teardown(test_sigint_after_sigterm_cuts, test_kill_strays),
 	};
 	const struct CMUnitTest once[] = {
-		cmocka_unit_test_teardown(test_watchdog_ends_stuck_worker, kill_strays),
-		cmocka_unit_test_teardown(test_watchdog_quiet_on_slow_drain, kill_strays),
-		cmocka_unit_test_teardown(test_select_fd_room_refused_before_start, kill_strays),
-		cmocka_unit_test_teardown(test_pool_too_big_said_so, kill_strays),
+		cmocka_unit_test_teardown(test_watchdog_ends_stuck_worker, test_kill_strays),
+		cmocka_unit_test_teardown(test_watchdog_quiet_on_slow_drain, test_kill_strays),
+		cmocka_unit_test_teardown(test_select_fd_room_refused_before_start, test_kill_strays),
+		cmocka_unit_test_teardown(test_pool_too_big_said_so, test_kill_strays),
 	};
-	int failed = 0;
-	for (size_t i = 0; i < backend_count; i++) {
-		backend = backend_table[i]->name;
-		if (!backend_runs_here(backend_table[i])) {
-			printf("[ SKIPPED  ] signals/%s: the backend cannot run on this machine\n",
-			       backend);
-			continue;
-		}
-		char name[64];
-		snprintf(name, sizeof(name), "signals/%s", backend);
-		failed += _cmocka_run_group_tests(name, per_backend,
-						  sizeof(per_backend) / sizeof(per_backend[0]), NULL,
-						  NULL);
-	}
-	backend = NULL;
+	int failed = test_run_per_backend("signals", per_backend,
+					  sizeof(per_backend) / sizeof(per_backend[0]));
 	failed += _cmocka_run_group_tests("signals/any backend", once, sizeof(once) / sizeof(once[0]),
 					  NULL, NULL);
 	return failed ? 1 : 0;
