@@ -5,14 +5,29 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netdb.h>
 #include <stdarg.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "reactor.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:65432"
+
+/* Every range, once: parsing checks against these and --help prints them. */
+#define THREADS_MIN 1u
+#define THREADS_MAX 256u
+#define MAX_CONNS_MIN 1u
+#define MAX_CONNS_MAX 1000000u
+#define CONN_BUFFER_MIN 1024u
+#define CONN_BUFFER_MAX (64u << 20)
+#define BUFFERS_MIN 16u
+#define BUFFERS_MAX 32768u
+#define BUFFER_SIZE_MIN 512u
+#define BUFFER_SIZE_MAX (1u << 20)
+#define IDLE_TIMEOUT_MAX_S 86400u
+#define DRAIN_TIMEOUT_MAX_S 3600u
 
 void config_defaults(struct echod_config *cfg)
 {
@@ -28,33 +43,6 @@ void config_defaults(struct echod_config *cfg)
 	cfg->log_level = LOG_INFO;
 }
 
-void config_usage(FILE *out)
-{
-	fprintf(out,
-		"Usage: echod [OPTION]...\n"
-		"A TCP echo server (RFC 862) with a choice of kernel event interfaces.\n"
-		"\n"
-		"  -l, --listen HOST:PORT     address to serve; repeatable; [::1]:PORT for IPv6;\n"
-		"                             PORT 0 picks a free port (logged) [" DEFAULT_LISTEN "]\n"
-		"  -b, --backend NAME         auto, uring, epoll, uring-poll, poll, select [auto]\n"
-		"      --list-backends        show the backends built in and whether they run here\n"
-		"  -t, --threads N            worker loops, all accepting from the same listeners [1]\n"
-		"      --max-conns N          connections for the whole process; more are accepted\n"
-		"                             and reset at once [10000]\n"
-		"      --conn-buffer BYTES    per-connection high-water mark of unsent bytes [256K]\n"
-		"      --buffers N            receive buffers per worker [2048]\n"
-		"      --buffer-size BYTES    bytes per receive buffer [8K]\n"
-		"      --idle-timeout SECONDS close connections silent this long; 0 = never [0]\n"
-		"      --drain-timeout SECONDS on SIGTERM/SIGINT, time to flush queued echoes [5]\n"
-		"      --log-level LEVEL      error, warn, info, debug [info]\n"
-		"  -h, --help                 this help\n"
-		"  -V, --version              version\n"
-		"\n"
-		"BYTES take K or M suffixes (powers of 1024). Logs go to stderr, one logfmt line each.\n"
-		"Exit status: 0 after a clean stop, 64 bad usage, 69 backend cannot run here,\n"
-		"71 cannot listen, 1 other failure.\n");
-}
-
 static void fail(char *err, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static void fail(char *err, size_t len, const char *fmt, ...)
@@ -65,87 +53,344 @@ static void fail(char *err, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* A whole decimal number, optionally with a K/M suffix when `bytes`. */
-static int parse_u64(const char *s, bool bytes, uint64_t *out)
+/* How a value appears in an error line: as typed when that is unambiguous, else in single
+ * quotes with non-printable bytes (and \ and ') as \xNN, so an empty or space-padded value is
+ * visible and a newline in it cannot break the one-line promise. Cut at 64 bytes ("...") so a
+ * huge value does not push the reason out of the line. */
+struct shown {
+	char s[64 * 4 + 8];
+};
+
+static const char *show(struct shown *b, const char *v)
 {
-	if (!s[0] || !isdigit((unsigned char)s[0]))
-		return -1;
-	errno = 0;
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno)
-		return -1;
-	if (bytes && (*end == 'K' || *end == 'k')) {
-		v *= 1024;
-		end++;
-	} else if (bytes && (*end == 'M' || *end == 'm')) {
-		v *= 1024 * 1024;
-		end++;
+	bool plain = v[0] != '\0';
+	for (const char *q = v; *q && plain; q++)
+		plain = isalnum((unsigned char)*q) || strchr("._:+-[]%/,=@", *q);
+	size_t n = 0, cap = sizeof(b->s);
+	if (!plain)
+		b->s[n++] = '\'';
+	size_t i = 0;
+	for (; v[i] && i < 64; i++) {
+		unsigned char ch = (unsigned char)v[i];
+		if (ch >= 0x20 && ch < 0x7f && ch != '\\' && ch != '\'')
+			b->s[n++] = (char)ch;
+		else
+			n += (size_t)snprintf(b->s + n, cap - n, "\\x%02x", ch);
 	}
-	if (*end)
-		return -1;
-	*out = v;
-	return 0;
+	if (v[i]) {
+		memcpy(b->s + n, "...", 3);
+		n += 3;
+	}
+	if (!plain)
+		b->s[n++] = '\'';
+	b->s[n] = '\0';
+	return b->s;
 }
 
-static int parse_range(const char *flag, const char *s, bool bytes, uint64_t min, uint64_t max,
-		       uint32_t *out, char *err, size_t len)
+/* "1M", "8K" or "512": a byte count as a user would type it. */
+static const char *show_size(char *buf, size_t len, uint64_t v)
 {
+	if (v && v % (1024 * 1024) == 0)
+		snprintf(buf, len, "%lluM", (unsigned long long)(v / (1024 * 1024)));
+	else if (v && v % 1024 == 0)
+		snprintf(buf, len, "%lluK", (unsigned long long)(v / 1024));
+	else
+		snprintf(buf, len, "%llu", (unsigned long long)v);
+	return buf;
+}
+
+void config_usage(FILE *out)
+{
+	char cb_lo[24], cb_hi[24], bs_lo[24], bs_hi[24];
+	fprintf(out,
+		"Usage: echod [OPTION]...\n"
+		"A TCP echo server (RFC 862) with a choice of kernel event interfaces.\n"
+		"\n"
+		"  -l, --listen HOST:PORT     address to serve; repeatable; HOST is an IPv4 address\n"
+		"                             (a.b.c.d), an IPv6 one in brackets ([::1]:PORT) or a\n"
+		"                             name that resolves here; PORT 0 to 65535, 0 picks a\n"
+		"                             free port (logged) [" DEFAULT_LISTEN "]\n"
+		"  -b, --backend NAME         auto, uring, epoll, uring-poll, poll, select [auto]\n"
+		"      --list-backends        show the backends built in and whether they run here\n"
+		"  -t, --threads N            worker loops, all accepting from the same listeners;\n"
+		"                             %u to %u [1]\n"
+		"      --max-conns N          connections for the whole process; more are accepted\n"
+		"                             and reset at once; %u to %u [10000]\n"
+		"      --conn-buffer BYTES    per-connection high-water mark of unsent bytes;\n"
+		"                             %s to %s, at least --buffer-size [256K]\n"
+		"      --buffers N            receive buffers per worker; %u to %u [2048]\n"
+		"      --buffer-size BYTES    bytes per receive buffer; %s to %s [8K]\n"
+		"      --idle-timeout SECONDS close connections silent this long; 0 = never;\n"
+		"                             at most %u [0]\n"
+		"      --drain-timeout SECONDS on SIGTERM/SIGINT, time to flush queued echoes;\n"
+		"                             0 = close at once; at most %u [5]\n"
+		"      --log-level LEVEL      error, warn, info, debug [info]\n"
+		"  -h, --help                 this help\n"
+		"  -V, --version              version\n"
+		"\n"
+		"N and BYTES are whole decimal numbers; BYTES may end in K or M (powers of 1024).\n"
+		"SECONDS are plain decimals (30, 1.5, 0.25), rounded to the millisecond: 0, or\n"
+		"0.001 and more; no hex, exponents, inf or nan. A value out of range is an error,\n"
+		"never clamped. Logs go to stderr, one logfmt line each.\n"
+		"Exit status: 0 after a clean stop, 64 bad usage (also an address that is not\n"
+		"valid or does not resolve), 69 backend cannot run here, 71 cannot listen,\n"
+		"1 other failure.\n",
+		THREADS_MIN, THREADS_MAX, MAX_CONNS_MIN, MAX_CONNS_MAX,
+		show_size(cb_lo, sizeof(cb_lo), CONN_BUFFER_MIN),
+		show_size(cb_hi, sizeof(cb_hi), CONN_BUFFER_MAX), BUFFERS_MIN, BUFFERS_MAX,
+		show_size(bs_lo, sizeof(bs_lo), BUFFER_SIZE_MIN),
+		show_size(bs_hi, sizeof(bs_hi), BUFFER_SIZE_MAX), IDLE_TIMEOUT_MAX_S,
+		DRAIN_TIMEOUT_MAX_S);
+}
+
+/* Digits to a number that saturates at UINT64_MAX instead of wrapping, so a huge value is
+ * reported as out of range, never silently taken modulo 2^64. Returns the end of the digits. */
+static const char *scan_digits(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+	for (; isdigit((unsigned char)*s); s++) {
+		unsigned d = (unsigned)(*s - '0');
+		v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d;
+	}
+	*out = v;
+	return s;
+}
+
+/* A whole number in [min, max], optionally with a K or M suffix (powers of 1024) when `bytes`.
+ * Only digits (and the suffix): strtoull's leading spaces, '+', hex and wrap-around of
+ * negatives are all refused. A leading '-' is reported as out of range, which it is. */
+static int parse_number(const char *flag, const char *s, bool bytes, uint64_t min, uint64_t max,
+			uint32_t *out, char *err, size_t len)
+{
+	struct shown sh;
+	char lo[24], hi[24];
+	if (bytes) {
+		show_size(lo, sizeof(lo), min);
+		show_size(hi, sizeof(hi), max);
+	} else {
+		snprintf(lo, sizeof(lo), "%llu", (unsigned long long)min);
+		snprintf(hi, sizeof(hi), "%llu", (unsigned long long)max);
+	}
+	bool negative = s[0] == '-';
+	const char *p = s + negative;
 	uint64_t v;
-	if (parse_u64(s, bytes, &v) < 0 || v < min || v > max) {
-		fail(err, len, "invalid value for %s: '%s' (expected %s%llu..%llu)", flag, s,
-		     bytes ? "bytes " : "", (unsigned long long)min, (unsigned long long)max);
+	const char *digits_end = scan_digits(p, &v);
+	const char *end = digits_end;
+	uint64_t mult = 1;
+	if (bytes && (*end == 'K' || *end == 'k'))
+		mult = 1024;
+	else if (bytes && (*end == 'M' || *end == 'm'))
+		mult = 1024 * 1024;
+	if (mult > 1)
+		end++;
+	if (digits_end == p || *end) {
+		fail(err, len, "%s: %s is not %s (expected %s to %s%s)", flag, show(&sh, s),
+		     bytes ? "a size" : "a whole number", lo, hi,
+		     bytes ? ": digits, optionally followed by K or M" : "");
+		return -1;
+	}
+	v = v > UINT64_MAX / mult ? UINT64_MAX : v * mult;
+	if (negative || v < min || v > max) {
+		fail(err, len, "%s: %s is out of range (%s to %s)", flag, show(&sh, s), lo, hi);
 		return -1;
 	}
 	*out = (uint32_t)v;
 	return 0;
 }
 
-/* Seconds with up to three decimals, e.g. "5", "0.25". */
-static int parse_seconds(const char *flag, const char *s, uint32_t max_s, uint32_t *out_ms,
-			 char *err, size_t len)
+/* Seconds as plain decimals ("30", "1.5", "0.25"), to whole milliseconds, rounded to the
+ * nearest. strtod is not used: it takes "0x10", "1e3", "inf" and "nan", none of which anyone
+ * means as a timeout. A value above 0 but below 1 ms is refused rather than rounded: rounding
+ * it down would make it 0, which means something else entirely (never / no drain). */
+static int parse_seconds(const char *flag, const char *s, uint32_t max_s, const char *zero,
+			 uint32_t *out_ms, char *err, size_t len)
 {
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (!s[0] || *end || errno || !(v >= 0) || v > max_s || !isdigit((unsigned char)s[0])) {
-		fail(err, len, "invalid value for %s: '%s' (expected seconds 0..%u)", flag, s,
-		     max_s);
+	struct shown sh;
+	bool negative = s[0] == '-';
+	const char *p = s + negative;
+	uint64_t whole;
+	const char *end = scan_digits(p, &whole);
+	const char *frac = NULL;
+	if (end > p && *end == '.' && isdigit((unsigned char)end[1])) {
+		frac = end + 1;
+		for (end = frac; isdigit((unsigned char)*end); end++)
+			;
+	}
+	if (end == p || *end) {
+		fail(err, len, "%s: %s is not a number of seconds (expected 0 to %u, decimals "
+		     "like 1.5 allowed; %s)", flag, show(&sh, s), max_s, zero);
 		return -1;
 	}
-	*out_ms = (uint32_t)(v * 1000.0 + 0.5);
+	/* Milliseconds from the first three decimals; the rest only rounds and tells a value
+	 * that is not zero from one that is. */
+	uint64_t ms_part = 0;
+	bool rest_nonzero = false, round_up = false;
+	int i = 0;
+	for (; frac && isdigit((unsigned char)frac[i]); i++) {
+		unsigned d = (unsigned)(frac[i] - '0');
+		if (i < 3)
+			ms_part = ms_part * 10 + d;
+		else
+			rest_nonzero |= d != 0;
+		if (i == 3)
+			round_up = d >= 5;
+	}
+	for (; i < 3; i++) /* "1.5": 5 tenths are 500 ms */
+		ms_part *= 10;
+	bool nonzero = whole || ms_part || rest_nonzero;
+	if (negative || whole > max_s || (whole == max_s && (ms_part || rest_nonzero))) {
+		fail(err, len, "%s: %s is out of range (0 to %u)", flag, show(&sh, s), max_s);
+		return -1;
+	}
+	if (nonzero && whole == 0 && ms_part == 0) {
+		fail(err, len, "%s: %s is below 1 ms; the smallest timeout is 0.001 (%s)", flag,
+		     show(&sh, s), zero);
+		return -1;
+	}
+	uint64_t ms = whole * 1000 + ms_part + round_up;
+	*out_ms = (uint32_t)ms; /* <= 86400000: fits */
 	return 0;
 }
 
-int config_split_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen)
+enum split_result { SPLIT_OK, SPLIT_FORM, SPLIT_PORT, SPLIT_LONG };
+
+/* The form of HOST:PORT or [HOST]:PORT only; what the host is, is check_host()'s business.
+ * On SPLIT_LONG, *hl is the host's length. */
+static enum split_result split(const char *s, char *host, size_t hostlen, char *port,
+			       size_t portlen, bool *bracketed, size_t *hl)
 {
 	const char *colon;
 	const char *h = s;
-	size_t hl;
-	if (s[0] == '[') {
+	*bracketed = s[0] == '[';
+	if (*bracketed) {
 		const char *close = strchr(s, ']');
 		if (!close || close[1] != ':')
-			return -1;
+			return SPLIT_FORM;
 		h = s + 1;
-		hl = (size_t)(close - h);
+		*hl = (size_t)(close - h);
 		colon = close + 1;
 	} else {
 		colon = strrchr(s, ':');
 		if (!colon || strchr(s, ':') != colon)
-			return -1; /* bare IPv6 needs brackets */
-		hl = (size_t)(colon - s);
+			return SPLIT_FORM; /* bare IPv6 needs brackets */
+		*hl = (size_t)(colon - s);
 	}
 	const char *p = colon + 1;
-	if (hl == 0 || hl >= hostlen || !p[0] || strlen(p) >= portlen)
-		return -1;
+	if (*hl == 0 || !p[0])
+		return SPLIT_FORM;
 	for (const char *q = p; *q; q++)
 		if (!isdigit((unsigned char)*q))
-			return -1;
-	if (strtoul(p, NULL, 10) > 65535)
-		return -1;
-	memcpy(host, h, hl);
-	host[hl] = '\0';
+			return SPLIT_FORM;
+	uint64_t pv;
+	scan_digits(p, &pv);
+	if (pv > 65535)
+		return SPLIT_PORT;
+	if (*hl >= hostlen)
+		return SPLIT_LONG;
+	if (strlen(p) >= portlen)
+		return SPLIT_PORT; /* only zeros can make a port of 0..65535 this long */
+	memcpy(host, h, *hl);
+	host[*hl] = '\0';
 	strcpy(port, p);
+	return SPLIT_OK;
+}
+
+int config_split_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen)
+{
+	bool bracketed;
+	size_t hl;
+	return split(s, host, hostlen, port, portlen, &bracketed, &hl) == SPLIT_OK ? 0 : -1;
+}
+
+#define LISTEN_FORMS "expected HOST:PORT or [IPv6]:PORT, e.g. 127.0.0.1:65432, [::1]:65432 " \
+		     "or localhost:65432"
+#define IPV4_FORM "an IPv4 address is a.b.c.d, each 0 to 255"
+
+/* Why h is not a host name as resolvers know it (RFC 1123: letters, digits, '-', dot-separated
+ * labels of 1..63), with '_' allowed too, which /etc/hosts and container DNS do use; NULL if it
+ * is one. Checked before asking the resolver so that garbage (" 127.0.0.1", "a b") gets a plain
+ * answer, not a DNS query. */
+static const char *not_a_name(const char *h, char *why, size_t len)
+{
+	size_t label = 0;
+	for (const char *q = h; *q; q++) {
+		unsigned char ch = (unsigned char)*q;
+		if (ch == '.') {
+			if (label == 0)
+				return "it has an empty label (\"..\" or a leading dot)";
+			label = 0;
+		} else if (isalnum(ch) || ch == '-' || ch == '_') {
+			if (++label > 63)
+				return "it has a label (a part between dots) longer than 63 characters";
+		} else {
+			if (ch == ' ')
+				return "it has a space";
+			if (ch > 0x20 && ch < 0x7f && ch != '\'')
+				snprintf(why, len, "it has '%c', which no host name has", ch);
+			else
+				snprintf(why, len, "it has the byte 0x%02x, which no host name has", ch);
+			return why;
+		}
+	}
+	return NULL;
+}
+
+/* What the host of a --listen value is, checked now so that a bad or unresolvable address is
+ * a usage error (64) with a reason, instead of a bind failure (71) saying "Cannot assign
+ * requested address" about an address that never existed. */
+static int check_host(const char *spec, const char *host, const char *port, bool bracketed,
+		      char *err, size_t len)
+{
+	struct shown sa, sh;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST };
+	struct addrinfo *ai;
+	int gai;
+	if (bracketed) {
+		/* getaddrinfo rather than inet_pton: it also takes a scope, [fe80::1%eth0]. */
+		hints.ai_family = AF_INET6;
+		if (getaddrinfo(host, port, &hints, &ai) != 0) {
+			fail(err, len, "--listen: %s is not a valid address: %s is not an IPv6 "
+			     "address (" LISTEN_FORMS ")", show(&sa, spec), show(&sh, host));
+			return -1;
+		}
+		freeaddrinfo(ai);
+		return 0;
+	}
+	/* All digits and dots, or anything inet_aton would take ("127.1", "0x7f.1", "2130706433"):
+	 * an IPv4 address, and only the dotted quad is accepted, so what is bound is what was
+	 * written ("010.0.0.1" is not octal 8.0.0.1 here). */
+	struct in_addr a4;
+	hints.ai_family = AF_INET;
+	bool numeric = strspn(host, "0123456789.") == strlen(host);
+	if (!numeric && getaddrinfo(host, port, &hints, &ai) == 0) {
+		freeaddrinfo(ai);
+		numeric = true;
+	}
+	if (numeric) {
+		if (inet_pton(AF_INET, host, &a4) == 1)
+			return 0;
+		fail(err, len, "--listen: %s is not a valid address: %s is not an IPv4 address "
+		     "(" IPV4_FORM "; " LISTEN_FORMS ")", show(&sa, spec), show(&sh, host));
+		return -1;
+	}
+	char whybuf[64];
+	const char *why = not_a_name(host, whybuf, sizeof(whybuf));
+	if (why) {
+		fail(err, len, "--listen: %s is not a valid address: %s is neither an IP address "
+		     "nor a host name: %s (" LISTEN_FORMS ")", show(&sa, spec), show(&sh, host),
+		     why);
+		return -1;
+	}
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	gai = getaddrinfo(host, port, &hints, &ai);
+	if (gai != 0) {
+		fail(err, len, "--listen: %s cannot be resolved: %s (" LISTEN_FORMS ")",
+		     show(&sa, spec), gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
+		return -1;
+	}
+	freeaddrinfo(ai);
 	return 0;
 }
 
@@ -158,7 +403,8 @@ static int check_backend(const char *name, char *err, size_t len)
 		strncat(known, ", ", sizeof(known) - strlen(known) - 1);
 		strncat(known, backend_table[i]->name, sizeof(known) - strlen(known) - 1);
 	}
-	fail(err, len, "unknown backend '%s' (known: %s)", name, known);
+	struct shown sh;
+	fail(err, len, "--backend: unknown backend %s (known: %s)", show(&sh, name), known);
 	return -1;
 }
 
@@ -182,25 +428,58 @@ static const struct option long_opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+static const char *long_name(int c)
+{
+	for (const struct option *o = long_opts; o->name; o++)
+		if (o->val == c)
+			return o->name;
+	return "?";
+}
+
 static int add_listen(struct echod_config *cfg, const char *s, char *err, size_t len)
 {
-	char host[CONFIG_ADDR_LEN], port[8];
-	if (config_split_hostport(s, host, sizeof(host), port, sizeof(port)) < 0) {
-		fail(err, len, "invalid value for --listen: '%s' (expected HOST:PORT, e.g. "
-		     "127.0.0.1:65432 or [::1]:65432, port 0..65535)", s);
+	struct shown sa, sh;
+	char host[CONFIG_HOST_MAX + 1], port[8];
+	bool bracketed;
+	size_t hl;
+	switch (split(s, host, sizeof(host), port, sizeof(port), &bracketed, &hl)) {
+	case SPLIT_OK:
+		break;
+	case SPLIT_FORM:
+		fail(err, len, "--listen: %s is not HOST:PORT (" LISTEN_FORMS "; PORT 0 to 65535)",
+		     show(&sa, s));
+		return -1;
+	case SPLIT_PORT:
+		fail(err, len, "--listen: %s: port %s is out of range (0 to 65535)", show(&sa, s),
+		     show(&sh, strrchr(s, ':') + 1));
+		return -1;
+	case SPLIT_LONG:
+		memcpy(host, s + bracketed, 24);
+		host[24] = '\0';
+		fail(err, len, "--listen: host %s... is %zu characters, too long (at most %d)",
+		     show(&sh, host), hl, CONFIG_HOST_MAX);
 		return -1;
 	}
+	if (check_host(s, host, port, bracketed, err, len) < 0)
+		return -1;
 	if (cfg->nlisten == CONFIG_MAX_LISTEN) {
-		fail(err, len, "too many --listen addresses (at most %d)", CONFIG_MAX_LISTEN);
+		fail(err, len, "--listen: too many addresses (at most %d)", CONFIG_MAX_LISTEN);
 		return -1;
 	}
-	snprintf(cfg->listen[cfg->nlisten++], CONFIG_ADDR_LEN, "%s", s);
+	snprintf(cfg->listen[cfg->nlisten++], CONFIG_ADDR_LEN, "%s", s); /* fits: split() */
 	return 0;
 }
 
 static int apply(struct echod_config *cfg, int c, const char *arg, char *err, size_t len)
 {
 	uint32_t v;
+	/* A value that is itself a long option means the value was left out: "--listen
+	 * --threads 2" would otherwise complain that "--threads" is not HOST:PORT. */
+	if (strncmp(arg, "--", 2) == 0) {
+		struct shown sh;
+		fail(err, len, "option '--%s' needs a value (got %s)", long_name(c), show(&sh, arg));
+		return -1;
+	}
 	switch (c) {
 	case 'l':
 		return add_listen(cfg, arg, err, len);
@@ -210,34 +489,85 @@ static int apply(struct echod_config *cfg, int c, const char *arg, char *err, si
 		snprintf(cfg->backend, sizeof(cfg->backend), "%s", arg); /* known names are short */
 		return 0;
 	case 't':
-		if (parse_range("--threads", arg, false, 1, 256, &v, err, len) < 0)
+		if (parse_number("--threads", arg, false, THREADS_MIN, THREADS_MAX, &v, err, len) < 0)
 			return -1;
 		cfg->threads = v;
 		return 0;
 	case OPT_MAX_CONNS:
-		return parse_range("--max-conns", arg, false, 1, 1000000, &cfg->max_conns, err, len);
+		return parse_number("--max-conns", arg, false, MAX_CONNS_MIN, MAX_CONNS_MAX,
+				    &cfg->max_conns, err, len);
 	case OPT_CONN_BUFFER:
-		return parse_range("--conn-buffer", arg, true, 1024, 64u << 20, &cfg->conn_buffer,
-				   err, len);
+		return parse_number("--conn-buffer", arg, true, CONN_BUFFER_MIN, CONN_BUFFER_MAX,
+				    &cfg->conn_buffer, err, len);
 	case OPT_BUFFERS:
-		return parse_range("--buffers", arg, false, 16, 32768, &cfg->buffers, err, len);
+		return parse_number("--buffers", arg, false, BUFFERS_MIN, BUFFERS_MAX, &cfg->buffers,
+				    err, len);
 	case OPT_BUFFER_SIZE:
-		return parse_range("--buffer-size", arg, true, 512, 1u << 20, &cfg->buffer_size,
-				   err, len);
+		return parse_number("--buffer-size", arg, true, BUFFER_SIZE_MIN, BUFFER_SIZE_MAX,
+				    &cfg->buffer_size, err, len);
 	case OPT_IDLE:
-		return parse_seconds("--idle-timeout", arg, 86400, &cfg->idle_timeout_ms, err, len);
+		return parse_seconds("--idle-timeout", arg, IDLE_TIMEOUT_MAX_S, "0 = never",
+				     &cfg->idle_timeout_ms, err, len);
 	case OPT_DRAIN:
-		return parse_seconds("--drain-timeout", arg, 3600, &cfg->drain_timeout_ms, err, len);
+		return parse_seconds("--drain-timeout", arg, DRAIN_TIMEOUT_MAX_S, "0 = close at once",
+				     &cfg->drain_timeout_ms, err, len);
 	case OPT_LOG_LEVEL:
 		if (log_level_parse(arg, &cfg->log_level) < 0) {
-			fail(err, len, "invalid value for --log-level: '%s' (expected error, warn, "
-			     "info or debug)", arg);
+			struct shown sh;
+			fail(err, len, "--log-level: %s is not a level (expected error, warn, info "
+			     "or debug)", show(&sh, arg));
 			return -1;
 		}
 		return 0;
 	default:
 		return -1;
 	}
+}
+
+/* An option word as typed, in single quotes like the option names of the other messages
+ * (show() already quotes, and escapes, one that needs it). */
+static const char *show_word(struct shown *b, const char *w)
+{
+	struct shown t;
+	show(&t, w);
+	snprintf(b->s, sizeof(b->s), t.s[0] == '\'' ? "%s" : "'%s'", t.s);
+	return b->s;
+}
+
+/* getopt_long's '?' covers three mistakes; say which. `arg` is the word it stopped at. */
+static void bad_option(const char *arg, char *err, size_t len)
+{
+	struct shown sh;
+	if (strncmp(arg, "--", 2) != 0) {
+		fail(err, len, "unknown option '-%c'", optopt);
+		return;
+	}
+	const char *name = arg + 2;
+	size_t n = strcspn(name, "=");
+	char word[40];
+	snprintf(word, sizeof(word), "--%.*s", (int)(n < 30 ? n : 30), name);
+	char matches[160] = "";
+	int count = 0;
+	const struct option *hit = NULL;
+	for (const struct option *o = long_opts; o->name && n > 0; o++) {
+		if (strncmp(o->name, name, n) != 0)
+			continue;
+		if (strlen(o->name) == n) { /* exact: it can only have had a value it takes none */
+			hit = o;
+			count = 1;
+			break;
+		}
+		hit = o;
+		count++;
+		snprintf(matches + strlen(matches), sizeof(matches) - strlen(matches), "%s--%s",
+			 count > 1 ? ", " : "", o->name);
+	}
+	if (count == 1 && name[n] == '=' && hit->has_arg == no_argument)
+		fail(err, len, "option '--%s' takes no value", hit->name);
+	else if (count > 1)
+		fail(err, len, "option %s is ambiguous (%s)", show_word(&sh, word), matches);
+	else
+		fail(err, len, "unknown option %s", show_word(&sh, n ? word : arg));
 }
 
 enum config_action config_parse(struct echod_config *cfg, int argc, char **argv, char *err,
@@ -263,10 +593,7 @@ enum config_action config_parse(struct echod_config *cfg, int argc, char **argv,
 			fail(err, errlen, "option '%s' needs a value", argv[optind - 1]);
 			return CONFIG_ERROR;
 		case '?':
-			if (optopt)
-				fail(err, errlen, "unknown option '-%c'", optopt);
-			else
-				fail(err, errlen, "unknown option '%s'", argv[optind - 1]);
+			bad_option(argv[optind - 1], err, errlen);
 			return CONFIG_ERROR;
 		default:
 			if (apply(cfg, c, optarg, err, errlen) < 0)
@@ -278,8 +605,10 @@ enum config_action config_parse(struct echod_config *cfg, int argc, char **argv,
 		return CONFIG_ERROR;
 	}
 	if (cfg->conn_buffer < cfg->buffer_size) {
-		fail(err, errlen, "--conn-buffer (%u) must be at least --buffer-size (%u)",
-		     cfg->conn_buffer, cfg->buffer_size);
+		char cb[24], bs[24];
+		fail(err, errlen, "--conn-buffer (%s) must be at least --buffer-size (%s)",
+		     show_size(cb, sizeof(cb), cfg->conn_buffer),
+		     show_size(bs, sizeof(bs), cfg->buffer_size));
 		return CONFIG_ERROR;
 	}
 	if (cfg->nlisten == 0)

@@ -11,7 +11,11 @@
 
 #define ECHOD_VERSION "0.1.0"
 #define CONFIG_MAX_LISTEN 8
-#define CONFIG_ADDR_LEN 128
+/* The longest host --listen takes: a DNS name is at most 253 characters, so every name a
+ * resolver can answer fits, and anything longer is refused as too long at parse time. */
+#define CONFIG_HOST_MAX 253
+/* A whole --listen value: "[" host "]:" and a port of at most 7 digits ("0065535"), NUL. */
+#define CONFIG_ADDR_LEN (CONFIG_HOST_MAX + 11)
 
 /* Exit codes, documented in --help and README.md (sysexits.h values). */
 #define EXIT_USAGE 64       /* bad flag or value */
@@ -34,11 +38,16 @@ enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION, CONFIG_LIST_BACKEN
 		     CONFIG_ERROR };
 
 void config_defaults(struct echod_config *cfg);
-/* Parses argv into cfg. On CONFIG_ERROR, err holds one line saying what is wrong. */
+/* Parses argv into cfg. On CONFIG_ERROR, err holds one line saying what is wrong (no newline;
+ * values are quoted and escaped so the line stays one line). Every --listen host is checked
+ * here: numeric addresses must be valid literals and names must resolve (getaddrinfo), so a
+ * bad address is a usage error, not a failure to listen. Timeouts are whole milliseconds:
+ * 0, or 1 ms and more. */
 enum config_action config_parse(struct echod_config *cfg, int argc, char **argv, char *err,
 				size_t errlen);
 void config_usage(FILE *out);
-/* "127.0.0.1:80", "[::1]:80", "localhost:80" -> host and port strings. 0 or -1. */
+/* "127.0.0.1:80", "[::1]:80", "localhost:80" -> host and port strings. 0 or -1 (not
+ * HOST:PORT, port above 65535, or a part too long for its buffer). Only the form is checked. */
 int config_split_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen);
 
 #endif

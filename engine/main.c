@@ -8,7 +8,7 @@
 int main(int argc, char **argv)
 {
 	struct echod_config cfg;
-	char err[512];
+	char err[1024]; /* room for a 253-character host and the reason */
 	switch (config_parse(&cfg, argc, argv, err, sizeof(err))) {
 	case CONFIG_HELP:
 		config_usage(stdout);
