@@ -354,6 +354,40 @@ static void test_stop_echoes_bytes_that_race_the_cancel(void **state)
 	assert_int_equal(f->srv.stats.aborted, 0);
 }
 
+/* Connections whose recv found the pool dry are woken first come, first served: with one
+ * buffer back, the earliest waiter gets it (they were woken last-in first-out, so a long
+ * shortage could starve the first). No loop iteration runs here, so the clock stands still
+ * and the sends holding the pool are not yet stalled: the reclaim cannot free them. */
+static void test_buffer_waiters_woken_in_order(void **state)
+{
+	(void)state;
+	struct fixture *f = setup_with(16, 512, 65536, 100);
+	int fds[16], peers[16];
+	uint8_t a[512];
+	memset(a, 'a', sizeof(a));
+	for (int i = 0; i < 16; i++) {
+		fds[i] = new_conn(f, &peers[i]);
+		assert_true(fake_recv(&f->loop, fds[i], a, 512, true) >= 0); /* its echo in flight */
+	}
+	assert_int_equal(f->loop.pool.nfree, 0);
+	int w[3], wpeer[3];
+	for (int i = 0; i < 3; i++) {
+		w[i] = new_conn(f, &wpeer[i]);
+		assert_int_equal(fake_recv(&f->loop, w[i], "x", 1, true), -1); /* -ENOBUFS */
+		assert_null(f->fk->rd[w[i]]);
+	}
+	fake_send(&f->loop, fds[0], 512, NULL); /* one buffer comes back */
+	assert_non_null(f->fk->rd[w[0]]);
+	assert_null(f->fk->rd[w[1]]);
+	assert_null(f->fk->rd[w[2]]);
+	for (int i = 0; i < 16; i++)
+		close(peers[i]);
+	for (int i = 0; i < 3; i++)
+		close(wpeer[i]);
+	f->peer = -1;
+	teardown((void **)&f);
+}
+
 /* A listener's final completion after a stop closes it, whatever it carries: an accept error
  * (EMFILE) that won the race with the stop's cancel used to send it into back-off, so it was
  * never closed and the drain never ended (io_uring, SIGTERM while out of fds). */
@@ -448,6 +482,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_stop_echoes_bytes_that_race_the_cancel, setup,
 						teardown),
+		cmocka_unit_test(test_buffer_waiters_woken_in_order),
 		cmocka_unit_test(test_stop_closes_listener_whose_final_is_an_error),
 		cmocka_unit_test_setup_teardown(test_stop_closes_conn_whose_final_is_an_error, setup,
 						teardown),
