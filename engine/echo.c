@@ -390,12 +390,6 @@ static void conn_update_rx(struct conn *c)
 {
 	struct echo_server *srv = c->srv;
 	uint32_t room = srv->lim.conn_buffer - c->queued; /* recvs never overfill the budget */
-	/* The steady state, once per completion: receiving, room left, no spill. Only the
-	 * budget moves. (Armed implies not waiting for buffers; no spill and room: not blocked.) */
-	if (loop_op_armed(&c->rx) && room && !c->spill.base && !c->paused) {
-		c->rx.max_bytes = room;
-		return;
-	}
 	if (!c->paused && rx_blocked(c)) {
 		c->paused = true;
 		srv->stats.paused++;
@@ -501,10 +495,17 @@ static __attribute__((noinline)) void conn_step_slow(struct conn *c)
 
 static void conn_step(struct conn *c)
 {
-	if (!c->closing && !c->wr_shut && !loop_op_armed(&c->tx) && c->qhead)
+	if (c->qhead && !loop_op_armed(&c->tx) && !c->closing && !c->wr_shut)
 		conn_send_head(c);
-	if (c->closing | c->wr_shut | c->eof | c->srv->draining)
+	if (c->closing | c->wr_shut | c->eof | c->srv->draining) {
 		conn_step_slow(c);
+		return;
+	}
+	/* The steady state, twice per echo: receiving, room left, no spill; only the budget
+	 * moves (armed implies not waiting for buffers; room and no spill: not blocked). */
+	uint32_t room = c->srv->lim.conn_buffer - c->queued; /* recvs never overfill it */
+	if (loop_op_armed(&c->rx) && room && !c->spill.base && !c->paused)
+		c->rx.max_bytes = room;
 	else
 		conn_update_rx(c);
 }

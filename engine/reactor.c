@@ -76,17 +76,23 @@ void loop_fini(struct loop *loop)
 /* A callback that starts a timer or stamps activity must see the time the loop woke up, not
  * the time it went to sleep: after an idle wait the difference is the whole idle period. So
  * the clock is read once per wake-up, by the first completion or else after the wait. */
-static void clock_refresh(struct loop *loop)
+static __attribute__((noinline)) void clock_read(struct loop *loop)
 {
-	if (loop->clock_stale) {
-		loop->now_ms = loop_clock_ms();
-		loop->clock_stale = false;
-	}
+	loop->now_ms = loop_clock_ms();
+	loop->clock_stale = false;
 }
 
-static void cancel_unqueue(struct loop *loop, struct op *op);
+/* Inline and light: loop_complete runs it once per completion, and reads the clock once. */
+static inline void clock_refresh(struct loop *loop)
+{
+	if (loop->clock_stale)
+		clock_read(loop);
+}
 
-void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags)
+static __attribute__((noinline)) void cancel_unqueue(struct loop *loop, struct op *op);
+
+static __attribute__((noinline)) void complete_slow(struct loop *loop, struct op *op, int res,
+						   unsigned cflags)
 {
 	clock_refresh(loop);
 	if (!(cflags & OPF_MORE)) {
@@ -94,6 +100,19 @@ void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags)
 		if (op->cancel_queued)
 			cancel_unqueue(loop, op);
 	}
+	op->done(loop, op, res, cflags);
+}
+
+/* Once per completion: the common case calls nothing but the callback (a tail call), the
+ * first completion after a wait and a final with a cancel still queued go the long way. */
+void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags)
+{
+	if (loop->clock_stale || (!(cflags & OPF_MORE) && op->cancel_queued)) {
+		complete_slow(loop, op, res, cflags);
+		return;
+	}
+	if (!(cflags & OPF_MORE))
+		op->armed = false;
 	op->done(loop, op, res, cflags);
 }
 
@@ -152,8 +171,9 @@ static void retry_cancels(struct loop *loop)
 	}
 }
 
-/* A final completion takes its op off the pending cancels: the caller may free it now. */
-static void cancel_unqueue(struct loop *loop, struct op *op)
+/* A final completion takes its op off the pending cancels: the caller may free it now. Out
+ * of line: it is rare, and loop_complete runs once per completion. */
+static __attribute__((noinline)) void cancel_unqueue(struct loop *loop, struct op *op)
 {
 	for (struct op **p = &loop->cancels_pending; *p; p = &(*p)->next_cancel) {
 		if (*p == op) {
