@@ -82,15 +82,20 @@ run: deps
 	$(BUILD)/echod $(ARGS)
 
 # The whole suite on three builds: plain, ASan+UBSan, and one as if liburing were missing (the
-# io_uring backends left out, everything else must still build and pass): cmocka's summary per
-# binary, then one `N passed, N failed` line per build and a total.
+# io_uring backends left out, everything else must still build and pass); then, on a
+# ThreadSanitizer build, the suites where threads meet: signals (main thread and workers) and
+# the integration cases with several workers. cmocka's summary per binary, then one
+# `N passed, N failed` line per build and a total.
 SAN_BUILD := build/san
 NOURING_BUILD := build/nouring
+TSAN_BUILD := build/tsan
+TSAN_TESTS := $(TSAN_BUILD)/echod $(TSAN_BUILD)/tests/test_signals $(TSAN_BUILD)/tests/test_integration
 test: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined BUILD=$(SAN_BUILD) all
 	@$(MAKE) --no-print-directory HAVE_URING= BUILD=$(NOURING_BUILD) all
-	@tests/run-suite --compare-smoke $(BUILD) $(SAN_BUILD) $(NOURING_BUILD)
+	@$(MAKE) --no-print-directory SANITIZE=thread BUILD=$(TSAN_BUILD) $(TSAN_TESTS)
+	@tests/run-suite --compare-smoke --tsan $(TSAN_BUILD) $(BUILD) $(SAN_BUILD) $(NOURING_BUILD)
 
 test-plain: all
 	@tests/run-suite $(BUILD)

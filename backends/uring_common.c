@@ -15,6 +15,22 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* liburing maps and unmaps its rings with raw syscalls that ThreadSanitizer does not see, so
+ * memory one worker's ring used can come back as another worker's ring with the old accesses
+ * still in TSan's books, reported as races. Every ring's tear-down releases, and every ring's
+ * set-up acquires, one sync object: a ring set up after another went away is ordered after it,
+ * which is what the kernel's unmap and map guarantee. */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+static char tsan_ring_handoff;
+#define TSAN_RING_UP() __tsan_acquire(&tsan_ring_handoff)
+#define TSAN_RING_DOWN() __tsan_release(&tsan_ring_handoff)
+#else
+#define TSAN_RING_UP() ((void)0)
+#define TSAN_RING_DOWN() ((void)0)
+#endif
+
 int uc_init(struct uc *uc, uint32_t sq_entries)
 {
 	static const unsigned modes[] = {
@@ -49,6 +65,7 @@ int uc_init(struct uc *uc, uint32_t sq_entries)
 	}
 	return rc;
 up:
+	TSAN_RING_UP();
 	uc->ring_up = true;
 	if (!(uc->features & IORING_FEAT_EXT_ARG)) {
 		uc_fini(uc);
@@ -121,6 +138,7 @@ void uc_fini(struct uc *uc)
 		reg.timeout.tv_sec = 1;
 		(void)io_uring_register_sync_cancel(&uc->ring, &reg);
 		(void)enter(uc, 0, 0, IORING_ENTER_GETEVENTS, 0);
+		TSAN_RING_DOWN(); /* before the unmap: the next ring may be mapped here at once */
 		io_uring_queue_exit(&uc->ring);
 	}
 	uc->ring_up = false;

@@ -727,7 +727,7 @@ static void test_threads_share_listener(void **state)
 /* --max-conns counts the whole process: with four workers and a limit of 250, 250 clients
  * are all served (the busiest worker's share used to be its own limit) and the 251st is
  * refused (four per-worker limits used to let up to 1,000 in). */
-static void test_max_conns_whole_process(void **state)
+static void test_threads_max_conns_whole_process(void **state)
 {
 	(void)state;
 	enum { LIMIT = 250 };
@@ -799,7 +799,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_threads_listener_not_joinable, test_kill_strays),
 		cmocka_unit_test_teardown(test_threads_same_address_twice, test_kill_strays),
 		cmocka_unit_test_teardown(test_threads_share_listener, test_kill_strays),
-		cmocka_unit_test_teardown(test_max_conns_whole_process, test_kill_strays),
+		cmocka_unit_test_teardown(test_threads_max_conns_whole_process, test_kill_strays),
 	};
 	int failed = test_run_per_backend("integration", tests, sizeof(tests) / sizeof(tests[0]));
 	return failed ? 1 : 0;
