@@ -174,6 +174,27 @@ static void test_dribble(void **state)
 	stop_clean(&c);
 }
 
+/* "connection i" on fds[i]: what each of many connections sends and expects back. */
+static int conn_msg(char *msg, size_t len, int i)
+{
+	return snprintf(msg, len, "connection %d", i);
+}
+
+static void send_conn_msg(int fd, int i)
+{
+	char msg[32];
+	int len = conn_msg(msg, sizeof(msg), i);
+	assert_int_equal(send_all(fd, msg, (size_t)len), 0);
+}
+
+static void expect_conn_msg(int fd, int i)
+{
+	char msg[32], back[32];
+	int len = conn_msg(msg, sizeof(msg), i);
+	assert_int_equal(recv_exact(fd, back, (size_t)len), len);
+	assert_memory_equal(back, msg, (size_t)len);
+}
+
 static void test_1000_connections(void **state)
 {
 	(void)state;
@@ -186,16 +207,10 @@ static void test_1000_connections(void **state)
 		fds[i] = tcp_connect(c.port);
 		assert_true(fds[i] >= 0);
 	}
+	for (int i = 0; i < N; i++)
+		send_conn_msg(fds[i], i);
 	for (int i = 0; i < N; i++) {
-		char msg[32];
-		int len = snprintf(msg, sizeof(msg), "connection %d", i);
-		assert_int_equal(send_all(fds[i], msg, (size_t)len), 0);
-	}
-	for (int i = 0; i < N; i++) {
-		char msg[32], back[32];
-		int len = snprintf(msg, sizeof(msg), "connection %d", i);
-		assert_int_equal(recv_exact(fds[i], back, (size_t)len), len);
-		assert_memory_equal(back, msg, (size_t)len);
+		expect_conn_msg(fds[i], i);
 		close(fds[i]);
 	}
 	assert_hello(c.port);
@@ -695,15 +710,10 @@ static void test_threads_share_listener(void **state)
 	for (int i = 0; i < N; i++) {
 		fds[i] = connect_to(c.port);
 		assert_true(fds[i] >= 0);
-		char msg[32];
-		int len = snprintf(msg, sizeof(msg), "connection %d", i);
-		assert_int_equal(send_all(fds[i], msg, (size_t)len), 0);
+		send_conn_msg(fds[i], i);
 	}
 	for (int i = 0; i < N; i++) {
-		char msg[32], back[32];
-		int len = snprintf(msg, sizeof(msg), "connection %d", i);
-		assert_int_equal(recv_exact(fds[i], back, (size_t)len), len);
-		assert_memory_equal(back, msg, (size_t)len);
+		expect_conn_msg(fds[i], i);
 		close(fds[i]);
 	}
 	assert_int_equal(proc_stop(&c, SIGTERM, 10000), 0);
@@ -740,11 +750,8 @@ static void test_threads_max_conns_whole_process(void **state)
 		fds[i] = connect_to(c.port);
 		assert_true(fds[i] >= 0);
 		/* A reply proves the connection was taken: a refused one is closed at once. */
-		char msg[32], back[32];
-		int len = snprintf(msg, sizeof(msg), "connection %d", i);
-		assert_int_equal(send_all(fds[i], msg, (size_t)len), 0);
-		assert_int_equal(recv_exact(fds[i], back, (size_t)len), len);
-		assert_memory_equal(back, msg, (size_t)len);
+		send_conn_msg(fds[i], i);
+		expect_conn_msg(fds[i], i);
 	}
 	int over = connect_to(c.port); /* the kernel completes the handshake regardless */
 	assert_true(over >= 0);
