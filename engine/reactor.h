@@ -165,6 +165,10 @@ static inline void loop_op_abandon(struct op *op)
 {
 	op->armed = false;
 }
+static inline bool loop_stopped(const struct loop *loop)
+{
+	return loop->stop;
+}
 /* loop_run() returns after the current iteration (true), or goes on (false). */
 static inline void loop_set_stop(struct loop *loop, bool stop)
 {

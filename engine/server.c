@@ -89,6 +89,7 @@ struct worker {
 	uint64_t wake_val;
 	struct op wake_op;
 	_Atomic unsigned requests; /* REQ_* bits, set by the main thread before it writes wake_fd */
+	bool ending;               /* worker thread only: its loop is over, on_wake stays quiet */
 	/* Under sh->lock: the counters as the worker last published them, and how many times it
 	 * has (a USR1 answer, and the final counters at exit). */
 	struct echo_stats snap;
@@ -210,7 +211,7 @@ static void on_wake(struct loop *loop, struct op *op, int res, unsigned cflags)
 	} else if (req & REQ_STOP) {
 		echo_server_stop(srv);
 	}
-	if (loop->stop)
+	if (w->ending || loop_stopped(loop))
 		return;
 	/* -EAGAIN/-EINTR: the read found nothing yet; read again. Re-arming a read that fails
 	 * otherwise would spin; the watchdog ends a stop this worker can no longer hear. */
@@ -257,12 +258,14 @@ static void *worker_main(void *arg)
 		rc = loop_run(&loop);
 	if (rc < 0)
 		log_msg(LOG_ERROR, "worker_failed", "worker=%d error=\"%s\"", w->index, strerror(-rc));
-	/* The loop has stopped (or failed: then say so to on_wake, which must not re-arm any more):
-	 * cancel the wake read if it is still armed and let it finish. */
-	loop.stop = true;
-	if (w->wake_op.armed) {
+	/* The loop has stopped (or failed): on_wake must not re-arm any more. Cancel the wake
+	 * read if it is still armed and run the loop until its final is in (a stopped loop's
+	 * run_once would return without waiting for it). */
+	w->ending = true;
+	if (loop_op_armed(&w->wake_op)) {
 		loop_cancel(&loop, &w->wake_op);
-		for (int i = 0; i < 100 && w->wake_op.armed; i++)
+		loop_set_stop(&loop, false);
+		for (int i = 0; i < 100 && loop_op_armed(&w->wake_op); i++)
 			loop_run_once(&loop, 10);
 	}
 	stats = srv.stats;
