@@ -1,4 +1,4 @@
-/* server.c - listeners, worker threads, signals, limits, graceful drain.
+/* server.c - the process around the loops: start-up checks, listeners, workers started and joined.
  *
  * The main thread checks what can be checked before anything starts (every worker's buffer
  * pool can be mapped, the backend initialises here, select has fds left for connections), so
@@ -11,35 +11,14 @@
  * every worker's echo server reserves from one shared atomic count. A loop is created inside
  * its worker thread: io_uring's SINGLE_ISSUER wants that.
  *
- * Signals. Every signal echod handles is blocked in every thread (the mask is set before the
- * workers start, and they inherit it) and read by the main thread from a signalfd, so none can
- * kill the process without a drain and none interrupts a worker. The main thread polls the
- * signalfd and one "notify" eventfd that workers write when they exit or answer a question, so
- * it sees both at once without a polling tick. It talks to a worker by setting bits in the
- * worker's atomic `requests` and then writing the worker's wake eventfd; the worker's loop reads
- * the eventfd and takes all the bits with one exchange, so a request is never lost or doubled
- * whatever the interleaving. What the workers publish for the main thread (their counters) goes
- * through one mutex; whether they have exited through an atomic flag.
- *
- *   TERM, INT  first: graceful drain, bounded by --drain-timeout. Second: cut what is left and
- *              stop now (nginx and HAProxy do the same). Later ones are logged and ignored.
- *   HUP        logged and ignored: there is no configuration to reload.
- *   USR1       one event=stats line with the process's counters, each worker's taken by that
- *              worker in its own thread.
- *   USR2, ALRM, PROF  logged and ignored: echod uses none, and none should kill a server
- *              without its drain.
- *
- * Watchdog: the workers must be gone --drain-timeout + 2 s after the first TERM/INT (2 s after
- * a cut). If one is not, the main thread logs which and ends the process with status 1.
+ * Signals, the stop and the watchdog: supervisor.c. A worker thread: worker.c.
  */
 #include "server.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -50,57 +29,15 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "echo.h"
 #include "log.h"
 #include "reactor.h"
+#include "supervisor.h"
+#include "worker.h"
 
 #define LISTEN_BACKLOG 4096
-/* After the drain deadline, what the workers are allowed to take to close what is left. A
- * worker still running then is stuck (a bug or a stalled system call), not draining. */
-#define WATCHDOG_MARGIN_MS 2000
-/* How long the USR1 line waits for busy workers' counters before it is logged without them. */
-#define STATS_WAIT_MS 1000
-
-/* What the main thread asks of a worker (bits of worker.requests). */
-#define REQ_STOP  0x1u /* drain: echo_server_stop() */
-#define REQ_CUT   0x2u /* stop now: echo_server_cut() */
-#define REQ_STATS 0x4u /* publish the counters */
-
-/* What the main thread and every worker share. */
-struct shared {
-	_Atomic uint32_t conns_total; /* the process's connections, against --max-conns */
-	pthread_mutex_t lock;         /* guards every worker's snap and snap_gen */
-	int notify_fd;                /* eventfd: a worker exited or published its counters */
-};
-
-struct worker {
-	pthread_t thread;
-	int index;
-	const struct echod_config *cfg;
-	const struct backend *be;
-	struct shared *sh;
-	struct loop_config lcfg;
-	int fds[CONFIG_MAX_LISTEN]; /* this worker's own dups of the listeners; -1 once handed on */
-	int nfds;
-	int wake_fd;
-	uint64_t wake_val;
-	struct op wake_op;
-	_Atomic unsigned requests; /* REQ_* bits, set by the main thread before it writes wake_fd */
-	bool ending;               /* worker thread only: its loop is over, on_wake stays quiet */
-	/* Under sh->lock: the counters as the worker last published them, and how many times it
-	 * has (a USR1 answer, and the final counters at exit). */
-	struct echo_stats snap;
-	uint64_t snap_gen;
-	uint64_t snap_asked; /* main thread only: snap_gen when it last asked */
-	/* Written by the worker before it sets `exited`, read by the main thread after. */
-	uint32_t cut_conns;  /* connections it still had when it was told to cut */
-	int status;          /* 0 ok, else -errno from set-up or the loop */
-	atomic_bool exited;
-};
-
 static void format_addr(const struct sockaddr *sa, char *out, size_t len)
 {
 	char host[NI_MAXHOST], port[NI_MAXSERV];
@@ -172,119 +109,6 @@ static int share_listener(int fd, struct worker *ws, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		ws[i].fds[ws[i].nfds++] = fds[i];
 	return 0;
-}
-
-/* Wake the main thread's poll (a worker exited or published its counters). */
-static void notify_main(struct worker *w)
-{
-	uint64_t one = 1;
-	if (write(w->sh->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_msg(LOG_WARN, "notify_failed", "worker=%d error=\"%s\"", w->index, strerror(errno));
-}
-
-static void publish_stats(struct worker *w, const struct echo_stats *stats)
-{
-	pthread_mutex_lock(&w->sh->lock);
-	w->snap = *stats;
-	w->snap_gen++;
-	pthread_mutex_unlock(&w->sh->lock);
-}
-
-/* The main thread's requests arrive here, in the worker's own thread, where its echo server
- * may be touched. The read is re-armed so a later request (a cut, USR1 during a drain) is
- * heard too; once the loop is ending it is left alone and worker_main cancels it. */
-static void on_wake(struct loop *loop, struct op *op, int res, unsigned cflags)
-{
-	(void)cflags;
-	struct worker *w = op->owner;
-	struct echo_server *srv = loop->user;
-	if (res == -ECANCELED)
-		return; /* worker_main is shutting the loop down */
-	unsigned req = atomic_exchange(&w->requests, 0u);
-	if (req & REQ_STATS) {
-		publish_stats(w, &srv->stats);
-		notify_main(w);
-	}
-	if (req & REQ_CUT) {
-		w->cut_conns = srv->stats.conns;
-		echo_server_cut(srv); /* also stops, if the stop request came in the same read */
-	} else if (req & REQ_STOP) {
-		echo_server_stop(srv);
-	}
-	if (w->ending || loop_stopped(loop))
-		return;
-	/* -EAGAIN/-EINTR: the read found nothing yet; read again. Re-arming a read that fails
-	 * otherwise would spin; the watchdog ends a stop this worker can no longer hear. */
-	if (res < 0 && res != -EAGAIN && res != -EINTR) {
-		log_msg(LOG_ERROR, "wake_failed", "worker=%d error=\"%s\"", w->index, strerror(-res));
-		return;
-	}
-	int rc = loop_submit(loop, &w->wake_op);
-	if (rc < 0)
-		log_msg(LOG_ERROR, "wake_failed", "worker=%d error=\"%s\"", w->index, strerror(-rc));
-}
-
-static void *worker_main(void *arg)
-{
-	struct worker *w = arg;
-	struct loop loop;
-	struct echo_server srv;
-	struct echo_stats stats = { 0 };
-	/* "echod-w3" in top -H, ps -L and /proc/PID/task/TID/comm: which thread is which worker.
-	 * Only a name: a failure is not worth a line. */
-	char name[16];
-	snprintf(name, sizeof(name), "echod-w%d", w->index);
-	(void)pthread_setname_np(pthread_self(), name);
-	int rc = loop_init(&loop, w->be, &w->lcfg);
-	if (rc < 0)
-		goto out;
-	const struct echod_config *cfg = w->cfg;
-	struct echo_limits lim = { .max_conns = cfg->max_conns, .conns_total = &w->sh->conns_total,
-				   .conn_buffer = cfg->conn_buffer,
-				   .idle_timeout_ms = cfg->idle_timeout_ms,
-				   .drain_timeout_ms = cfg->drain_timeout_ms };
-	rc = echo_server_init(&srv, &loop, &lim);
-	if (rc < 0)
-		goto out_loop;
-	w->wake_op = (struct op){ .code = OP_READ, .fd = w->wake_fd, .done = on_wake, .owner = w,
-				  .buf = { .base = (char *)&w->wake_val, .len = sizeof(w->wake_val) } };
-	rc = loop_submit(&loop, &w->wake_op);
-	for (int i = 0; i < w->nfds && rc == 0; i++) {
-		rc = echo_server_listen(&srv, w->fds[i]);
-		if (rc == 0)
-			w->fds[i] = -1; /* the echo server owns it now */
-	}
-	if (rc == 0)
-		rc = loop_run(&loop);
-	if (rc < 0)
-		log_msg(LOG_ERROR, "worker_failed", "worker=%d error=\"%s\"", w->index, strerror(-rc));
-	/* The loop has stopped (or failed): on_wake must not re-arm any more. Cancel the wake
-	 * read if it is still armed and run the loop until its final is in (a stopped loop's
-	 * run_once would return without waiting for it). */
-	w->ending = true;
-	if (loop_op_armed(&w->wake_op)) {
-		loop_cancel(&loop, &w->wake_op);
-		loop_set_stop(&loop, false);
-		for (int i = 0; i < 100 && loop_op_armed(&w->wake_op); i++)
-			loop_run_once(&loop, 10);
-	}
-	stats = srv.stats;
-	echo_server_fini(&srv);
-out_loop:
-	loop_fini(&loop);
-out:
-	/* The listeners this worker never handed to its echo server are still its own to close;
-	 * the other workers' dups keep the socket listening. */
-	for (int i = 0; i < w->nfds; i++) {
-		if (w->fds[i] >= 0)
-			close(w->fds[i]);
-		w->fds[i] = -1;
-	}
-	publish_stats(w, &stats);
-	w->status = rc;
-	atomic_store_explicit(&w->exited, true, memory_order_release);
-	notify_main(w);
-	return NULL;
 }
 
 /* "32 GiB", "1 MiB", "8 KiB", "1.5 GiB", "1000 bytes": sizes as an operator types them. */
@@ -433,299 +257,6 @@ static void warn_fd_limit(const struct echod_config *cfg, const struct backend *
 			be->name, be->max_fd, cfg->max_conns, be->max_fd);
 }
 
-static void sum_stats(struct echo_stats *t, const struct echo_stats *s)
-{
-	t->accepted += s->accepted;
-	t->refused_limit += s->refused_limit;
-	t->refused_fd += s->refused_fd;
-	t->closed += s->closed;
-	t->aborted += s->aborted;
-	t->idle_closed += s->idle_closed;
-	t->bytes_in += s->bytes_in;
-	t->bytes_out += s->bytes_out;
-	t->spilled_bytes += s->spilled_bytes;
-	t->discarded_bytes += s->discarded_bytes;
-	t->paused += s->paused;
-	t->enobufs += s->enobufs;
-	t->accept_backoffs += s->accept_backoffs;
-	t->conns += s->conns; /* open now: the USR1 line's; 0 in the final counters */
-	/* Each worker counts its own peak; the workers peak at different moments, so a sum would
-	 * overstate the process's. The busiest worker's peak is what is known. */
-	if (s->conns_peak > t->conns_peak)
-		t->conns_peak = s->conns_peak;
-}
-
-/* The signals echod takes, all read from the main thread's signalfd (see the top comment). */
-static const struct {
-	int sig;
-	const char *name;
-} signals[] = {
-	{ SIGTERM, "TERM" }, { SIGINT, "INT" },   { SIGHUP, "HUP" },   { SIGUSR1, "USR1" },
-	{ SIGUSR2, "USR2" }, { SIGALRM, "ALRM" }, { SIGPROF, "PROF" },
-};
-
-static const char *signal_name(int sig)
-{
-	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
-		if (signals[i].sig == sig)
-			return signals[i].name;
-	return "?";
-}
-
-static void handled_signals(sigset_t *set)
-{
-	sigemptyset(set);
-	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
-		sigaddset(set, signals[i].sig);
-}
-
-/* The main thread's state from the workers' start to the last one's exit. */
-struct supervisor {
-	const struct echod_config *cfg;
-	struct shared *sh;
-	struct worker *ws;
-	unsigned n;            /* workers started */
-	int sigfd;
-	int stop_sig;          /* the TERM/INT that began the stop; -1: a worker failed; 0: running */
-	int cut_sig;           /* the second one; 0: none */
-	uint64_t stop_ms;      /* when the stop began */
-	uint64_t deadline_ms;  /* the watchdog's, once stopping */
-	bool stats_pending;    /* USR1 asked the workers for their counters */
-	uint64_t stats_deadline_ms;
-};
-
-static bool worker_exited(struct worker *w)
-{
-	return atomic_load_explicit(&w->exited, memory_order_acquire);
-}
-
-static void ask_all(struct supervisor *sv, unsigned req)
-{
-	for (unsigned i = 0; i < sv->n; i++) {
-		struct worker *w = &sv->ws[i];
-		if (worker_exited(w))
-			continue;
-		/* The bits before the wake: a worker woken by an earlier write may take them early,
-		 * and the wake this write causes then finds nothing, which is harmless. */
-		atomic_fetch_or(&w->requests, req);
-		uint64_t one = 1;
-		if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-			log_msg(LOG_WARN, "wake_failed", "worker=%u error=\"%s\"", i, strerror(errno));
-	}
-}
-
-static void begin_stop(struct supervisor *sv, int sig)
-{
-	sv->stop_sig = sig;
-	log_msg(LOG_INFO, "stopping", "signal=%s drain_timeout_ms=%u",
-		sig > 0 ? signal_name(sig) : "none", sv->cfg->drain_timeout_ms);
-	ask_all(sv, REQ_STOP);
-	sv->stop_ms = loop_clock_ms();
-	sv->deadline_ms = sv->stop_ms + sv->cfg->drain_timeout_ms + WATCHDOG_MARGIN_MS;
-}
-
-/* The second TERM/INT: whoever sends it wants the process gone now, not after the drain. The
- * line saying how many connections were cut comes once the workers have counted them. */
-static void begin_cut(struct supervisor *sv, int sig)
-{
-	sv->cut_sig = sig;
-	ask_all(sv, REQ_CUT);
-	/* A cut takes no time: a worker still there 2 s later is stuck, not draining. */
-	uint64_t deadline = loop_clock_ms() + WATCHDOG_MARGIN_MS;
-	if (deadline < sv->deadline_ms)
-		sv->deadline_ms = deadline;
-}
-
-/* The counters of the stop line and the USR1 line, in the same order. */
-static void format_stats(char *out, size_t len, const struct echo_stats *s)
-{
-	snprintf(out, len, "accepted=%llu refused_limit=%llu refused_fd=%llu closed=%llu "
-		 "aborted=%llu idle_closed=%llu bytes_in=%llu bytes_out=%llu spilled_bytes=%llu "
-		 "discarded_bytes=%llu paused=%llu enobufs=%llu accept_backoffs=%llu "
-		 "worker_conns_peak=%u",
-		 (unsigned long long)s->accepted, (unsigned long long)s->refused_limit,
-		 (unsigned long long)s->refused_fd, (unsigned long long)s->closed,
-		 (unsigned long long)s->aborted, (unsigned long long)s->idle_closed,
-		 (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
-		 (unsigned long long)s->spilled_bytes, (unsigned long long)s->discarded_bytes,
-		 (unsigned long long)s->paused, (unsigned long long)s->enobufs,
-		 (unsigned long long)s->accept_backoffs, s->conns_peak);
-}
-
-/* USR1: each worker copies its own counters in its own thread (no other thread may read them
- * while it runs) and the main thread sums them into one line. */
-static void stats_request(struct supervisor *sv)
-{
-	if (sv->stats_pending)
-		return; /* the line under way answers this one too */
-	pthread_mutex_lock(&sv->sh->lock);
-	for (unsigned i = 0; i < sv->n; i++)
-		sv->ws[i].snap_asked = sv->ws[i].snap_gen;
-	pthread_mutex_unlock(&sv->sh->lock);
-	ask_all(sv, REQ_STATS);
-	sv->stats_pending = true;
-	sv->stats_deadline_ms = loop_clock_ms() + STATS_WAIT_MS;
-}
-
-/* Log the USR1 line once every worker has answered (an exited worker's final counters are its
- * answer), or at the deadline with the answers there are: a worker busy for a second must not
- * hold the line back, and workers_replied says the sum is partial. */
-static void stats_try_log(struct supervisor *sv)
-{
-	struct echo_stats total = { 0 };
-	unsigned replied = 0;
-	pthread_mutex_lock(&sv->sh->lock);
-	for (unsigned i = 0; i < sv->n; i++) {
-		struct worker *w = &sv->ws[i];
-		if (w->snap_gen != w->snap_asked || worker_exited(w)) {
-			sum_stats(&total, &w->snap);
-			replied++;
-		}
-	}
-	pthread_mutex_unlock(&sv->sh->lock);
-	if (replied < sv->n && loop_clock_ms() < sv->stats_deadline_ms)
-		return;
-	sv->stats_pending = false;
-	char line[768];
-	format_stats(line, sizeof(line), &total);
-	log_msg(replied < sv->n ? LOG_WARN : LOG_INFO, "stats",
-		"signal=USR1 conns=%u workers=%u workers_replied=%u %s", total.conns, sv->n, replied,
-		line);
-}
-
-static void on_signal(struct supervisor *sv, const struct signalfd_siginfo *si)
-{
-	int sig = (int)si->ssi_signo;
-	const char *name = signal_name(sig);
-	switch (sig) {
-	case SIGTERM:
-	case SIGINT:
-		if (!sv->stop_sig)
-			begin_stop(sv, sig);
-		else if (!sv->cut_sig)
-			begin_cut(sv, sig);
-		else
-			log_msg(LOG_INFO, "signal", "signal=%s sender_pid=%u action=ignored "
-				"msg=\"already stopping now\"", name, si->ssi_pid);
-		break;
-	case SIGHUP:
-		/* The conventional reload (and what logrotate sends): echod reads no file and logs
-		 * to stderr, so there is nothing to reload or reopen. */
-		log_msg(LOG_INFO, "signal", "signal=HUP sender_pid=%u action=ignored "
-			"msg=\"no configuration to reload\"", si->ssi_pid);
-		break;
-	case SIGUSR1:
-		stats_request(sv);
-		break;
-	default:
-		/* USR2, ALRM, PROF: their default action kills the process without a drain, and
-		 * echod uses none of them, so one sent by mistake is said and survived. */
-		log_msg(LOG_WARN, "signal", "signal=%s sender_pid=%u action=ignored "
-			"msg=\"echod does not use it\"", name, si->ssi_pid);
-		break;
-	}
-}
-
-static void read_signals(struct supervisor *sv)
-{
-	struct signalfd_siginfo si[16];
-	ssize_t got = read(sv->sigfd, si, sizeof(si));
-	if (got < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			log_msg(LOG_ERROR, "signalfd_failed", "error=\"%s\"", strerror(errno));
-		return;
-	}
-	for (size_t i = 0; i < (size_t)got / sizeof(si[0]); i++)
-		on_signal(sv, &si[i]);
-}
-
-/* Workers still running when the stop should long be over. The process ends with _exit: exit()
- * would run atexit handlers and flush stdio under threads that may hold their locks. */
-static _Noreturn void watchdog_fire(struct supervisor *sv)
-{
-	char list[512];
-	size_t used = 0;
-	unsigned stuck = 0;
-	list[0] = '\0';
-	for (unsigned i = 0; i < sv->n; i++) {
-		if (worker_exited(&sv->ws[i]))
-			continue;
-		stuck++;
-		if (used < sizeof(list) - 16) {
-			int k = snprintf(list + used, sizeof(list) - used, "%s%u", used ? "," : "", i);
-			if (k > 0)
-				used += (size_t)k;
-		} else if (list[used - 1] != '.') {
-			snprintf(list + used, sizeof(list) - used, ",...");
-			used += 4;
-		}
-	}
-	log_msg(LOG_ERROR, "watchdog", "stuck_workers=%s stuck=%u workers=%u waited_ms=%llu cut=%s "
-		"msg=\"workers did not finish the stop in time (--drain-timeout + 2 s, or 2 s after "
-		"a cut); exiting without them\"", list, stuck, sv->n,
-		(unsigned long long)(loop_clock_ms() - sv->stop_ms), sv->cut_sig ? "yes" : "no");
-	/* Those that did finish are joined (at once), so a thread sanitizer reports no leak. */
-	for (unsigned i = 0; i < sv->n; i++)
-		if (worker_exited(&sv->ws[i]))
-			pthread_join(sv->ws[i].thread, NULL);
-	_exit(1);
-}
-
-static int ms_until(uint64_t now, uint64_t when)
-{
-	if (when <= now)
-		return 0;
-	return when - now > INT_MAX ? INT_MAX : (int)(when - now);
-}
-
-/* The main thread's loop until the last worker has exited: signals, worker exits, the USR1
- * line, the watchdog. It sleeps in poll until one of them has something to say. */
-static void supervise(struct supervisor *sv)
-{
-	for (;;) {
-		unsigned exited = 0;
-		for (unsigned i = 0; i < sv->n; i++)
-			exited += worker_exited(&sv->ws[i]);
-		if (exited && !sv->stop_sig)
-			begin_stop(sv, -1); /* a worker failed on its own: stop the rest */
-		if (sv->stats_pending)
-			stats_try_log(sv);
-		if (exited == sv->n)
-			return;
-		uint64_t now = loop_clock_ms();
-		int timeout = -1;
-		if (sv->stop_sig) {
-			if (now >= sv->deadline_ms)
-				watchdog_fire(sv);
-			timeout = ms_until(now, sv->deadline_ms);
-		}
-		if (sv->stats_pending) {
-			int t = ms_until(now, sv->stats_deadline_ms);
-			if (timeout < 0 || t < timeout)
-				timeout = t;
-		}
-		struct pollfd p[2] = { { .fd = sv->sigfd, .events = POLLIN },
-				       { .fd = sv->sh->notify_fd, .events = POLLIN } };
-		if (poll(p, 2, timeout) < 0) {
-			if (errno == EINTR)
-				continue;
-			/* Cannot happen with two valid fds; do not spin if it does. The watchdog still
-			 * bounds a stop, since the deadline is checked above on every turn. */
-			log_msg(LOG_ERROR, "poll_failed", "error=\"%s\"", strerror(errno));
-			struct timespec pause = { .tv_sec = 0, .tv_nsec = 100 * 1000 * 1000 };
-			nanosleep(&pause, NULL);
-			continue;
-		}
-		if (p[1].revents) {
-			uint64_t v;
-			if (read(sv->sh->notify_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				log_msg(LOG_ERROR, "notify_failed", "error=\"%s\"", strerror(errno));
-		}
-		if (p[0].revents)
-			read_signals(sv);
-	}
-}
-
 int server_run(const struct echod_config *cfg)
 {
 	log_threshold = cfg->log_level;
@@ -736,7 +267,7 @@ int server_run(const struct echod_config *cfg)
 	/* Blocked before any thread exists, so every worker inherits the mask and the signals
 	 * wait for the main thread's signalfd instead of killing the process. */
 	sigset_t set;
-	handled_signals(&set);
+	supervisor_signals(&set);
 	int err = pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (err) {
 		fprintf(stderr, "echod: cannot block signals: %s\n", strerror(err));
@@ -831,7 +362,7 @@ int server_run(const struct echod_config *cfg)
 	}
 	struct supervisor sv = { .cfg = cfg, .sh = &sh, .ws = ws, .n = started, .sigfd = sigfd };
 	if (started < n)
-		begin_stop(&sv, -1);
+		supervisor_begin_stop(&sv, -1);
 	supervise(&sv);
 
 	struct echo_stats total = { 0 };
@@ -841,17 +372,17 @@ int server_run(const struct echod_config *cfg)
 		if (err)
 			log_msg(LOG_ERROR, "join_failed", "worker=%u error=\"%s\"", i, strerror(err));
 		close(ws[i].wake_fd);
-		sum_stats(&total, &ws[i].snap);
+		worker_stats_sum(&total, &ws[i].snap);
 		cut += ws[i].cut_conns;
 		if (ws[i].status < 0 && status == 0)
 			status = 1;
 	}
 	if (sv.cut_sig)
 		log_msg(LOG_WARN, "cut", "signal=%s conns=%llu msg=\"second signal: connections still "
-			"draining were closed at once\"", signal_name(sv.cut_sig),
+			"draining were closed at once\"", supervisor_signal_name(sv.cut_sig),
 			(unsigned long long)cut);
 	char line[768];
-	format_stats(line, sizeof(line), &total);
+	worker_stats_format(line, sizeof(line), &total);
 	log_msg(LOG_INFO, "stopped", "%s status=%d", line, status);
 out:
 	/* Workers that ran closed their own listeners; these never started. */

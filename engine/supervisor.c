@@ -1,0 +1,275 @@
+/* supervisor.c - the main thread once the workers run.
+ *
+ * Signals. Every signal echod handles is blocked in every thread (the mask is set before the
+ * workers start, and they inherit it) and read by the main thread from a signalfd, so none can
+ * kill the process without a drain and none interrupts a worker. The main thread polls the
+ * signalfd and one "notify" eventfd that workers write when they exit or answer a question, so
+ * it sees both at once without a polling tick. It talks to a worker by setting bits in the
+ * worker's atomic `requests` and then writing the worker's wake eventfd; the worker's loop reads
+ * the eventfd and takes all the bits with one exchange, so a request is never lost or doubled
+ * whatever the interleaving. What the workers publish for the main thread (their counters) goes
+ * through one mutex; whether they have exited through an atomic flag.
+ *
+ *   TERM, INT  first: graceful drain, bounded by --drain-timeout. Second: cut what is left and
+ *              stop now (nginx and HAProxy do the same). Later ones are logged and ignored.
+ *   HUP        logged and ignored: there is no configuration to reload.
+ *   USR1       one event=stats line with the process's counters, each worker's taken by that
+ *              worker in its own thread.
+ *   USR2, ALRM, PROF  logged and ignored: echod uses none, and none should kill a server
+ *              without its drain.
+ *
+ * Watchdog: the workers must be gone --drain-timeout + 2 s after the first TERM/INT (2 s after
+ * a cut). If one is not, the main thread logs which and ends the process with status 1.
+ */
+#include "supervisor.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* After the drain deadline, what the workers are allowed to take to close what is left. A
+ * worker still running then is stuck (a bug or a stalled system call), not draining. */
+#define WATCHDOG_MARGIN_MS 2000
+/* How long the USR1 line waits for busy workers' counters before it is logged without them. */
+#define STATS_WAIT_MS 1000
+
+/* The signals echod takes, all read from the main thread's signalfd (see the top comment). */
+static const struct {
+	int sig;
+	const char *name;
+} signals[] = {
+	{ SIGTERM, "TERM" }, { SIGINT, "INT" },   { SIGHUP, "HUP" },   { SIGUSR1, "USR1" },
+	{ SIGUSR2, "USR2" }, { SIGALRM, "ALRM" }, { SIGPROF, "PROF" },
+};
+
+const char *supervisor_signal_name(int sig)
+{
+	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+		if (signals[i].sig == sig)
+			return signals[i].name;
+	return "?";
+}
+
+void supervisor_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+		sigaddset(set, signals[i].sig);
+}
+
+static void ask_all(struct supervisor *sv, unsigned req)
+{
+	for (unsigned i = 0; i < sv->n; i++) {
+		struct worker *w = &sv->ws[i];
+		if (worker_exited(w))
+			continue;
+		/* The bits before the wake: a worker woken by an earlier write may take them early,
+		 * and the wake this write causes then finds nothing, which is harmless. */
+		atomic_fetch_or(&w->requests, req);
+		uint64_t one = 1;
+		if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			log_msg(LOG_WARN, "wake_failed", "worker=%u error=\"%s\"", i, strerror(errno));
+	}
+}
+
+void supervisor_begin_stop(struct supervisor *sv, int sig)
+{
+	sv->stop_sig = sig;
+	log_msg(LOG_INFO, "stopping", "signal=%s drain_timeout_ms=%u",
+		sig > 0 ? supervisor_signal_name(sig) : "none", sv->cfg->drain_timeout_ms);
+	ask_all(sv, REQ_STOP);
+	sv->stop_ms = loop_clock_ms();
+	sv->deadline_ms = sv->stop_ms + sv->cfg->drain_timeout_ms + WATCHDOG_MARGIN_MS;
+}
+
+/* The second TERM/INT: whoever sends it wants the process gone now, not after the drain. The
+ * line saying how many connections were cut comes once the workers have counted them. */
+static void begin_cut(struct supervisor *sv, int sig)
+{
+	sv->cut_sig = sig;
+	ask_all(sv, REQ_CUT);
+	/* A cut takes no time: a worker still there 2 s later is stuck, not draining. */
+	uint64_t deadline = loop_clock_ms() + WATCHDOG_MARGIN_MS;
+	if (deadline < sv->deadline_ms)
+		sv->deadline_ms = deadline;
+}
+
+/* USR1: each worker copies its own counters in its own thread (no other thread may read them
+ * while it runs) and the main thread sums them into one line. */
+static void stats_request(struct supervisor *sv)
+{
+	if (sv->stats_pending)
+		return; /* the line under way answers this one too */
+	pthread_mutex_lock(&sv->sh->lock);
+	for (unsigned i = 0; i < sv->n; i++)
+		sv->ws[i].snap_asked = sv->ws[i].snap_gen;
+	pthread_mutex_unlock(&sv->sh->lock);
+	ask_all(sv, REQ_STATS);
+	sv->stats_pending = true;
+	sv->stats_deadline_ms = loop_clock_ms() + STATS_WAIT_MS;
+}
+
+/* Log the USR1 line once every worker has answered (an exited worker's final counters are its
+ * answer), or at the deadline with the answers there are: a worker busy for a second must not
+ * hold the line back, and workers_replied says the sum is partial. */
+static void stats_try_log(struct supervisor *sv)
+{
+	struct echo_stats total = { 0 };
+	unsigned replied = 0;
+	pthread_mutex_lock(&sv->sh->lock);
+	for (unsigned i = 0; i < sv->n; i++) {
+		struct worker *w = &sv->ws[i];
+		if (w->snap_gen != w->snap_asked || worker_exited(w)) {
+			worker_stats_sum(&total, &w->snap);
+			replied++;
+		}
+	}
+	pthread_mutex_unlock(&sv->sh->lock);
+	if (replied < sv->n && loop_clock_ms() < sv->stats_deadline_ms)
+		return;
+	sv->stats_pending = false;
+	char line[768];
+	worker_stats_format(line, sizeof(line), &total);
+	log_msg(replied < sv->n ? LOG_WARN : LOG_INFO, "stats",
+		"signal=USR1 conns=%u workers=%u workers_replied=%u %s", total.conns, sv->n, replied,
+		line);
+}
+
+static void on_signal(struct supervisor *sv, const struct signalfd_siginfo *si)
+{
+	int sig = (int)si->ssi_signo;
+	const char *name = supervisor_signal_name(sig);
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		if (!sv->stop_sig)
+			supervisor_begin_stop(sv, sig);
+		else if (!sv->cut_sig)
+			begin_cut(sv, sig);
+		else
+			log_msg(LOG_INFO, "signal", "signal=%s sender_pid=%u action=ignored "
+				"msg=\"already stopping now\"", name, si->ssi_pid);
+		break;
+	case SIGHUP:
+		/* The conventional reload (and what logrotate sends): echod reads no file and logs
+		 * to stderr, so there is nothing to reload or reopen. */
+		log_msg(LOG_INFO, "signal", "signal=HUP sender_pid=%u action=ignored "
+			"msg=\"no configuration to reload\"", si->ssi_pid);
+		break;
+	case SIGUSR1:
+		stats_request(sv);
+		break;
+	default:
+		/* USR2, ALRM, PROF: their default action kills the process without a drain, and
+		 * echod uses none of them, so one sent by mistake is said and survived. */
+		log_msg(LOG_WARN, "signal", "signal=%s sender_pid=%u action=ignored "
+			"msg=\"echod does not use it\"", name, si->ssi_pid);
+		break;
+	}
+}
+
+static void read_signals(struct supervisor *sv)
+{
+	struct signalfd_siginfo si[16];
+	ssize_t got = read(sv->sigfd, si, sizeof(si));
+	if (got < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			log_msg(LOG_ERROR, "signalfd_failed", "error=\"%s\"", strerror(errno));
+		return;
+	}
+	for (size_t i = 0; i < (size_t)got / sizeof(si[0]); i++)
+		on_signal(sv, &si[i]);
+}
+
+/* Workers still running when the stop should long be over. The process ends with _exit: exit()
+ * would run atexit handlers and flush stdio under threads that may hold their locks. */
+static _Noreturn void watchdog_fire(struct supervisor *sv)
+{
+	char list[512];
+	size_t used = 0;
+	unsigned stuck = 0;
+	list[0] = '\0';
+	for (unsigned i = 0; i < sv->n; i++) {
+		if (worker_exited(&sv->ws[i]))
+			continue;
+		stuck++;
+		if (used < sizeof(list) - 16) {
+			int k = snprintf(list + used, sizeof(list) - used, "%s%u", used ? "," : "", i);
+			if (k > 0)
+				used += (size_t)k;
+		} else if (list[used - 1] != '.') {
+			snprintf(list + used, sizeof(list) - used, ",...");
+			used += 4;
+		}
+	}
+	log_msg(LOG_ERROR, "watchdog", "stuck_workers=%s stuck=%u workers=%u waited_ms=%llu cut=%s "
+		"msg=\"workers did not finish the stop in time (--drain-timeout + 2 s, or 2 s after "
+		"a cut); exiting without them\"", list, stuck, sv->n,
+		(unsigned long long)(loop_clock_ms() - sv->stop_ms), sv->cut_sig ? "yes" : "no");
+	/* Those that did finish are joined (at once), so a thread sanitizer reports no leak. */
+	for (unsigned i = 0; i < sv->n; i++)
+		if (worker_exited(&sv->ws[i]))
+			pthread_join(sv->ws[i].thread, NULL);
+	_exit(1);
+}
+
+static int ms_until(uint64_t now, uint64_t when)
+{
+	if (when <= now)
+		return 0;
+	return when - now > INT_MAX ? INT_MAX : (int)(when - now);
+}
+
+/* The main thread's loop until the last worker has exited: signals, worker exits, the USR1
+ * line, the watchdog. It sleeps in poll until one of them has something to say. */
+void supervise(struct supervisor *sv)
+{
+	for (;;) {
+		unsigned exited = 0;
+		for (unsigned i = 0; i < sv->n; i++)
+			exited += worker_exited(&sv->ws[i]);
+		if (exited && !sv->stop_sig)
+			supervisor_begin_stop(sv, -1); /* a worker failed on its own: stop the rest */
+		if (sv->stats_pending)
+			stats_try_log(sv);
+		if (exited == sv->n)
+			return;
+		uint64_t now = loop_clock_ms();
+		int timeout = -1;
+		if (sv->stop_sig) {
+			if (now >= sv->deadline_ms)
+				watchdog_fire(sv);
+			timeout = ms_until(now, sv->deadline_ms);
+		}
+		if (sv->stats_pending) {
+			int t = ms_until(now, sv->stats_deadline_ms);
+			if (timeout < 0 || t < timeout)
+				timeout = t;
+		}
+		struct pollfd p[2] = { { .fd = sv->sigfd, .events = POLLIN },
+				       { .fd = sv->sh->notify_fd, .events = POLLIN } };
+		if (poll(p, 2, timeout) < 0) {
+			if (errno == EINTR)
+				continue;
+			/* Cannot happen with two valid fds; do not spin if it does. The watchdog still
+			 * bounds a stop, since the deadline is checked above on every turn. */
+			log_msg(LOG_ERROR, "poll_failed", "error=\"%s\"", strerror(errno));
+			struct timespec pause = { .tv_sec = 0, .tv_nsec = 100 * 1000 * 1000 };
+			nanosleep(&pause, NULL);
+			continue;
+		}
+		if (p[1].revents) {
+			uint64_t v;
+			if (read(sv->sh->notify_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				log_msg(LOG_ERROR, "notify_failed", "error=\"%s\"", strerror(errno));
+		}
+		if (p[0].revents)
+			read_signals(sv);
+	}
+}

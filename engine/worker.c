@@ -1,0 +1,165 @@
+/* worker.c - one worker thread: its loop, its echo server, the main thread's requests
+ * (stop, cut, counters) taken in its own thread, and its counters handed back on exit. */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* Wake the main thread's poll (a worker exited or published its counters). */
+static void notify_main(struct worker *w)
+{
+	uint64_t one = 1;
+	if (write(w->sh->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_msg(LOG_WARN, "notify_failed", "worker=%d error=\"%s\"", w->index, strerror(errno));
+}
+
+static void publish_stats(struct worker *w, const struct echo_stats *stats)
+{
+	pthread_mutex_lock(&w->sh->lock);
+	w->snap = *stats;
+	w->snap_gen++;
+	pthread_mutex_unlock(&w->sh->lock);
+}
+
+/* The main thread's requests arrive here, in the worker's own thread, where its echo server
+ * may be touched. The read is re-armed so a later request (a cut, USR1 during a drain) is
+ * heard too; once the loop is ending it is left alone and worker_main cancels it. */
+static void on_wake(struct loop *loop, struct op *op, int res, unsigned cflags)
+{
+	(void)cflags;
+	struct worker *w = op->owner;
+	struct echo_server *srv = loop->user;
+	if (res == -ECANCELED)
+		return; /* worker_main is shutting the loop down */
+	unsigned req = atomic_exchange(&w->requests, 0u);
+	if (req & REQ_STATS) {
+		publish_stats(w, &srv->stats);
+		notify_main(w);
+	}
+	if (req & REQ_CUT) {
+		w->cut_conns = srv->stats.conns;
+		echo_server_cut(srv); /* also stops, if the stop request came in the same read */
+	} else if (req & REQ_STOP) {
+		echo_server_stop(srv);
+	}
+	if (w->ending || loop_stopped(loop))
+		return;
+	/* -EAGAIN/-EINTR: the read found nothing yet; read again. Re-arming a read that fails
+	 * otherwise would spin; the watchdog ends a stop this worker can no longer hear. */
+	if (res < 0 && res != -EAGAIN && res != -EINTR) {
+		log_msg(LOG_ERROR, "wake_failed", "worker=%d error=\"%s\"", w->index, strerror(-res));
+		return;
+	}
+	int rc = loop_submit(loop, &w->wake_op);
+	if (rc < 0)
+		log_msg(LOG_ERROR, "wake_failed", "worker=%d error=\"%s\"", w->index, strerror(-rc));
+}
+
+void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct loop loop;
+	struct echo_server srv;
+	struct echo_stats stats = { 0 };
+	/* "echod-w3" in top -H, ps -L and /proc/PID/task/TID/comm: which thread is which worker.
+	 * Only a name: a failure is not worth a line. */
+	char name[16];
+	snprintf(name, sizeof(name), "echod-w%d", w->index);
+	(void)pthread_setname_np(pthread_self(), name);
+	int rc = loop_init(&loop, w->be, &w->lcfg);
+	if (rc < 0)
+		goto out;
+	const struct echod_config *cfg = w->cfg;
+	struct echo_limits lim = { .max_conns = cfg->max_conns, .conns_total = &w->sh->conns_total,
+				   .conn_buffer = cfg->conn_buffer,
+				   .idle_timeout_ms = cfg->idle_timeout_ms,
+				   .drain_timeout_ms = cfg->drain_timeout_ms };
+	rc = echo_server_init(&srv, &loop, &lim);
+	if (rc < 0)
+		goto out_loop;
+	w->wake_op = (struct op){ .code = OP_READ, .fd = w->wake_fd, .done = on_wake, .owner = w,
+				  .buf = { .base = (char *)&w->wake_val, .len = sizeof(w->wake_val) } };
+	rc = loop_submit(&loop, &w->wake_op);
+	for (int i = 0; i < w->nfds && rc == 0; i++) {
+		rc = echo_server_listen(&srv, w->fds[i]);
+		if (rc == 0)
+			w->fds[i] = -1; /* the echo server owns it now */
+	}
+	if (rc == 0)
+		rc = loop_run(&loop);
+	if (rc < 0)
+		log_msg(LOG_ERROR, "worker_failed", "worker=%d error=\"%s\"", w->index, strerror(-rc));
+	/* The loop has stopped (or failed): on_wake must not re-arm any more. Cancel the wake
+	 * read if it is still armed and run the loop until its final is in (a stopped loop's
+	 * run_once would return without waiting for it). */
+	w->ending = true;
+	if (loop_op_armed(&w->wake_op)) {
+		loop_cancel(&loop, &w->wake_op);
+		loop_set_stop(&loop, false);
+		for (int i = 0; i < 100 && loop_op_armed(&w->wake_op); i++)
+			loop_run_once(&loop, 10);
+	}
+	stats = srv.stats;
+	echo_server_fini(&srv);
+out_loop:
+	loop_fini(&loop);
+out:
+	/* The listeners this worker never handed to its echo server are still its own to close;
+	 * the other workers' dups keep the socket listening. */
+	for (int i = 0; i < w->nfds; i++) {
+		if (w->fds[i] >= 0)
+			close(w->fds[i]);
+		w->fds[i] = -1;
+	}
+	publish_stats(w, &stats);
+	w->status = rc;
+	atomic_store_explicit(&w->exited, true, memory_order_release);
+	notify_main(w);
+	return NULL;
+}
+
+bool worker_exited(struct worker *w)
+{
+	return atomic_load_explicit(&w->exited, memory_order_acquire);
+}
+
+void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s)
+{
+	t->accepted += s->accepted;
+	t->refused_limit += s->refused_limit;
+	t->refused_fd += s->refused_fd;
+	t->closed += s->closed;
+	t->aborted += s->aborted;
+	t->idle_closed += s->idle_closed;
+	t->bytes_in += s->bytes_in;
+	t->bytes_out += s->bytes_out;
+	t->spilled_bytes += s->spilled_bytes;
+	t->discarded_bytes += s->discarded_bytes;
+	t->paused += s->paused;
+	t->enobufs += s->enobufs;
+	t->accept_backoffs += s->accept_backoffs;
+	t->conns += s->conns; /* open now: the USR1 line's; 0 in the final counters */
+	/* Each worker counts its own peak; the workers peak at different moments, so a sum would
+	 * overstate the process's. The busiest worker's peak is what is known. */
+	if (s->conns_peak > t->conns_peak)
+		t->conns_peak = s->conns_peak;
+}
+
+void worker_stats_format(char *out, size_t len, const struct echo_stats *s)
+{
+	snprintf(out, len, "accepted=%llu refused_limit=%llu refused_fd=%llu closed=%llu "
+		 "aborted=%llu idle_closed=%llu bytes_in=%llu bytes_out=%llu spilled_bytes=%llu "
+		 "discarded_bytes=%llu paused=%llu enobufs=%llu accept_backoffs=%llu "
+		 "worker_conns_peak=%u",
+		 (unsigned long long)s->accepted, (unsigned long long)s->refused_limit,
+		 (unsigned long long)s->refused_fd, (unsigned long long)s->closed,
+		 (unsigned long long)s->aborted, (unsigned long long)s->idle_closed,
+		 (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
+		 (unsigned long long)s->spilled_bytes, (unsigned long long)s->discarded_bytes,
+		 (unsigned long long)s->paused, (unsigned long long)s->enobufs,
+		 (unsigned long long)s->accept_backoffs, s->conns_peak);
+}

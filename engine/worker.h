@@ -1,0 +1,62 @@
+/* worker.h - a worker thread and what it shares with the main thread (engine-internal: for
+ * server.c, which starts the workers, and supervisor.c, which talks to them). */
+#ifndef ECHOD_WORKER_H
+#define ECHOD_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "echo.h"
+#include "reactor.h"
+
+/* What the main thread asks of a worker (bits of worker.requests). */
+#define REQ_STOP  0x1u /* drain: echo_server_stop() */
+#define REQ_CUT   0x2u /* stop now: echo_server_cut() */
+#define REQ_STATS 0x4u /* publish the counters */
+
+/* What the main thread and every worker share. */
+struct shared {
+	_Atomic uint32_t conns_total; /* the process's connections, against --max-conns */
+	pthread_mutex_t lock;         /* guards every worker's snap and snap_gen */
+	int notify_fd;                /* eventfd: a worker exited or published its counters */
+};
+
+struct worker {
+	pthread_t thread;
+	int index;
+	const struct echod_config *cfg;
+	const struct backend *be;
+	struct shared *sh;
+	struct loop_config lcfg;
+	int fds[CONFIG_MAX_LISTEN]; /* this worker's own dups of the listeners; -1 once handed on */
+	int nfds;
+	int wake_fd;
+	uint64_t wake_val;
+	struct op wake_op;
+	_Atomic unsigned requests; /* REQ_* bits, set by the main thread before it writes wake_fd */
+	bool ending;               /* worker thread only: its loop is over, on_wake stays quiet */
+	/* Under sh->lock: the counters as the worker last published them, and how many times it
+	 * has (a USR1 answer, and the final counters at exit). */
+	struct echo_stats snap;
+	uint64_t snap_gen;
+	uint64_t snap_asked; /* main thread only: snap_gen when it last asked */
+	/* Written by the worker before it sets `exited`, read by the main thread after. */
+	uint32_t cut_conns;  /* connections it still had when it was told to cut */
+	int status;          /* 0 ok, else -errno from set-up or the loop */
+	atomic_bool exited;
+};
+
+/* The thread's body: its loop, its echo server, until the stop (arg: its struct worker). */
+void *worker_main(void *arg);
+/* Read by the main thread: the worker's thread has finished (its counters are final). */
+bool worker_exited(struct worker *w);
+/* Add s to t (t->conns_peak: the larger of the two, see worker.c). */
+void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s);
+/* The counters of the stop line and the USR1 line, in the same order. */
+void worker_stats_format(char *out, size_t len, const struct echo_stats *s);
+
+#endif
