@@ -27,7 +27,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -169,11 +168,11 @@ static int check_pools(const struct echod_config *cfg)
 	return 1;
 }
 
-/* Fds echod opens before its first connection: stdio, the main thread's signalfd and notify
- * eventfd, and per worker one dup of each listener and a wake eventfd. */
+/* Fds echod opens before its first connection: stdio, and per worker one dup of each listener
+ * and a wake eventfd. */
 static uint64_t fds_before_connections(const struct echod_config *cfg)
 {
-	return 3 + 2 + (uint64_t)cfg->threads * ((uint64_t)cfg->nlisten + 1);
+	return 3 + (uint64_t)cfg->threads * ((uint64_t)cfg->nlisten + 1);
 }
 
 /* A backend that cannot watch fds from max_fd on (select: FD_SETSIZE) is refused before start
@@ -265,7 +264,7 @@ int server_run(const struct echod_config *cfg)
 		return 1;
 	}
 	/* Blocked before any thread exists, so every worker inherits the mask and the signals
-	 * wait for the main thread's signalfd instead of killing the process. */
+	 * wait for the main thread's sigtimedwait instead of killing the process. */
 	sigset_t set;
 	supervisor_signals(&set);
 	int err = pthread_sigmask(SIG_BLOCK, &set, NULL);
@@ -296,21 +295,9 @@ int server_run(const struct echod_config *cfg)
 	}
 	/* One count of the process's connections, checked against --max-conns by every worker
 	 * (per-worker limits refused connections while other workers had room). */
-	struct shared sh = { .lock = PTHREAD_MUTEX_INITIALIZER, .notify_fd = -1 };
+	struct shared sh = { .lock = PTHREAD_MUTEX_INITIALIZER, .main_thread = pthread_self() };
 	atomic_init(&sh.conns_total, 0);
 	unsigned started = 0;
-	int sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (sigfd < 0) {
-		fprintf(stderr, "echod: cannot read signals (signalfd): %s\n", strerror(errno));
-		status = EXIT_OSERR;
-		goto out;
-	}
-	sh.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (sh.notify_fd < 0) {
-		fprintf(stderr, "echod: cannot create an eventfd: %s\n", strerror(errno));
-		status = EXIT_OSERR;
-		goto out;
-	}
 	char bound[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN + 16];
 	for (int a = 0; a < cfg->nlisten; a++) {
 		char where[CONFIG_ADDR_LEN + 16];
@@ -360,7 +347,7 @@ int server_run(const struct echod_config *cfg)
 			break;
 		}
 	}
-	struct supervisor sv = { .cfg = cfg, .sh = &sh, .ws = ws, .n = started, .sigfd = sigfd };
+	struct supervisor sv = { .cfg = cfg, .sh = &sh, .ws = ws, .n = started };
 	if (started < n)
 		supervisor_begin_stop(&sv, -1);
 	supervise(&sv);
@@ -389,10 +376,6 @@ out:
 	for (unsigned i = started; i < n; i++)
 		for (int j = 0; j < ws[i].nfds; j++)
 			close(ws[i].fds[j]);
-	if (sh.notify_fd >= 0)
-		close(sh.notify_fd);
-	if (sigfd >= 0)
-		close(sigfd);
 	pthread_mutex_destroy(&sh.lock);
 	free(ws);
 	return status;

@@ -1,13 +1,13 @@
 /* supervisor.c - the main thread once the workers run.
  *
  * Signals. Every signal echod handles is blocked in every thread (the mask is set before the
- * workers start, and they inherit it) and read by the main thread from a signalfd, so none can
- * kill the process without a drain and none interrupts a worker. The main thread polls the
- * signalfd and one "notify" eventfd that workers write when they exit or answer a question, so
- * it sees both at once without a polling tick. It talks to a worker by setting bits in the
- * worker's atomic `requests` and then writing the worker's wake eventfd; the worker's loop reads
- * the eventfd and takes all the bits with one exchange, so a request is never lost or doubled
- * whatever the interleaving. What the workers publish for the main thread (their counters) goes
+ * workers start, and they inherit it) and taken by the main thread with sigtimedwait, so none
+ * can kill the process without a drain and none interrupts a worker. Workers tell the main
+ * thread they have exited or answered a question with a signal of their own (pthread_kill,
+ * WORKER_NOTIFY_SIG), so one wait hears the operator and the workers, without a polling
+ * tick. It talks to a worker by setting bits in the worker's atomic `requests` and then
+ * writing the worker's wake eventfd; the worker's loop reads the eventfd and takes all the
+ * bits with one exchange, so a request is never lost or doubled whatever the interleaving. What the workers publish for the main thread (their counters) goes
  * through one mutex; whether they have exited through an atomic flag.
  *
  *   TERM, INT  first: graceful drain, bounded by --drain-timeout. Second: cut what is left and
@@ -25,9 +25,7 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,7 +37,7 @@
 /* How long the USR1 line waits for busy workers' counters before it is logged without them. */
 #define STATS_WAIT_MS 1000
 
-/* The signals echod takes, all read from the main thread's signalfd (see the top comment). */
+/* The signals echod takes, all waited for by the main thread (see the top comment). */
 static const struct {
 	int sig;
 	const char *name;
@@ -61,6 +59,7 @@ void supervisor_signals(sigset_t *set)
 	sigemptyset(set);
 	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
 		sigaddset(set, signals[i].sig);
+	sigaddset(set, WORKER_NOTIFY_SIG);
 }
 
 static void ask_all(struct supervisor *sv, unsigned req)
@@ -141,9 +140,9 @@ static void stats_try_log(struct supervisor *sv)
 		line);
 }
 
-static void on_signal(struct supervisor *sv, const struct signalfd_siginfo *si)
+static void on_signal(struct supervisor *sv, const siginfo_t *si)
 {
-	int sig = (int)si->ssi_signo;
+	int sig = si->si_signo;
 	const char *name = supervisor_signal_name(sig);
 	switch (sig) {
 	case SIGTERM:
@@ -154,13 +153,13 @@ static void on_signal(struct supervisor *sv, const struct signalfd_siginfo *si)
 			begin_cut(sv, sig);
 		else
 			log_msg(LOG_INFO, "signal", "signal=%s sender_pid=%u action=ignored "
-				"msg=\"already stopping now\"", name, si->ssi_pid);
+				"msg=\"already stopping now\"", name, (unsigned)si->si_pid);
 		break;
 	case SIGHUP:
 		/* The conventional reload (and what logrotate sends): echod reads no file and logs
 		 * to stderr, so there is nothing to reload or reopen. */
 		log_msg(LOG_INFO, "signal", "signal=HUP sender_pid=%u action=ignored "
-			"msg=\"no configuration to reload\"", si->ssi_pid);
+			"msg=\"no configuration to reload\"", (unsigned)si->si_pid);
 		break;
 	case SIGUSR1:
 		stats_request(sv);
@@ -169,22 +168,9 @@ static void on_signal(struct supervisor *sv, const struct signalfd_siginfo *si)
 		/* USR2, ALRM, PROF: their default action kills the process without a drain, and
 		 * echod uses none of them, so one sent by mistake is said and survived. */
 		log_msg(LOG_WARN, "signal", "signal=%s sender_pid=%u action=ignored "
-			"msg=\"echod does not use it\"", name, si->ssi_pid);
+			"msg=\"echod does not use it\"", name, (unsigned)si->si_pid);
 		break;
 	}
-}
-
-static void read_signals(struct supervisor *sv)
-{
-	struct signalfd_siginfo si[16];
-	ssize_t got = read(sv->sigfd, si, sizeof(si));
-	if (got < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			log_msg(LOG_ERROR, "signalfd_failed", "error=\"%s\"", strerror(errno));
-		return;
-	}
-	for (size_t i = 0; i < (size_t)got / sizeof(si[0]); i++)
-		on_signal(sv, &si[i]);
 }
 
 /* Workers still running when the stop should long be over. The process ends with _exit: exit()
@@ -227,9 +213,11 @@ static int ms_until(uint64_t now, uint64_t when)
 }
 
 /* The main thread's loop until the last worker has exited: signals, worker exits, the USR1
- * line, the watchdog. It sleeps in poll until one of them has something to say. */
+ * line, the watchdog. It sleeps in sigtimedwait until one of them has something to say. */
 void supervise(struct supervisor *sv)
 {
+	sigset_t set;
+	supervisor_signals(&set);
 	for (;;) {
 		unsigned exited = 0;
 		for (unsigned i = 0; i < sv->n; i++)
@@ -252,24 +240,20 @@ void supervise(struct supervisor *sv)
 			if (timeout < 0 || t < timeout)
 				timeout = t;
 		}
-		struct pollfd p[2] = { { .fd = sv->sigfd, .events = POLLIN },
-				       { .fd = sv->sh->notify_fd, .events = POLLIN } };
-		if (poll(p, 2, timeout) < 0) {
-			if (errno == EINTR)
-				continue;
-			/* Cannot happen with two valid fds; do not spin if it does. The watchdog still
+		struct timespec ts = { .tv_sec = timeout / 1000,
+				       .tv_nsec = (long)(timeout % 1000) * 1000000 };
+		siginfo_t si;
+		int sig = sigtimedwait(&set, &si, timeout < 0 ? NULL : &ts);
+		if (sig == WORKER_NOTIFY_SIG)
+			continue; /* the checks above see what changed */
+		if (sig > 0) {
+			on_signal(sv, &si);
+		} else if (errno != EAGAIN && errno != EINTR) {
+			/* Cannot happen with a valid set; do not spin if it does. The watchdog still
 			 * bounds a stop, since the deadline is checked above on every turn. */
-			log_msg(LOG_ERROR, "poll_failed", "error=\"%s\"", strerror(errno));
+			log_msg(LOG_ERROR, "sigwait_failed", "error=\"%s\"", strerror(errno));
 			struct timespec pause = { .tv_sec = 0, .tv_nsec = 100 * 1000 * 1000 };
 			nanosleep(&pause, NULL);
-			continue;
 		}
-		if (p[1].revents) {
-			uint64_t v;
-			if (read(sv->sh->notify_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				log_msg(LOG_ERROR, "notify_failed", "error=\"%s\"", strerror(errno));
-		}
-		if (p[0].revents)
-			read_signals(sv);
 	}
 }

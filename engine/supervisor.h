@@ -13,7 +13,6 @@ struct supervisor {
 	struct shared *sh;
 	struct worker *ws;
 	unsigned n;            /* workers started */
-	int sigfd;
 	int stop_sig;          /* the TERM/INT that began the stop; -1: a worker failed; 0: running */
 	int cut_sig;           /* the second one; 0: none */
 	uint64_t stop_ms;      /* when the stop began */
@@ -22,7 +21,8 @@ struct supervisor {
 	uint64_t stats_deadline_ms;
 };
 
-/* The signals echod takes: blocked in every thread and read from sv->sigfd. */
+/* The signals echod takes, and the workers' notification: blocked in every thread before any
+ * worker starts, and taken only by supervise()'s sigtimedwait. */
 void supervisor_signals(sigset_t *set);
 const char *supervisor_signal_name(int sig);
 /* Begin the drain (sig: the TERM/INT, or -1 when a worker failed on its own). */

@@ -9,12 +9,12 @@
 
 #include "log.h"
 
-/* Wake the main thread's poll (a worker exited or published its counters). */
+/* Wake the main thread's wait (a worker exited or published its counters). */
 static void notify_main(struct worker *w)
 {
-	uint64_t one = 1;
-	if (write(w->sh->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_msg(LOG_WARN, "notify_failed", "worker=%d error=\"%s\"", w->index, strerror(errno));
+	int err = pthread_kill(w->sh->main_thread, WORKER_NOTIFY_SIG);
+	if (err)
+		log_msg(LOG_WARN, "notify_failed", "worker=%d error=\"%s\"", w->index, strerror(err));
 }
 
 static void publish_stats(struct worker *w, const struct echo_stats *stats)

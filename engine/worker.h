@@ -4,6 +4,7 @@
 #define ECHOD_WORKER_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -18,11 +19,16 @@
 #define REQ_CUT   0x2u /* stop now: echo_server_cut() */
 #define REQ_STATS 0x4u /* publish the counters */
 
+/* The signal a worker sends the main thread when it has exited or published its counters:
+ * blocked everywhere like the operator's signals, so the main thread's one wait
+ * (sigtimedwait) hears both. */
+#define WORKER_NOTIFY_SIG (SIGRTMIN + 1)
+
 /* What the main thread and every worker share. */
 struct shared {
 	_Atomic uint32_t conns_total; /* the process's connections, against --max-conns */
 	pthread_mutex_t lock;         /* guards every worker's snap and snap_gen */
-	int notify_fd;                /* eventfd: a worker exited or published its counters */
+	pthread_t main_thread;        /* told with WORKER_NOTIFY_SIG: a worker exited or answered */
 };
 
 struct worker {
