@@ -109,6 +109,25 @@ static uint32_t recv_run_limit(const struct uring_state *st, uint32_t budget)
 	return st->recv_limit;
 }
 
+/* A recv from the buffer ring taking at most `budget` bytes in all (0: no bound). */
+static void prep_recv(const struct uring_state *st, struct io_uring_sqe *sqe, struct op *op,
+		      uint32_t budget)
+{
+	uint32_t limit = recv_run_limit(st, budget);
+	if (limit) {
+		io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
+		sqe->file_index = limit; /* alias of "optlen": the run's total */
+	} else {
+		/* One buffer and the budget at most; renewed on completion. */
+		uint32_t bufsize = st->loop->pool.bufsize;
+		io_uring_prep_recv(sqe, op->fd, NULL, budget && budget < bufsize ? budget : bufsize,
+				   0);
+	}
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 0;
+	io_uring_sqe_set_data(sqe, op);
+}
+
 static void prep_op(const struct uring_state *st, struct io_uring_sqe *sqe, struct op *op)
 {
 	switch (op->code) {
@@ -119,20 +138,9 @@ static void prep_op(const struct uring_state *st, struct io_uring_sqe *sqe, stru
 			io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL,
 						       SOCK_NONBLOCK | SOCK_CLOEXEC);
 		break;
-	case OP_RECV: {
-		uint32_t limit = recv_run_limit(st, op->max_bytes);
-		if (limit) {
-			io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
-			sqe->file_index = limit; /* alias of "optlen": the run's total */
-		} else {
-			/* One buffer and the budget at most; renewed on completion. */
-			io_uring_prep_recv(sqe, op->fd, NULL,
-					   op_recv_len(op, st->loop->pool.bufsize), 0);
-		}
-		sqe->flags |= IOSQE_BUFFER_SELECT;
-		sqe->buf_group = 0;
+	case OP_RECV:
+		prep_recv(st, sqe, op, op->max_bytes);
 		break;
-	}
 	case OP_SEND:
 		io_uring_prep_send(sqe, op->fd, op->buf.base, op->buf.len, MSG_NOSIGNAL);
 		break;
@@ -243,11 +251,8 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 			 * budget ends: the core re-arms it once it has room again. */
 			struct io_uring_sqe *sqe = uc_sqe(&st->uc);
 			if (sqe) {
-				uint32_t budget = op->max_bytes;
-				if (budget)
-					op->max_bytes = budget - (uint32_t)res;
-				prep_op(st, sqe, op);
-				op->max_bytes = budget;
+				prep_recv(st, sqe, op,
+					  op->max_bytes ? op->max_bytes - (uint32_t)res : 0);
 				cf |= OPF_MORE;
 			}
 		}

@@ -18,8 +18,8 @@
  *  - half-close: after EOF, everything queued is sent, then shutdown(SHUT_WR), then close;
  *  - drain (stop): stop receiving and wait for the recv's final completion (bytes that raced
  *    the cancel are echoed too), send everything, shutdown(SHUT_WR), then read and drop until
- *    the peer's FIN, so the close sends a FIN, not a RST that would destroy echoed bytes the
- *    peer has not read yet; bounded by the drain deadline;
+ *    the peer's kernel has acknowledged every echo and the FIN (or the peer closes), so no RST
+ *    can destroy echoed bytes the peer has not read yet; bounded by the drain deadline;
  *  - close: cancel both ops, and free nothing (not even the fd number) until both are final,
  *    so no completion can reach freed memory or a new connection that reused the fd.
  */
@@ -109,15 +109,19 @@ static void conn_touch(struct conn *c)
 	}
 }
 
+static void timers_stop(struct echo_server *srv)
+{
+	struct loop_timer *const all[] = { &srv->idle_timer,	&srv->backoff_timer,
+					   &srv->drain_timer,	&srv->migrate_timer,
+					   &srv->refusal_timer, &srv->linger_timer };
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		loop_timer_stop(srv->loop, all[i]);
+}
+
 static void check_done(struct echo_server *srv)
 {
 	if (srv->draining && srv->stats.conns == 0 && srv->nlisteners_open == 0) {
-		loop_timer_stop(srv->loop, &srv->drain_timer);
-		loop_timer_stop(srv->loop, &srv->idle_timer);
-		loop_timer_stop(srv->loop, &srv->backoff_timer);
-		loop_timer_stop(srv->loop, &srv->migrate_timer);
-		loop_timer_stop(srv->loop, &srv->refusal_timer);
-		loop_timer_stop(srv->loop, &srv->linger_timer);
+		timers_stop(srv);
 		refusals_flush(srv);
 		loop_set_stop(srv->loop, true);
 	}
@@ -411,7 +415,6 @@ static void conn_update_rx(struct conn *c)
 	}
 }
 
-/* Drained and half-closed: read and drop until the peer's FIN (see the top of the file). */
 /* Has the peer's kernel acknowledged everything we sent, FIN included? Then a RST can no longer
  * destroy any of it (it sits in the peer's receive queue, which a RST does not purge), and the
  * close need not wait. Sockets that cannot say (not TCP) count as acknowledged. */
@@ -421,6 +424,7 @@ static bool conn_all_acked(const struct conn *c)
 	return ioctl(c->fd, SIOCOUTQ, &unacked) < 0 || unacked == 0;
 }
 
+/* Drained and half-closed: close once all is acknowledged, else read and drop meanwhile. */
 static void conn_linger(struct conn *c)
 {
 	struct echo_server *srv = c->srv;
@@ -922,12 +926,7 @@ void echo_server_fini(struct echo_server *srv)
 	for (int i = 0; i < srv->nlisteners; i++)
 		if (srv->listeners[i].fd >= 0)
 			loop_close_fd(loop, srv->listeners[i].fd);
-	loop_timer_stop(loop, &srv->idle_timer);
-	loop_timer_stop(loop, &srv->backoff_timer);
-	loop_timer_stop(loop, &srv->drain_timer);
-	loop_timer_stop(loop, &srv->migrate_timer);
-	loop_timer_stop(loop, &srv->refusal_timer);
-	loop_timer_stop(loop, &srv->linger_timer);
+	timers_stop(srv);
 	free(srv->segs);
 	srv->segs = NULL;
 }

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -357,8 +358,28 @@ int tcp_connect(int port)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	int err = 0;
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		/* A signal can interrupt the connect; it goes on in the kernel: wait for it,
+		 * bounded, instead of failing. */
+		err = errno;
+		uint64_t end = now_ms() + 5000;
+		while (err == EINTR && now_ms() < end) {
+			struct pollfd p = { .fd = fd, .events = POLLOUT };
+			int n = poll(&p, 1, (int)(end - now_ms()));
+			if (n < 0 && errno == EINTR)
+				continue;
+			socklen_t len = sizeof(err);
+			if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+				err = errno;
+			else if (n == 0)
+				err = ETIMEDOUT;
+		}
+	}
+	if (err) {
+		fprintf(stderr, "tcp_connect: 127.0.0.1:%d: %s\n", port, strerror(err));
 		close(fd);
+		errno = err;
 		return -1;
 	}
 	return fd;
@@ -399,10 +420,15 @@ bool hello_echoed(int port)
 	if (fd < 0)
 		return false;
 	char buf[12];
-	bool ok = send_all(fd, "Hello, world", 12) == 0 && recv_exact(fd, buf, 12) == 12 &&
-		  memcmp(buf, "Hello, world", 12) == 0;
+	int rc = send_all(fd, "Hello, world", 12);
+	ssize_t n = rc == 0 ? recv_exact(fd, buf, sizeof(buf)) : -1;
+	int err = errno;
 	close(fd);
-	return ok;
+	if (n == 12 && memcmp(buf, "Hello, world", 12) == 0)
+		return true;
+	fprintf(stderr, "hello_echoed: no echo from 127.0.0.1:%d: send %s, %zd bytes back (%s)\n",
+		port, strerror(-rc), n, strerror(err));
+	return false;
 }
 
 void set_nonblock(int fd)

@@ -578,59 +578,6 @@ static int free_port(void)
 	return ntohs(sa.sin_port);
 }
 
-/* tcp_connect, finishing a connect that a signal interrupted (it goes on in the kernel: wait
- * for it, bounded, instead of failing). Says why on failure. */
-static int connect_to(int port)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(fd >= 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	struct timeval tv = { .tv_sec = 5 };
-	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
-	int err = 0;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		err = errno;
-		uint64_t end = now_ms() + 5000;
-		while (err == EINTR && now_ms() < end) {
-			struct pollfd p = { .fd = fd, .events = POLLOUT };
-			int n = poll(&p, 1, (int)(end - now_ms()));
-			if (n < 0 && errno == EINTR)
-				continue;
-			socklen_t len = sizeof(err);
-			if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-				err = errno;
-			else if (n == 0)
-				err = ETIMEDOUT;
-		}
-	}
-	if (err) {
-		print_error("connect to 127.0.0.1:%d: %s\n", port, strerror(err));
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* One message echoed on a fresh connection, or why not. */
-static bool echoes(int port)
-{
-	int fd = connect_to(port);
-	if (fd < 0)
-		return false;
-	char back[12];
-	int rc = send_all(fd, "Hello, world", 12);
-	ssize_t n = rc == 0 ? recv_exact(fd, back, sizeof(back)) : -1;
-	int err = errno;
-	close(fd);
-	if (n == 12 && memcmp(back, "Hello, world", 12) == 0)
-		return true;
-	print_error("no echo from 127.0.0.1:%d: send %s, %zd bytes back (%s)\n", port,
-		    strerror(-rc), n, strerror(err));
-	return false;
-}
-
 /* A second echod on a busy port exits 71 with --threads 2 as with one worker: with a
  * SO_REUSEPORT listener per worker it used to start and quietly take part of the traffic. */
 static void test_threads_busy_port(void **state)
@@ -651,7 +598,7 @@ static void test_threads_busy_port(void **state)
 	assert_string_equal(log, expect);
 	free(log);
 	proc_cleanup(&b);
-	assert_true(echoes(a.port));
+	assert_true(hello_echoed(a.port));
 	stop_clean(&a);
 }
 
@@ -674,7 +621,7 @@ static void test_threads_listener_not_joinable(void **state)
 	close(fd);
 	assert_int_equal(rc, -1);
 	assert_int_equal(err, EADDRINUSE);
-	assert_true(echoes(a.port));
+	assert_true(hello_echoed(a.port));
 	stop_clean(&a);
 }
 
@@ -708,7 +655,7 @@ static void test_threads_share_listener(void **state)
 	test_start_echod(&c, two);
 	static int fds[N];
 	for (int i = 0; i < N; i++) {
-		fds[i] = connect_to(c.port);
+		fds[i] = tcp_connect(c.port);
 		assert_true(fds[i] >= 0);
 		send_conn_msg(fds[i], i);
 	}
@@ -747,13 +694,13 @@ static void test_threads_max_conns_whole_process(void **state)
 	test_start_echod(&c, extra);
 	static int fds[LIMIT];
 	for (int i = 0; i < LIMIT; i++) {
-		fds[i] = connect_to(c.port);
+		fds[i] = tcp_connect(c.port);
 		assert_true(fds[i] >= 0);
 		/* A reply proves the connection was taken: a refused one is closed at once. */
 		send_conn_msg(fds[i], i);
 		expect_conn_msg(fds[i], i);
 	}
-	int over = connect_to(c.port); /* the kernel completes the handshake regardless */
+	int over = tcp_connect(c.port); /* the kernel completes the handshake regardless */
 	assert_true(over >= 0);
 	(void)send_all(over, "x", 1); /* fails if the refusal's reset came first */
 	char b = 0;
