@@ -102,7 +102,21 @@ static void test_stuck_clients_never_starve_others(void **state)
 	struct child c;
 	test_start_echod(&c, (const char *const[]){ "--buffers", "16", "--buffer-size", "4K",
 					 "--conn-buffer", "16K", NULL });
-	struct rate base = measure(c.port);
+	/* The unloaded rate: the median of three runs, so one fast or slow moment of this shared
+	 * machine does not set the bar. */
+	struct rate runs[3];
+	for (int i = 0; i < 3; i++)
+		runs[i] = measure(c.port);
+	struct rate base = runs[0];
+	for (int i = 0; i < 3; i++) {
+		int below = 0, above = 0;
+		for (int j = 0; j < 3; j++) {
+			below += runs[j].msgs_per_s < runs[i].msgs_per_s;
+			above += runs[j].msgs_per_s > runs[i].msgs_per_s;
+		}
+		if (below <= 1 && above <= 1)
+			base = runs[i];
+	}
 	assert_true(base.msgs_per_s > 0);
 	const int steps[] = { buffers - 1, buffers, 2 * buffers, 10 * buffers };
 	struct child helpers[4];
@@ -110,8 +124,9 @@ static void test_stuck_clients_never_starve_others(void **state)
 	for (int i = 0; i < 4; i++) {
 		stuck_clients(&helpers[i], c.port, steps[i] - have);
 		have = steps[i];
+		/* Up to three looks (this machine is noisy); starved clients measure 0 in every one. */
 		struct rate r = measure(c.port);
-		if (r.msgs_per_s < base.msgs_per_s / 2) /* one more look: this machine is noisy */
+		for (int look = 1; look < 3 && r.msgs_per_s < base.msgs_per_s / 2; look++)
 			r = measure(c.port);
 		print_message("  [%s] %3d stuck clients: %.0f msgs/s (unloaded %.0f), p99 %.0f us\n",
 			      test_backend_name(), have, r.msgs_per_s, base.msgs_per_s, r.p99_us);
