@@ -44,6 +44,7 @@ static int epoll_sync(struct readiness *r, int fd)
 		return 0;
 	struct epoll_event ev = { .events = want, .data.fd = fd };
 	int rc;
+	loop_count(r->loop, SC_EPOLL_CTL);
 	if (want == 0) {
 		rc = epoll_ctl(st->epfd, EPOLL_CTL_DEL, fd, NULL);
 		if (rc < 0 && (errno == EBADF || errno == ENOENT))
@@ -92,6 +93,7 @@ static int epoll_init(struct loop *loop, const struct loop_config *cfg)
 static int epoll_wait_once(struct loop *loop, int timeout_ms)
 {
 	struct epoll_state *st = loop->be_state;
+	loop_count(loop, SC_EPOLL_WAIT);
 	int n = epoll_wait(st->epfd, st->events, EPOLL_BATCH, timeout_ms);
 	if (n < 0)
 		return -errno;

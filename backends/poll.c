@@ -114,6 +114,7 @@ static int poll_init(struct loop *loop, const struct loop_config *cfg)
 static int poll_wait_once(struct loop *loop, int timeout_ms)
 {
 	struct poll_state *st = loop->be_state;
+	loop_count(loop, SC_POLL);
 	int n = poll(st->pfds, st->npfds, timeout_ms);
 	if (n < 0)
 		return -errno;

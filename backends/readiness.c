@@ -84,8 +84,9 @@ static void want_retry(struct readiness *r, int fd)
 }
 
 /* Returns bytes sent, -errno, or -EAGAIN when the socket is full (EINTR folds into that). */
-static int send_now(const struct op *op)
+static int send_now(struct loop *loop, const struct op *op)
 {
+	loop_count(loop, SC_SEND);
 	ssize_t n = send(op->fd, op->buf.base, op->buf.len, MSG_NOSIGNAL);
 	if (n >= 0)
 		return (int)n;
@@ -106,7 +107,7 @@ int rd_submit(struct loop *loop, struct op *op)
 		return -EBUSY; /* one op per side (reactor.h: one send in flight per fd) */
 	if (op->code == OP_SEND) {
 		/* Optimistic: most sends complete at once and never touch the kernel's interest. */
-		int res = send_now(op);
+		int res = send_now(loop, op);
 		if (res != -EAGAIN) {
 			loop_defer(loop, op, res, 0);
 			return 0;
@@ -186,6 +187,7 @@ static void do_accept(struct readiness *r, int fd, struct op *op)
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		if (r->slots[fd].rd != op)
 			return; /* cancelled by a callback */
+		loop_count(r->loop, SC_ACCEPT);
 		int nfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (nfd >= 0) {
 			loop_complete(r->loop, op, nfd, OPF_MORE);
@@ -213,6 +215,7 @@ static void do_recv(struct readiness *r, int fd, struct op *op)
 	}
 	char *base = bufpool_addr(pool, (uint32_t)bid);
 	uint32_t len = op_recv_len(op, pool->bufsize);
+	loop_count(r->loop, SC_RECV);
 	ssize_t n = recv(fd, base, len, 0);
 	if (n > 0) {
 		op->buf = (struct buf){ .base = base, .len = (uint32_t)n, .bid = (uint32_t)bid };
@@ -235,6 +238,7 @@ static void do_recv(struct readiness *r, int fd, struct op *op)
 
 static void do_read(struct readiness *r, int fd, struct op *op)
 {
+	loop_count(r->loop, SC_READ);
 	ssize_t n = read(fd, op->buf.base, op->buf.len);
 	int err = errno;
 	if (n < 0 && (err == EAGAIN || err == EINTR)) {
@@ -247,7 +251,7 @@ static void do_read(struct readiness *r, int fd, struct op *op)
 
 static void do_send(struct readiness *r, int fd, struct op *op)
 {
-	int res = send_now(op);
+	int res = send_now(r->loop, op);
 	if (res == -EAGAIN) {
 		/* Still full: keep waiting (a one-shot write watch is armed again by sync). */
 		res = r->sync(r, fd);

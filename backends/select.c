@@ -97,6 +97,7 @@ static int select_wait_once(struct loop *loop, int timeout_ms)
 		tv.tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000;
 		tvp = &tv;
 	}
+	loop_count(loop, SC_SELECT);
 	int n = select(top + 1, &st->rd_ready, &st->wr_ready, NULL, tvp);
 	if (n < 0 && errno == EBADF) {
 		for (int fd = 0; fd <= top; fd++)

@@ -182,6 +182,7 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 		return rc;
 	}
 	st->loop = loop;
+	st->uc.enters = &loop->tally.syscalls[SC_IO_URING_ENTER];
 	loop->be_state = st;
 	rc = uc_bufring_init(&st->uc, &loop->pool);
 	if (rc == 0) {

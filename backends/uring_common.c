@@ -183,6 +183,8 @@ static int enter(struct uc *uc, unsigned submit, unsigned wait_nr, unsigned flag
 		argsz = sizeof(arg);
 		flags |= IORING_ENTER_EXT_ARG;
 	}
+	if (uc->enters)
+		(*uc->enters)++;
 	return io_uring_enter2(uc->enter_fd, submit, wait_nr, flags, argp, argsz);
 }
 

@@ -53,6 +53,8 @@ struct uc {
 	/* Waits that found the CQ overflowed (CQEs held in the kernel). Each io_uring backend's
 	 * state starts with its struct uc, so tests read this through loop->be_state. */
 	uint64_t overflows;
+	/* Counted at every io_uring_enter (the loop's tally; set by the backend after uc_init). */
+	uint64_t *enters;
 };
 
 /* Create the ring (see above for the fallbacks). Returns 0 or -errno. */

@@ -112,6 +112,7 @@ static int up_init(struct loop *loop, const struct loop_config *cfg)
 	int rc = rd_init(&st->r, loop, up_sync, 0, true);
 	if (rc == 0)
 		rc = uc_init(&st->uc, cfg->queue_depth);
+	st->uc.enters = &loop->tally.syscalls[SC_IO_URING_ENTER];
 	if (rc == 0)
 		rc = uc_probe(&st->uc, prep_probe_poll, POLLIN);
 	if (rc < 0)

@@ -62,10 +62,16 @@ struct conn {
 	bool closing;              /* waiting for both ops to be final, then freed */
 	bool paused;               /* receiving stopped by backpressure */
 	bool waiting_bufs;         /* recv found the pool dry; on srv->waiting */
+	int8_t why;                /* enum echo_close_reason once decided, else -1 */
 	uint64_t last_active_ms;
 	uint64_t tx_at_ms;         /* when the send in flight was submitted */
 	struct conn *prev, *next;  /* srv->head..tail, least recently active first */
 	struct conn *wait_next;
+};
+
+const char *const echo_close_reason_names[ECHO_CLOSE_REASONS] = {
+	[ECHO_CLOSE_EOF] = "eof",     [ECHO_CLOSE_RESET] = "reset", [ECHO_CLOSE_IDLE] = "idle",
+	[ECHO_CLOSE_DRAIN] = "drain", [ECHO_CLOSE_ERROR] = "error",
 };
 
 static void conn_step(struct conn *c);
@@ -341,17 +347,32 @@ static void conn_free(struct conn *c)
 	srv->stats.conns--;
 	conns_unreserve(srv);
 	srv->stats.closed++;
+	srv->stats.closed_by[c->why >= 0 ? c->why : ECHO_CLOSE_ERROR]++;
 	free(c);
 	check_done(srv);
 }
 
+static void conn_decide(struct conn *c, enum echo_close_reason why)
+{
+	if (c->why < 0)
+		c->why = (int8_t)why;
+}
+
 /* Close without echoing what is queued: counted, unless the echo was complete (lingering, with
  * everything acknowledged by the peer). */
-static void conn_abort(struct conn *c)
+static void conn_abort(struct conn *c, enum echo_close_reason why)
 {
 	if (!c->closing && (!c->wr_shut || !conn_all_acked(c)))
 		c->srv->stats.aborted++;
+	if (!c->closing)
+		conn_decide(c, why);
 	c->closing = true;
+}
+
+/* A failed recv or send: the peer's reset, or something else. */
+static enum echo_close_reason error_reason(int res)
+{
+	return res == -ECONNRESET || res == -EPIPE ? ECHO_CLOSE_RESET : ECHO_CLOSE_ERROR;
 }
 
 /* --- operations ---------------------------------------------------------------------------- */
@@ -374,7 +395,7 @@ static void conn_send_head(struct conn *c)
 	int rc = loop_submit(c->srv->loop, &c->tx);
 	if (rc < 0) {
 		log_msg(LOG_WARN, "submit_failed", "op=send error=\"%s\"", strerror(-rc));
-		conn_abort(c);
+		conn_abort(c, ECHO_CLOSE_ERROR);
 	}
 }
 
@@ -407,7 +428,7 @@ static void conn_update_rx(struct conn *c)
 		int rc = loop_submit(srv->loop, &c->rx);
 		if (rc < 0) {
 			log_msg(LOG_WARN, "submit_failed", "op=recv error=\"%s\"", strerror(-rc));
-			conn_abort(c);
+			conn_abort(c, ECHO_CLOSE_ERROR);
 			conn_step(c);
 		}
 	} else if (!want && loop_op_armed(&c->rx)) {
@@ -421,6 +442,7 @@ static void conn_update_rx(struct conn *c)
 static bool conn_all_acked(const struct conn *c)
 {
 	int unacked = 0;
+	loop_count(c->srv->loop, SC_IOCTL);
 	return ioctl(c->fd, SIOCOUTQ, &unacked) < 0 || unacked == 0;
 }
 
@@ -475,7 +497,9 @@ static __attribute__((noinline)) void conn_step_slow(struct conn *c)
 		}
 		if (c->qhead || loop_op_armed(&c->tx))
 			return;
+		loop_count(srv->loop, SC_SHUTDOWN);
 		shutdown(c->fd, SHUT_WR);
+		conn_decide(c, c->eof ? ECHO_CLOSE_EOF : ECHO_CLOSE_DRAIN);
 		c->wr_shut = true;
 		if (c->eof)
 			c->closing = true;
@@ -542,7 +566,7 @@ static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
 			/* Stuck clients may be sitting on the pool. */
 			pool_reclaim(srv);
 		} else if (res != -ECANCELED) {
-			conn_abort(c);
+			conn_abort(c, error_reason(res));
 		}
 	}
 	if (!(cflags & OPF_MORE) || (res > 0 && !c->wr_shut))
@@ -575,7 +599,7 @@ static void on_send(struct loop *loop, struct op *op, int res, unsigned cflags)
 	} else if (res == -ECANCELED && !c->closing) {
 		conn_migrate(c); /* cancelled by conn_migrate() to free the pool: finish the job */
 	} else if (res < 0 && res != -ECANCELED) {
-		conn_abort(c);
+		conn_abort(c, error_reason(res));
 	}
 	conn_step(c);
 	if (srv->waiting)
@@ -624,7 +648,9 @@ static void on_refusal_timer(struct loop *loop, struct loop_timer *t)
 static void refuse(struct echo_server *srv, int fd, const char *reason)
 {
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	loop_count(srv->loop, SC_SETSOCKOPT);
 	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	loop_count(srv->loop, SC_CLOSE);
 	close(fd);
 	log_refusal(srv, reason, fd);
 }
@@ -636,12 +662,14 @@ int echo_server_adopt(struct echo_server *srv, int fd)
 		return -ENOMEM;
 	int one = 1;
 	/* Echo replies are small and latency-bound; Nagle would hold them. Fails on non-TCP. */
+	loop_count(srv->loop, SC_SETSOCKOPT);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->srv = srv;
 	c->fd = fd;
 	c->rx = (struct op){ .code = OP_RECV, .fd = fd, .done = on_recv, .owner = c };
 	c->tx = (struct op){ .code = OP_SEND, .fd = fd, .done = on_send, .owner = c };
 	c->last_active_ms = srv->loop->now_ms;
+	c->why = -1;
 	list_append(srv, c);
 	srv->stats.accepted++;
 	if (++srv->stats.conns > srv->stats.conns_peak)
@@ -684,6 +712,7 @@ static void accept_one(struct echo_server *srv, int fd)
 	}
 	if (echo_server_adopt(srv, fd) < 0) {
 		conns_unreserve(srv);
+		srv->stats.refused_nomem++;
 		refuse(srv, fd, "out_of_memory");
 	}
 }
@@ -711,8 +740,10 @@ static void on_accept(struct loop *loop, struct op *op, int res, unsigned cflags
 	struct listener *l = op->owner;
 	struct echo_server *srv = l->srv;
 	if (res >= 0) {
-		if (l->closing)
+		if (l->closing) {
+			loop_count(loop, SC_CLOSE);
 			close(res);
+		}
 		else
 			accept_one(srv, res);
 	} else if (res != -ECANCELED && !l->closing) {
@@ -780,7 +811,7 @@ static void on_idle_sweep(struct loop *loop, struct loop_timer *t)
 		if (!c->closing) {
 			srv->stats.idle_closed++;
 			log_msg(LOG_DEBUG, "idle_close", "fd=%d", c->fd);
-			conn_abort(c);
+			conn_abort(c, ECHO_CLOSE_IDLE);
 			conn_step(c);
 		}
 		c = next;
@@ -803,7 +834,7 @@ static void cut_all(struct echo_server *srv)
 {
 	for (struct conn *c = srv->head; c;) {
 		struct conn *next = c->next;
-		conn_abort(c);
+		conn_abort(c, ECHO_CLOSE_DRAIN);
 		conn_step(c);
 		c = next;
 	}
@@ -908,6 +939,8 @@ void echo_server_fini(struct echo_server *srv)
 		loop_cancel(loop, &srv->listeners[i].acc);
 	}
 	for (struct conn *c = srv->head; c; c = c->next) {
+		if (!c->closing)
+			conn_decide(c, ECHO_CLOSE_DRAIN);
 		c->closing = true;
 		loop_cancel(loop, &c->rx);
 		loop_cancel(loop, &c->tx);

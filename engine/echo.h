@@ -21,12 +21,26 @@ struct echo_limits {
 	uint32_t drain_timeout_ms; /* on stop: time allowed to flush queued bytes */
 };
 
+/* Why a connection was closed; each close counts once, under the first reason that applies. */
+enum echo_close_reason {
+	ECHO_CLOSE_EOF,   /* the peer half-closed and got its echo (RFC 862's normal end) */
+	ECHO_CLOSE_RESET, /* the peer reset the connection (ECONNRESET, EPIPE) */
+	ECHO_CLOSE_IDLE,  /* --idle-timeout */
+	ECHO_CLOSE_DRAIN, /* the server's stop: drained and half-closed by us, or cut */
+	ECHO_CLOSE_ERROR, /* any other error on the socket or in the server */
+	ECHO_CLOSE_REASONS
+};
+extern const char *const echo_close_reason_names[ECHO_CLOSE_REASONS];
+
+/* Counted by the loop's thread in plain integers; other threads see copies (worker.c). */
 struct echo_stats {
-	uint64_t accepted, refused_limit, refused_fd, closed, aborted, idle_closed;
+	uint64_t accepted, refused_limit, refused_fd, refused_nomem;
+	uint64_t closed, closed_by[ECHO_CLOSE_REASONS], aborted, idle_closed;
 	uint64_t bytes_in, bytes_out, spilled_bytes;
 	uint64_t discarded_bytes; /* read and dropped after our half-close in a drain */
 	uint64_t paused, enobufs, accept_backoffs;
 	uint32_t conns, conns_peak;
+	uint32_t bufs_held; /* pool buffers in connection queues, when the copy was made */
 };
 
 /* A run of queued bytes: a pool buffer (bid >= 0) or the connection's spill buffer (-1). */

@@ -15,6 +15,16 @@
 
 #define CANCEL_RETRY_MS 1
 
+const char *const loop_syscall_names[SC_COUNT] = {
+	[SC_ACCEPT] = "accept4",	   [SC_RECV] = "recv",
+	[SC_SEND] = "send",		   [SC_READ] = "read",
+	[SC_CLOSE] = "close",		   [SC_SHUTDOWN] = "shutdown",
+	[SC_IOCTL] = "ioctl",		   [SC_SETSOCKOPT] = "setsockopt",
+	[SC_SELECT] = "select",		   [SC_POLL] = "poll",
+	[SC_EPOLL_WAIT] = "epoll_wait",	   [SC_EPOLL_CTL] = "epoll_ctl",
+	[SC_IO_URING_ENTER] = "io_uring_enter",
+};
+
 uint64_t loop_clock_ms(void)
 {
 	struct timespec ts;
@@ -107,6 +117,7 @@ static __attribute__((noinline)) void complete_slow(struct loop *loop, struct op
  * first completion after a wait and a final with a cancel still queued go the long way. */
 void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags)
 {
+	loop->tally.completions++;
 	if (loop->clock_stale || (!(cflags & OPF_MORE) && op->cancel_queued)) {
 		complete_slow(loop, op, res, cflags);
 		return;
@@ -193,6 +204,7 @@ int loop_close_fd(struct loop *loop, int fd)
 {
 	if (loop->be->forget_fd)
 		loop->be->forget_fd(loop, fd);
+	loop_count(loop, SC_CLOSE);
 	return close(fd) < 0 ? -errno : 0;
 }
 
@@ -257,6 +269,7 @@ int loop_run_once(struct loop *loop, int max_wait_ms)
 		timeout = CANCEL_RETRY_MS;
 	loop->clock_stale = true;
 	int rc = loop->be->wait(loop, timeout);
+	loop->tally.wakeups++;
 	if (rc < 0 && rc != -EINTR)
 		return rc;
 	clock_refresh(loop);

@@ -115,6 +115,23 @@ struct loop_timer {
 
 #define LOOP_MAX_TIMERS 16
 
+/* The system calls a loop makes, counted where they are issued (the backend's own and the
+ * core's: accepting, reading, sending, closing). Per-message costs are what a benchmark wants
+ * to see, and these counts do not swing with the machine's load the way rates do. */
+enum loop_syscall {
+	SC_ACCEPT, SC_RECV, SC_SEND, SC_READ, SC_CLOSE, SC_SHUTDOWN, SC_IOCTL, SC_SETSOCKOPT,
+	SC_SELECT, SC_POLL, SC_EPOLL_WAIT, SC_EPOLL_CTL, SC_IO_URING_ENTER, SC_COUNT
+};
+extern const char *const loop_syscall_names[SC_COUNT]; /* "accept", ..., as the kernel names */
+
+/* A loop's work, counted by the loop's own thread in plain integers (one add each on the data
+ * path); another thread reads them only through a copy the loop's thread makes (worker.c). */
+struct loop_tally {
+	uint64_t wakeups;     /* returns from the backend's wait */
+	uint64_t completions; /* loop_complete() calls */
+	uint64_t syscalls[SC_COUNT];
+};
+
 struct loop {
 	const struct backend *be;
 	void *be_state;
@@ -131,7 +148,13 @@ struct loop {
 	 * kernel kept the CQEs: no loss, a slower wait); zero elsewhere. */
 	uint32_t cq_entries;
 	uint64_t cq_overflows;
+	struct loop_tally tally;
 };
+
+static inline void loop_count(struct loop *loop, enum loop_syscall call)
+{
+	loop->tally.syscalls[call]++;
+}
 
 /* The backend table, in preference order for "auto" (see engine/backends.c). */
 extern const struct backend *const backend_table[];

@@ -297,6 +297,19 @@ int server_run(const struct echod_config *cfg)
 	 * (per-worker limits refused connections while other workers had room). */
 	struct shared sh = { .lock = PTHREAD_MUTEX_INITIALIZER, .main_thread = pthread_self() };
 	atomic_init(&sh.conns_total, 0);
+	atomic_init(&sh.draining, false);
+	atomic_init(&sh.listening, 0u);
+	/* Waits for answers count on the monotonic clock: a clock step must not stretch them. */
+	pthread_condattr_t ca;
+	if ((err = pthread_condattr_init(&ca)) != 0 ||
+	    (err = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) != 0 ||
+	    (err = pthread_cond_init(&sh.answered, &ca)) != 0) {
+		fprintf(stderr, "echod: cannot set up the workers' condition variable: %s\n",
+			strerror(err));
+		free(ws);
+		return 1;
+	}
+	pthread_condattr_destroy(&ca);
 	unsigned started = 0;
 	char bound[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN + 16];
 	for (int a = 0; a < cfg->nlisten; a++) {
@@ -359,7 +372,7 @@ int server_run(const struct echod_config *cfg)
 		if (err)
 			log_msg(LOG_ERROR, "join_failed", "worker=%u error=\"%s\"", i, strerror(err));
 		close(ws[i].wake_fd);
-		worker_stats_sum(&total, &ws[i].snap);
+		worker_stats_sum(&total, &ws[i].snap.echo);
 		cut += ws[i].cut_conns;
 		if (ws[i].status < 0 && status == 0)
 			status = 1;
@@ -368,7 +381,7 @@ int server_run(const struct echod_config *cfg)
 		log_msg(LOG_WARN, "cut", "signal=%s conns=%llu msg=\"second signal: connections still "
 			"draining were closed at once\"", supervisor_signal_name(sv.cut_sig),
 			(unsigned long long)cut);
-	char line[768];
+	char line[1024];
 	worker_stats_format(line, sizeof(line), &total);
 	log_msg(LOG_INFO, "stopped", "%s status=%d", line, status);
 out:
@@ -376,6 +389,7 @@ out:
 	for (unsigned i = started; i < n; i++)
 		for (int j = 0; j < ws[i].nfds; j++)
 			close(ws[i].fds[j]);
+	pthread_cond_destroy(&sh.answered);
 	pthread_mutex_destroy(&sh.lock);
 	free(ws);
 	return status;

@@ -3,12 +3,11 @@
  * Signals. Every signal echod handles is blocked in every thread (the mask is set before the
  * workers start, and they inherit it) and taken by the main thread with sigtimedwait, so none
  * can kill the process without a drain and none interrupts a worker. Workers tell the main
- * thread they have exited or answered a question with a signal of their own (pthread_kill,
- * WORKER_NOTIFY_SIG), so one wait hears the operator and the workers, without a polling
- * tick. It talks to a worker by setting bits in the worker's atomic `requests` and then
- * writing the worker's wake eventfd; the worker's loop reads the eventfd and takes all the
- * bits with one exchange, so a request is never lost or doubled whatever the interleaving. What the workers publish for the main thread (their counters) goes
- * through one mutex; whether they have exited through an atomic flag.
+ * thread they have exited with a signal of their own (pthread_kill, WORKER_NOTIFY_SIG), so one
+ * wait hears the operator and the workers, without a polling tick. Requests to a worker go
+ * through worker_ask() (worker.c): bits in its atomic `requests`, then a write to its wake
+ * eventfd. Counters come back through workers_collect() (one mutex, one condition variable),
+ * the same way the metrics thread gets them; whether a worker has exited through an atomic.
  *
  *   TERM, INT  first: graceful drain, bounded by --drain-timeout. Second: cut what is left and
  *              stop now (nginx and HAProxy do the same). Later ones are logged and ignored.
@@ -25,6 +24,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,22 +64,15 @@ void supervisor_signals(sigset_t *set)
 
 static void ask_all(struct supervisor *sv, unsigned req)
 {
-	for (unsigned i = 0; i < sv->n; i++) {
-		struct worker *w = &sv->ws[i];
-		if (worker_exited(w))
-			continue;
-		/* The bits before the wake: a worker woken by an earlier write may take them early,
-		 * and the wake this write causes then finds nothing, which is harmless. */
-		atomic_fetch_or(&w->requests, req);
-		uint64_t one = 1;
-		if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-			log_msg(LOG_WARN, "wake_failed", "worker=%u error=\"%s\"", i, strerror(errno));
-	}
+	for (unsigned i = 0; i < sv->n; i++)
+		worker_ask(&sv->ws[i], req);
 }
 
 void supervisor_begin_stop(struct supervisor *sv, int sig)
 {
 	sv->stop_sig = sig;
+	/* Before the workers hear of it: /readyz turns 503 no later than the listeners close. */
+	atomic_store(&sv->sh->draining, true);
 	log_msg(LOG_INFO, "stopping", "signal=%s drain_timeout_ms=%u",
 		sig > 0 ? supervisor_signal_name(sig) : "none", sv->cfg->drain_timeout_ms);
 	ask_all(sv, REQ_STOP);
@@ -100,44 +93,40 @@ static void begin_cut(struct supervisor *sv, int sig)
 }
 
 /* USR1: each worker copies its own counters in its own thread (no other thread may read them
- * while it runs) and the main thread sums them into one line. */
-static void stats_request(struct supervisor *sv)
+ * while it runs) and the main thread sums them into one line. A worker busy for a second does
+ * not hold the line back: it is logged with the answers there are, and workers_replied says
+ * the sum is partial. Signals that arrive meanwhile wait, blocked, for the next turn. */
+static void stats_log(struct supervisor *sv)
 {
-	if (sv->stats_pending)
-		return; /* the line under way answers this one too */
-	pthread_mutex_lock(&sv->sh->lock);
-	for (unsigned i = 0; i < sv->n; i++)
-		sv->ws[i].snap_asked = sv->ws[i].snap_gen;
-	pthread_mutex_unlock(&sv->sh->lock);
-	ask_all(sv, REQ_STATS);
-	sv->stats_pending = true;
-	sv->stats_deadline_ms = loop_clock_ms() + STATS_WAIT_MS;
-}
-
-/* Log the USR1 line once every worker has answered (an exited worker's final counters are its
- * answer), or at the deadline with the answers there are: a worker busy for a second must not
- * hold the line back, and workers_replied says the sum is partial. */
-static void stats_try_log(struct supervisor *sv)
-{
-	struct echo_stats total = { 0 };
-	unsigned replied = 0;
-	pthread_mutex_lock(&sv->sh->lock);
-	for (unsigned i = 0; i < sv->n; i++) {
-		struct worker *w = &sv->ws[i];
-		if (w->snap_gen != w->snap_asked || worker_exited(w)) {
-			worker_stats_sum(&total, &w->snap);
-			replied++;
-		}
-	}
-	pthread_mutex_unlock(&sv->sh->lock);
-	if (replied < sv->n && loop_clock_ms() < sv->stats_deadline_ms)
+	struct worker_counters *got = calloc(sv->n, sizeof(*got));
+	bool *answered = calloc(sv->n, sizeof(*answered));
+	if (!got || !answered) {
+		log_msg(LOG_WARN, "stats", "signal=USR1 msg=\"out of memory\"");
+		free(got);
+		free(answered);
 		return;
-	sv->stats_pending = false;
-	char line[768];
+	}
+	unsigned replied = workers_collect(sv->ws, sv->n, STATS_WAIT_MS, got, answered);
+	struct echo_stats total = { 0 };
+	uint64_t wakeups = 0, completions = 0, syscalls = 0;
+	for (unsigned i = 0; i < sv->n; i++) {
+		if (!answered[i])
+			continue;
+		worker_stats_sum(&total, &got[i].echo);
+		wakeups += got[i].loop.wakeups;
+		completions += got[i].loop.completions;
+		for (int k = 0; k < SC_COUNT; k++)
+			syscalls += got[i].loop.syscalls[k];
+	}
+	free(got);
+	free(answered);
+	char line[1024];
 	worker_stats_format(line, sizeof(line), &total);
 	log_msg(replied < sv->n ? LOG_WARN : LOG_INFO, "stats",
-		"signal=USR1 conns=%u workers=%u workers_replied=%u %s", total.conns, sv->n, replied,
-		line);
+		"signal=USR1 conns=%u workers=%u workers_replied=%u %s buffers_in_use=%u "
+		"wakeups=%llu completions=%llu syscalls=%llu", total.conns, sv->n, replied, line,
+		total.bufs_held, (unsigned long long)wakeups, (unsigned long long)completions,
+		(unsigned long long)syscalls);
 }
 
 static void on_signal(struct supervisor *sv, const siginfo_t *si)
@@ -162,7 +151,7 @@ static void on_signal(struct supervisor *sv, const siginfo_t *si)
 			"msg=\"no configuration to reload\"", (unsigned)si->si_pid);
 		break;
 	case SIGUSR1:
-		stats_request(sv);
+		stats_log(sv);
 		break;
 	default:
 		/* USR2, ALRM, PROF: their default action kills the process without a drain, and
@@ -224,8 +213,6 @@ void supervise(struct supervisor *sv)
 			exited += worker_exited(&sv->ws[i]);
 		if (exited && !sv->stop_sig)
 			supervisor_begin_stop(sv, -1); /* a worker failed on its own: stop the rest */
-		if (sv->stats_pending)
-			stats_try_log(sv);
 		if (exited == sv->n)
 			return;
 		uint64_t now = loop_clock_ms();
@@ -234,11 +221,6 @@ void supervise(struct supervisor *sv)
 			if (now >= sv->deadline_ms)
 				watchdog_fire(sv);
 			timeout = ms_until(now, sv->deadline_ms);
-		}
-		if (sv->stats_pending) {
-			int t = ms_until(now, sv->stats_deadline_ms);
-			if (timeout < 0 || t < timeout)
-				timeout = t;
 		}
 		struct timespec ts = { .tv_sec = timeout / 1000,
 				       .tv_nsec = (long)(timeout % 1000) * 1000000 };

@@ -17,8 +17,6 @@ struct supervisor {
 	int cut_sig;           /* the second one; 0: none */
 	uint64_t stop_ms;      /* when the stop began */
 	uint64_t deadline_ms;  /* the watchdog's, once stopping */
-	bool stats_pending;    /* USR1 asked the workers for their counters */
-	uint64_t stats_deadline_ms;
 };
 
 /* The signals echod takes, and the workers' notification: blocked in every thread before any

@@ -5,11 +5,12 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 
-/* Wake the main thread's wait (a worker exited or published its counters). */
+/* Wake the main thread's wait (a worker exited). */
 static void notify_main(struct worker *w)
 {
 	int err = pthread_kill(w->sh->main_thread, WORKER_NOTIFY_SIG);
@@ -17,12 +18,22 @@ static void notify_main(struct worker *w)
 		log_msg(LOG_WARN, "notify_failed", "worker=%d error=\"%s\"", w->index, strerror(err));
 }
 
-static void publish_stats(struct worker *w, const struct echo_stats *stats)
+static void publish(struct worker *w, const struct worker_counters *c)
 {
 	pthread_mutex_lock(&w->sh->lock);
-	w->snap = *stats;
+	w->snap = *c;
 	w->snap_gen++;
+	pthread_cond_broadcast(&w->sh->answered);
 	pthread_mutex_unlock(&w->sh->lock);
+}
+
+static void counters_of(struct worker_counters *c, const struct echo_server *srv,
+			const struct loop *loop)
+{
+	c->echo = srv->stats;
+	c->echo.bufs_held = srv->bufs_held;
+	c->loop = loop->tally;
+	c->buffers = loop->pool.nbufs;
 }
 
 /* The main thread's requests arrive here, in the worker's own thread, where its echo server
@@ -37,8 +48,9 @@ static void on_wake(struct loop *loop, struct op *op, int res, unsigned cflags)
 		return; /* worker_main is shutting the loop down */
 	unsigned req = atomic_exchange(&w->requests, 0u);
 	if (req & REQ_STATS) {
-		publish_stats(w, &srv->stats);
-		notify_main(w);
+		struct worker_counters c;
+		counters_of(&c, srv, loop);
+		publish(w, &c);
 	}
 	if (req & REQ_CUT) {
 		w->cut_conns = srv->stats.conns;
@@ -64,7 +76,7 @@ void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct loop loop;
 	struct echo_server srv;
-	struct echo_stats stats = { 0 };
+	struct worker_counters final = { .buffers = w->lcfg.nbufs };
 	/* "echod-w3" in top -H, ps -L and /proc/PID/task/TID/comm: which thread is which worker.
 	 * Only a name: a failure is not worth a line. */
 	char name[16];
@@ -90,6 +102,8 @@ void *worker_main(void *arg)
 			w->fds[i] = -1; /* the echo server owns it now */
 	}
 	if (rc == 0)
+		atomic_fetch_add(&w->sh->listening, 1);
+	if (rc == 0)
 		rc = loop_run(&loop);
 	if (rc < 0)
 		log_msg(LOG_ERROR, "worker_failed", "worker=%d error=\"%s\"", w->index, strerror(-rc));
@@ -103,8 +117,8 @@ void *worker_main(void *arg)
 		for (int i = 0; i < 100 && loop_op_armed(&w->wake_op); i++)
 			loop_run_once(&loop, 10);
 	}
-	stats = srv.stats;
 	echo_server_fini(&srv);
+	counters_of(&final, &srv, &loop); /* after fini: its closes are counted too */
 out_loop:
 	loop_fini(&loop);
 out:
@@ -115,7 +129,7 @@ out:
 			close(w->fds[i]);
 		w->fds[i] = -1;
 	}
-	publish_stats(w, &stats);
+	publish(w, &final);
 	w->status = rc;
 	atomic_store_explicit(&w->exited, true, memory_order_release);
 	notify_main(w);
@@ -127,12 +141,65 @@ bool worker_exited(struct worker *w)
 	return atomic_load_explicit(&w->exited, memory_order_acquire);
 }
 
+void worker_ask(struct worker *w, unsigned req)
+{
+	if (worker_exited(w))
+		return;
+	/* The bits before the wake: a worker woken by an earlier write may take them early, and
+	 * the wake this write causes then finds nothing, which is harmless. */
+	atomic_fetch_or(&w->requests, req);
+	uint64_t one = 1;
+	if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_msg(LOG_WARN, "wake_failed", "worker=%d error=\"%s\"", w->index, strerror(errno));
+}
+
+unsigned workers_collect(struct worker *ws, unsigned n, unsigned wait_ms,
+			 struct worker_counters *out, bool *answered)
+{
+	struct shared *sh = ws[0].sh;
+	uint64_t asked[n];
+	pthread_mutex_lock(&sh->lock);
+	for (unsigned i = 0; i < n; i++)
+		asked[i] = ws[i].snap_gen;
+	pthread_mutex_unlock(&sh->lock);
+	for (unsigned i = 0; i < n; i++)
+		worker_ask(&ws[i], REQ_STATS);
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += wait_ms / 1000;
+	until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	unsigned got;
+	int rc = 0;
+	pthread_mutex_lock(&sh->lock);
+	for (;;) {
+		got = 0;
+		for (unsigned i = 0; i < n; i++) {
+			answered[i] = ws[i].snap_gen != asked[i] || worker_exited(&ws[i]);
+			got += answered[i];
+		}
+		if (got == n || rc == ETIMEDOUT)
+			break;
+		rc = pthread_cond_timedwait(&sh->answered, &sh->lock, &until);
+	}
+	for (unsigned i = 0; i < n; i++)
+		out[i] = ws[i].snap;
+	pthread_mutex_unlock(&sh->lock);
+	return got;
+}
+
 void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s)
 {
 	t->accepted += s->accepted;
 	t->refused_limit += s->refused_limit;
 	t->refused_fd += s->refused_fd;
+	t->refused_nomem += s->refused_nomem;
 	t->closed += s->closed;
+	for (int i = 0; i < ECHO_CLOSE_REASONS; i++)
+		t->closed_by[i] += s->closed_by[i];
 	t->aborted += s->aborted;
 	t->idle_closed += s->idle_closed;
 	t->bytes_in += s->bytes_in;
@@ -143,6 +210,7 @@ void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s)
 	t->enobufs += s->enobufs;
 	t->accept_backoffs += s->accept_backoffs;
 	t->conns += s->conns; /* open now: the USR1 line's; 0 in the final counters */
+	t->bufs_held += s->bufs_held;
 	/* Each worker counts its own peak; the workers peak at different moments, so a sum would
 	 * overstate the process's. The busiest worker's peak is what is known. */
 	if (s->conns_peak > t->conns_peak)
@@ -151,12 +219,19 @@ void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s)
 
 void worker_stats_format(char *out, size_t len, const struct echo_stats *s)
 {
-	snprintf(out, len, "accepted=%llu refused_limit=%llu refused_fd=%llu closed=%llu "
+	snprintf(out, len, "accepted=%llu refused_limit=%llu refused_fd=%llu refused_nomem=%llu "
+		 "closed=%llu closed_eof=%llu closed_reset=%llu closed_idle=%llu closed_drain=%llu "
+		 "closed_error=%llu "
 		 "aborted=%llu idle_closed=%llu bytes_in=%llu bytes_out=%llu spilled_bytes=%llu "
 		 "discarded_bytes=%llu paused=%llu enobufs=%llu accept_backoffs=%llu "
 		 "worker_conns_peak=%u",
 		 (unsigned long long)s->accepted, (unsigned long long)s->refused_limit,
-		 (unsigned long long)s->refused_fd, (unsigned long long)s->closed,
+		 (unsigned long long)s->refused_fd, (unsigned long long)s->refused_nomem,
+		 (unsigned long long)s->closed, (unsigned long long)s->closed_by[ECHO_CLOSE_EOF],
+		 (unsigned long long)s->closed_by[ECHO_CLOSE_RESET],
+		 (unsigned long long)s->closed_by[ECHO_CLOSE_IDLE],
+		 (unsigned long long)s->closed_by[ECHO_CLOSE_DRAIN],
+		 (unsigned long long)s->closed_by[ECHO_CLOSE_ERROR],
 		 (unsigned long long)s->aborted, (unsigned long long)s->idle_closed,
 		 (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 		 (unsigned long long)s->spilled_bytes, (unsigned long long)s->discarded_bytes,

@@ -24,11 +24,22 @@
  * (sigtimedwait) hears both. */
 #define WORKER_NOTIFY_SIG (SIGRTMIN + 1)
 
-/* What the main thread and every worker share. */
+/* What a worker publishes: its echo server's and its loop's counters, copied in its own
+ * thread (they are plain integers there: one add each on the data path, no atomics). */
+struct worker_counters {
+	struct echo_stats echo;
+	struct loop_tally loop;
+	uint32_t buffers; /* its pool's size */
+};
+
+/* What the main thread, the metrics thread and every worker share. */
 struct shared {
 	_Atomic uint32_t conns_total; /* the process's connections, against --max-conns */
 	pthread_mutex_t lock;         /* guards every worker's snap and snap_gen */
-	pthread_t main_thread;        /* told with WORKER_NOTIFY_SIG: a worker exited or answered */
+	pthread_cond_t answered;      /* broadcast under lock when a worker publishes */
+	pthread_t main_thread;        /* told with WORKER_NOTIFY_SIG: a worker exited */
+	atomic_bool draining;         /* from the first TERM/INT on: /readyz says 503 */
+	atomic_uint listening;        /* workers that have started accepting */
 };
 
 struct worker {
@@ -46,10 +57,9 @@ struct worker {
 	_Atomic unsigned requests; /* REQ_* bits, set by the main thread before it writes wake_fd */
 	bool ending;               /* worker thread only: its loop is over, on_wake stays quiet */
 	/* Under sh->lock: the counters as the worker last published them, and how many times it
-	 * has (a USR1 answer, and the final counters at exit). */
-	struct echo_stats snap;
+	 * has (an answer to REQ_STATS, and the final counters at exit). */
+	struct worker_counters snap;
 	uint64_t snap_gen;
-	uint64_t snap_asked; /* main thread only: snap_gen when it last asked */
 	/* Written by the worker before it sets `exited`, read by the main thread after. */
 	uint32_t cut_conns;  /* connections it still had when it was told to cut */
 	int status;          /* 0 ok, else -errno from set-up or the loop */
@@ -60,6 +70,14 @@ struct worker {
 void *worker_main(void *arg);
 /* Read by the main thread: the worker's thread has finished (its counters are final). */
 bool worker_exited(struct worker *w);
+/* Set req's bits in a running worker's requests and wake its loop (any thread). */
+void worker_ask(struct worker *w, unsigned req);
+/* Ask every worker for its counters and wait up to wait_ms for them all (any thread, several
+ * at once). out[i]: what worker i last published; answered[i]: it published since the call
+ * began, or has exited (its final counters). Returns how many answered: a worker that cannot
+ * answer within wait_ms is stuck, which is what /healthz reports. */
+unsigned workers_collect(struct worker *ws, unsigned n, unsigned wait_ms,
+			 struct worker_counters *out, bool *answered);
 /* Add s to t (t->conns_peak: the larger of the two, see worker.c). */
 void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s);
 /* The counters of the stop line and the USR1 line, in the same order. */

@@ -207,6 +207,12 @@ static void test_signals_leave_echod_serving(void **state)
 	assert_non_null(line);
 	assert_non_null(strstr(line, " bytes_in="));
 	assert_null(strstr(line, " bytes_in=0 ")); /* the counters are the live ones */
+	/* The loops' own counts, as /metrics has them: live too. */
+	assert_non_null(strstr(line, " wakeups="));
+	assert_null(strstr(line, " wakeups=0 "));
+	assert_null(strstr(line, " completions=0 "));
+	assert_non_null(strstr(line, " syscalls="));
+	assert_null(strstr(line, " syscalls=0"));
 	free(line);
 	for (int i = 0; i < 4; i++)
 		close(p[i].fd);
