@@ -2,10 +2,13 @@
 #
 #   make run      install missing Debian packages, build, start echod on 127.0.0.1:65432
 #   make test     the same, then the whole suite: plain, ASan+UBSan, and without liburing
+#                 and libmicrohttpd
 #   make bench    Google Benchmark microbenchmarks (bench/bm_*.c)
 #   make compare  end-to-end backend comparison (QUICK=1 for a reduced matrix)
 #
 # Out-of-tree builds: BUILD=dir. Sanitizers: SANITIZE=address,undefined (own build dir).
+# Optional libraries, found with pkg-config: liburing (io_uring backends) and libmicrohttpd
+# (the --metrics port); HAVE_URING= or HAVE_MHD= on the command line builds without one.
 
 CC       ?= cc
 CXX      ?= c++
@@ -35,7 +38,18 @@ URING_LIBS := $(shell pkg-config --libs liburing)
 URING_SRC := $(wildcard backends/uring*.c)
 endif
 
-ENGINE_SRC  := $(filter-out engine/main.c,$(wildcard engine/*.c))
+# The metrics port (--metrics) is built only when libmicrohttpd is present; without it a stub
+# says it is not available and echod refuses --metrics (exit 69).
+HAVE_MHD := $(shell pkg-config --exists libmicrohttpd 2>/dev/null && echo 1)
+ifeq ($(HAVE_MHD),1)
+CPPFLAGS += -DECHOD_HAVE_MHD
+MHD_LIBS := $(shell pkg-config --libs libmicrohttpd)
+MHD_OFF  := engine/metrics_http_none.c
+else
+MHD_OFF  := engine/metrics_http.c
+endif
+
+ENGINE_SRC  := $(filter-out engine/main.c $(MHD_OFF),$(wildcard engine/*.c))
 BACKEND_SRC := backends/readiness.c backends/select.c backends/poll.c backends/epoll.c $(URING_SRC)
 BACKEND_SRC := $(wildcard $(BACKEND_SRC))
 CORE_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(ENGINE_SRC) $(BACKEND_SRC))
@@ -59,7 +73,7 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/echod: $(BUILD)/engine/main.o $(CORE_OBJ)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(URING_LIBS) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(URING_LIBS) $(MHD_LIBS) $(LDLIBS)
 
 $(BUILD)/echoclient: $(BUILD)/tools/echoclient.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
@@ -74,26 +88,28 @@ $(BUILD)/tests/helper_%: $(BUILD)/tests/helper_%.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TESTLIB_OBJ) $(CORE_OBJ)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(URING_LIBS) -lcmocka $(LDLIBS) -lm
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(URING_LIBS) $(MHD_LIBS) -lcmocka $(LDLIBS) -lm
 
 # --- running ---------------------------------------------------------------------------------
 run: deps
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/echod $(ARGS)
 
-# The whole suite on three builds: plain, ASan+UBSan, and one as if liburing were missing (the
-# io_uring backends left out, everything else must still build and pass); then, on a
-# ThreadSanitizer build, the suites where threads meet: signals (main thread and workers) and
-# the integration cases with several workers. cmocka's summary per binary, then one
+# The whole suite on three builds: plain, ASan+UBSan, and one as if liburing and libmicrohttpd
+# were missing (the io_uring backends and the metrics port left out, everything else must still
+# build and pass); then, on a
+# ThreadSanitizer build, the suites where threads meet: signals (main thread and workers), and
+# the integration and metrics cases with several workers (the metrics thread asks them). cmocka's summary per binary, then one
 # `N passed, N failed` line per build and a total.
 SAN_BUILD := build/san
 NOURING_BUILD := build/nouring
 TSAN_BUILD := build/tsan
-TSAN_TESTS := $(TSAN_BUILD)/echod $(TSAN_BUILD)/tests/test_signals $(TSAN_BUILD)/tests/test_integration
+TSAN_TESTS := $(TSAN_BUILD)/echod $(TSAN_BUILD)/echoload $(TSAN_BUILD)/tests/test_signals \
+	      $(TSAN_BUILD)/tests/test_integration $(TSAN_BUILD)/tests/test_metrics
 test: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined BUILD=$(SAN_BUILD) all
-	@$(MAKE) --no-print-directory HAVE_URING= BUILD=$(NOURING_BUILD) all
+	@$(MAKE) --no-print-directory HAVE_URING= HAVE_MHD= BUILD=$(NOURING_BUILD) all
 	@$(MAKE) --no-print-directory SANITIZE=thread BUILD=$(TSAN_BUILD) $(TSAN_TESTS)
 	@tests/run-suite --compare-smoke --tsan $(TSAN_BUILD) $(BUILD) $(SAN_BUILD) $(NOURING_BUILD)
 
@@ -113,7 +129,7 @@ $(BUILD)/bench/gbench.o: bench/gbench.cc bench/gbench.h
 
 $(BUILD)/bench/%.o: CPPFLAGS += -Ibench -Itests
 $(BUILD)/bench/echod-bench: $(BM_OBJ) $(GBENCH_OBJ) $(CORE_OBJ) $(BUILD)/tests/lib_fake_backend.o
-	$(CXX) $(CXXFLAGS) $(SANFLAGS) -o $@ $^ $(URING_LIBS) -lbenchmark $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(SANFLAGS) -o $@ $^ $(URING_LIBS) $(MHD_LIBS) -lbenchmark $(LDLIBS)
 
 bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench/echod-bench

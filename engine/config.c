@@ -125,6 +125,9 @@ void config_usage(FILE *out)
 		"      --drain-timeout SECONDS on SIGTERM/SIGINT, time to flush queued echoes;\n"
 		"                             0 = close at once; at most %u [5]\n"
 		"      --log-level LEVEL      error, warn, info, debug [info]\n"
+		"      --metrics HOST:PORT    serve GET /metrics (Prometheus), /healthz and\n"
+		"                             /readyz over HTTP there; repeatable; HOST:PORT as\n"
+		"                             for --listen [off]\n"
 		"  -h, --help                 this help\n"
 		"  -V, --version              version\n"
 		"\n"
@@ -335,11 +338,11 @@ static const char *not_a_name(const char *h, char *why, size_t len)
 	return NULL;
 }
 
-/* What the host of a --listen value is, checked now so that a bad or unresolvable address is
- * a usage error (64) with a reason, instead of a bind failure (71) saying "Cannot assign
- * requested address" about an address that never existed. */
-static int check_host(const char *spec, const char *host, const char *port, bool bracketed,
-		      char *err, size_t len)
+/* What the host of a --listen (or --metrics) value is, checked now so that a bad or
+ * unresolvable address is a usage error (64) with a reason, instead of a bind failure (71)
+ * saying "Cannot assign requested address" about an address that never existed. */
+static int check_host(const char *flag, const char *spec, const char *host, const char *port,
+		      bool bracketed, char *err, size_t len)
 {
 	struct shown sa, sh;
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
@@ -350,8 +353,8 @@ static int check_host(const char *spec, const char *host, const char *port, bool
 		/* getaddrinfo rather than inet_pton: it also takes a scope, [fe80::1%eth0]. */
 		hints.ai_family = AF_INET6;
 		if (getaddrinfo(host, port, &hints, &ai) != 0) {
-			fail(err, len, "--listen: %s is not a valid address: %s is not an IPv6 "
-			     "address (" LISTEN_FORMS ")", show(&sa, spec), show(&sh, host));
+			fail(err, len, "%s: %s is not a valid address: %s is not an IPv6 "
+			     "address (" LISTEN_FORMS ")", flag, show(&sa, spec), show(&sh, host));
 			return -1;
 		}
 		freeaddrinfo(ai);
@@ -370,23 +373,23 @@ static int check_host(const char *spec, const char *host, const char *port, bool
 	if (numeric) {
 		if (inet_pton(AF_INET, host, &a4) == 1)
 			return 0;
-		fail(err, len, "--listen: %s is not a valid address: %s is not an IPv4 address "
-		     "(" IPV4_FORM "; " LISTEN_FORMS ")", show(&sa, spec), show(&sh, host));
+		fail(err, len, "%s: %s is not a valid address: %s is not an IPv4 address "
+		     "(" IPV4_FORM "; " LISTEN_FORMS ")", flag, show(&sa, spec), show(&sh, host));
 		return -1;
 	}
 	char whybuf[64];
 	const char *why = not_a_name(host, whybuf, sizeof(whybuf));
 	if (why) {
-		fail(err, len, "--listen: %s is not a valid address: %s is neither an IP address "
-		     "nor a host name: %s (" LISTEN_FORMS ")", show(&sa, spec), show(&sh, host),
-		     why);
+		fail(err, len, "%s: %s is not a valid address: %s is neither an IP address "
+		     "nor a host name: %s (" LISTEN_FORMS ")", flag, show(&sa, spec),
+		     show(&sh, host), why);
 		return -1;
 	}
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	gai = getaddrinfo(host, port, &hints, &ai);
 	if (gai != 0) {
-		fail(err, len, "--listen: %s cannot be resolved: %s (" LISTEN_FORMS ")",
+		fail(err, len, "%s: %s cannot be resolved: %s (" LISTEN_FORMS ")", flag,
 		     show(&sa, spec), gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
 		return -1;
 	}
@@ -409,7 +412,7 @@ static int check_backend(const char *name, char *err, size_t len)
 }
 
 enum { OPT_LIST = 256, OPT_MAX_CONNS, OPT_CONN_BUFFER, OPT_BUFFERS, OPT_BUFFER_SIZE,
-       OPT_IDLE, OPT_DRAIN, OPT_LOG_LEVEL };
+       OPT_IDLE, OPT_DRAIN, OPT_LOG_LEVEL, OPT_METRICS };
 
 static const struct option long_opts[] = {
 	{ "listen", required_argument, NULL, 'l' },
@@ -423,6 +426,7 @@ static const struct option long_opts[] = {
 	{ "idle-timeout", required_argument, NULL, OPT_IDLE },
 	{ "drain-timeout", required_argument, NULL, OPT_DRAIN },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "metrics", required_argument, NULL, OPT_METRICS },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -436,7 +440,10 @@ static const char *long_name(int c)
 	return "?";
 }
 
-static int add_listen(struct echod_config *cfg, const char *s, char *err, size_t len)
+/* A HOST:PORT for --listen or --metrics (`flag`), checked the same way for both, appended to
+ * addrs[*n]. */
+static int add_address(const char *flag, char (*addrs)[CONFIG_ADDR_LEN], int *n, const char *s,
+		       char *err, size_t len)
 {
 	struct shown sa, sh;
 	char host[CONFIG_HOST_MAX + 1], port[8];
@@ -446,28 +453,33 @@ static int add_listen(struct echod_config *cfg, const char *s, char *err, size_t
 	case SPLIT_OK:
 		break;
 	case SPLIT_FORM:
-		fail(err, len, "--listen: %s is not HOST:PORT (" LISTEN_FORMS "; PORT 0 to 65535)",
+		fail(err, len, "%s: %s is not HOST:PORT (" LISTEN_FORMS "; PORT 0 to 65535)", flag,
 		     show(&sa, s));
 		return -1;
 	case SPLIT_PORT:
-		fail(err, len, "--listen: %s: port %s is out of range (0 to 65535)", show(&sa, s),
+		fail(err, len, "%s: %s: port %s is out of range (0 to 65535)", flag, show(&sa, s),
 		     show(&sh, strrchr(s, ':') + 1));
 		return -1;
 	case SPLIT_LONG:
 		memcpy(host, s + bracketed, 24);
 		host[24] = '\0';
-		fail(err, len, "--listen: host %s... is %zu characters, too long (at most %d)",
+		fail(err, len, "%s: host %s... is %zu characters, too long (at most %d)", flag,
 		     show(&sh, host), hl, CONFIG_HOST_MAX);
 		return -1;
 	}
-	if (check_host(s, host, port, bracketed, err, len) < 0)
+	if (check_host(flag, s, host, port, bracketed, err, len) < 0)
 		return -1;
-	if (cfg->nlisten == CONFIG_MAX_LISTEN) {
-		fail(err, len, "--listen: too many addresses (at most %d)", CONFIG_MAX_LISTEN);
+	if (*n == CONFIG_MAX_LISTEN) {
+		fail(err, len, "%s: too many addresses (at most %d)", flag, CONFIG_MAX_LISTEN);
 		return -1;
 	}
-	snprintf(cfg->listen[cfg->nlisten++], CONFIG_ADDR_LEN, "%s", s); /* fits: split() */
+	snprintf(addrs[(*n)++], CONFIG_ADDR_LEN, "%s", s); /* fits: split() */
 	return 0;
+}
+
+static int add_listen(struct echod_config *cfg, const char *s, char *err, size_t len)
+{
+	return add_address("--listen", cfg->listen, &cfg->nlisten, s, err, len);
 }
 
 static int apply(struct echod_config *cfg, int c, const char *arg, char *err, size_t len)
@@ -483,6 +495,8 @@ static int apply(struct echod_config *cfg, int c, const char *arg, char *err, si
 	switch (c) {
 	case 'l':
 		return add_listen(cfg, arg, err, len);
+	case OPT_METRICS:
+		return add_address("--metrics", cfg->metrics, &cfg->nmetrics, arg, err, len);
 	case 'b':
 		if (check_backend(arg, err, len) < 0)
 			return -1;

@@ -25,6 +25,8 @@
 struct echod_config {
 	char listen[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN];
 	int nlisten;
+	char metrics[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN]; /* --metrics HOST:PORT; none: off */
+	int nmetrics;
 	char backend[32];
 	unsigned threads;
 	uint32_t max_conns;
@@ -39,10 +41,10 @@ enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION, CONFIG_LIST_BACKEN
 
 void config_defaults(struct echod_config *cfg);
 /* Parses argv into cfg. On CONFIG_ERROR, err holds one line saying what is wrong (no newline;
- * values are quoted and escaped so the line stays one line). Every --listen host is checked
- * here: numeric addresses must be valid literals and names must resolve (getaddrinfo), so a
- * bad address is a usage error, not a failure to listen. Timeouts are whole milliseconds:
- * 0, or 1 ms and more. */
+ * values are quoted and escaped so the line stays one line). Every --listen and --metrics
+ * host is checked here: numeric addresses must be valid literals and names must resolve
+ * (getaddrinfo), so a bad address is a usage error, not a failure to listen. Timeouts are
+ * whole milliseconds: 0, or 1 ms and more. */
 enum config_action config_parse(struct echod_config *cfg, int argc, char **argv, char *err,
 				size_t errlen);
 void config_usage(FILE *out);

@@ -28,10 +28,12 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "echo.h"
 #include "log.h"
+#include "metrics.h"
 #include "reactor.h"
 #include "supervisor.h"
 #include "worker.h"
@@ -256,8 +258,33 @@ static void warn_fd_limit(const struct echod_config *cfg, const struct backend *
 			be->name, be->max_fd, cfg->max_conns, be->max_fd);
 }
 
+/* The metrics port's sockets, bound like the echo listeners (a busy port: exit 71). Returns 0
+ * or the exit status, with the line printed and what was bound closed. */
+static int bind_metrics(const struct echod_config *cfg, int *fds,
+			char (*where)[CONFIG_ADDR_LEN + 16])
+{
+	if (cfg->nmetrics && !metrics_http_available()) {
+		fprintf(stderr, "echod: --metrics: this echod was built without libmicrohttpd; "
+			"install it (tools/install-deps) and rebuild, or run without --metrics\n");
+		return EXIT_UNAVAILABLE;
+	}
+	for (int i = 0; i < cfg->nmetrics; i++) {
+		fds[i] = listen_on(cfg->metrics[i], where[i], sizeof(where[i]));
+		if (fds[i] < 0) {
+			fprintf(stderr, "echod: cannot serve metrics on %s: %s\n", where[i],
+				strerror(-fds[i]));
+			for (int j = 0; j < i; j++)
+				close(fds[j]);
+			return EXIT_OSERR;
+		}
+	}
+	return 0;
+}
+
 int server_run(const struct echod_config *cfg)
 {
+	struct timespec started_at;
+	clock_gettime(CLOCK_REALTIME, &started_at);
 	log_threshold = cfg->log_level;
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
 		fprintf(stderr, "echod: cannot ignore SIGPIPE: %s\n", strerror(errno));
@@ -310,6 +337,10 @@ int server_run(const struct echod_config *cfg)
 		return 1;
 	}
 	pthread_condattr_destroy(&ca);
+	int mfds[CONFIG_MAX_LISTEN];
+	char mwhere[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN + 16];
+	struct metrics_http *mh = NULL;
+	int nmfds = 0;
 	unsigned started = 0;
 	char bound[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN + 16];
 	for (int a = 0; a < cfg->nlisten; a++) {
@@ -323,6 +354,10 @@ int server_run(const struct echod_config *cfg)
 		}
 		snprintf(bound[a], sizeof(bound[a]), "%s", where);
 	}
+	status = bind_metrics(cfg, mfds, mwhere);
+	if (status)
+		goto out;
+	nmfds = cfg->nmetrics;
 	/* Only now, with nothing left to fail at start-up, say what runs. */
 	log_msg(LOG_INFO, "backend", "name=%s chosen_by=%s%s%s%s", be->name,
 		strcmp(cfg->backend, "auto") == 0 ? "auto" : "flag", why[0] ? " skipped=\"" : "",
@@ -330,6 +365,8 @@ int server_run(const struct echod_config *cfg)
 	warn_fd_limit(cfg, be);
 	for (int a = 0; a < cfg->nlisten; a++)
 		log_msg(LOG_INFO, "listening", "addr=%s", bound[a]);
+	for (int a = 0; a < nmfds; a++)
+		log_msg(LOG_INFO, "metrics", "addr=%s paths=/metrics,/healthz,/readyz", mwhere[a]);
 	log_msg(LOG_INFO, "start", "version=%s backend=%s threads=%u max_conns=%u conn_buffer=%u "
 		"buffers=%u buffer_size=%u idle_timeout_ms=%u drain_timeout_ms=%u fd_limit=%u",
 		ECHOD_VERSION, be->name, n, cfg->max_conns, cfg->conn_buffer, cfg->buffers,
@@ -361,9 +398,25 @@ int server_run(const struct echod_config *cfg)
 		}
 	}
 	struct supervisor sv = { .cfg = cfg, .sh = &sh, .ws = ws, .n = started };
+	struct metrics_view mv = { .ws = ws, .n = started, .sh = &sh, .backend = be->name,
+				   .start_time = (double)started_at.tv_sec +
+						 (double)started_at.tv_nsec / 1e9 };
+	if (started == n && nmfds) {
+		/* After the workers: the port answers about workers that exist. Started by this
+		 * thread, with every signal blocked, so the HTTP thread takes none. */
+		int rc = metrics_start(&mh, &mv, mfds, nmfds);
+		nmfds = 0; /* metrics_start owns them now, whatever it returned */
+		if (rc < 0) {
+			log_msg(LOG_ERROR, "metrics_failed", "error=\"%s\"", strerror(-rc));
+			status = EXIT_OSERR;
+			supervisor_begin_stop(&sv, -1);
+		}
+	}
 	if (started < n)
 		supervisor_begin_stop(&sv, -1);
 	supervise(&sv);
+	/* /healthz said 200 until here: the last worker has just exited. */
+	metrics_http_stop(mh);
 
 	struct echo_stats total = { 0 };
 	uint64_t cut = 0;
@@ -389,6 +442,8 @@ out:
 	for (unsigned i = started; i < n; i++)
 		for (int j = 0; j < ws[i].nfds; j++)
 			close(ws[i].fds[j]);
+	for (int i = 0; i < nmfds; i++)
+		close(mfds[i]);
 	pthread_cond_destroy(&sh.answered);
 	pthread_mutex_destroy(&sh.lock);
 	free(ws);

@@ -352,6 +352,55 @@ static void test_listen_addresses(void **state)
 	assert_true(strlen(arg) < CONFIG_ADDR_LEN);
 }
 
+/* --metrics takes addresses exactly as --listen does, with errors naming --metrics; off by
+ * default, and it does not change the echo addresses. */
+static void test_metrics_addresses(void **state)
+{
+	(void)state;
+	struct echod_config cfg;
+	char err[1024];
+	const char *none[] = { NULL };
+	assert_int_equal(parse(&cfg, err, none), CONFIG_RUN);
+	assert_int_equal(cfg.nmetrics, 0);
+
+	const char *good[] = { "--metrics", "127.0.0.1:9100", "--metrics", "[::1]:0",
+			       "--metrics=localhost:9101", NULL };
+	assert_int_equal(parse(&cfg, err, good), CONFIG_RUN);
+	assert_int_equal(cfg.nmetrics, 3);
+	assert_string_equal(cfg.metrics[0], "127.0.0.1:9100");
+	assert_string_equal(cfg.metrics[1], "[::1]:0");
+	assert_string_equal(cfg.metrics[2], "localhost:9101");
+	assert_int_equal(cfg.nlisten, 1);
+	assert_string_equal(cfg.listen[0], "127.0.0.1:65432");
+
+	expect_error((const char *[]){ "--metrics", "9100", NULL },
+		     "--metrics: 9100 is not HOST:PORT (" LISTEN_FORMS "; PORT 0 to 65535)");
+	expect_error((const char *[]){ "--metrics", "127.0.0.1:70000", NULL },
+		     "--metrics: 127.0.0.1:70000: port 70000 is out of range (0 to 65535)");
+	expect_error((const char *[]){ "--metrics", "999.0.0.1:0", NULL },
+		     "--metrics: 999.0.0.1:0 is not a valid address: 999.0.0.1 is not an IPv4 "
+		     "address (an IPv4 address is a.b.c.d, each 0 to 255; " LISTEN_FORMS ")");
+	expect_error((const char *[]){ "--metrics", "[localhost]:0", NULL },
+		     "--metrics: [localhost]:0 is not a valid address: localhost is not an IPv6 "
+		     "address (" LISTEN_FORMS ")");
+	expect_error((const char *[]){ "--metrics", "a b:0", NULL },
+		     "--metrics: 'a b:0' is not a valid address: 'a b' is neither an IP address "
+		     "nor a host name: it has a space (" LISTEN_FORMS ")");
+	refuse((const char *[]){ "--metrics", "nonexistent.invalid:0", NULL }, err);
+	assert_non_null(strstr(err, "--metrics: nonexistent.invalid:0 cannot be resolved: "));
+	expect_error((const char *[]){ "--metrics", "--threads", NULL },
+		     "option '--metrics' needs a value (got --threads)");
+
+	const char *nine[] = { "--metrics", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--metrics",
+			       "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+			       "--metrics", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--metrics",
+			       "127.0.0.1:0", "--metrics", "[::1]:0", NULL };
+	expect_error(nine, "--metrics: too many addresses (at most 8)");
+	nine[16] = NULL; /* eight are fine */
+	assert_int_equal(parse(&cfg, err, nine), CONFIG_RUN);
+	assert_int_equal(cfg.nmetrics, 8);
+}
+
 /* getopt_long's '?' is three different mistakes; "--list-backends=1" used to print
  * "unknown option '-" and a stray NUL (its optopt is 256, printed with %c). */
 static void test_option_words(void **state)
@@ -381,7 +430,8 @@ static void test_usage_states_ranges(void **state)
 	const char *must[] = { "1 to 256 [1]", "1 to 1000000 [10000]", "1K to 64M",
 			       "16 to 32768 [2048]", "512 to 1M [8K]", "at most 86400 [0]",
 			       "at most 3600 [5]", "0.001 and more; no hex, exponents, inf or nan",
-			       "0 = close at once", NULL };
+			       "0 = close at once", "--metrics HOST:PORT", "/metrics", "/healthz",
+			       "/readyz", NULL };
 	for (int i = 0; must[i]; i++) {
 		if (!strstr(text, must[i]))
 			fail_msg("--help lacks \"%s\"", must[i]);
@@ -451,6 +501,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_number_garbage),
 		cmocka_unit_test(test_timeouts),
 		cmocka_unit_test(test_listen_addresses),
+		cmocka_unit_test(test_metrics_addresses),
 		cmocka_unit_test(test_option_words),
 		cmocka_unit_test(test_usage_states_ranges),
 		cmocka_unit_test(test_unknown_backend_lists_known),
