@@ -8,9 +8,17 @@
  * server CPU figure and backend, the progress line (on a terminal only), usage errors, an
  * unreachable port, the io_uring engine where it runs and its refusal where it cannot
  * (io_uring_setup blocked by seccomp), and the histogram's accuracy (tools/hist.c is compiled
- * in). Binaries are found next to this one:
- * <dir>/../echoload and <dir>/helper_faultyecho. Every wait is bounded and children are killed
- * by pid; alarm() is the backstop if a test hangs anyway. */
+ * in).
+ *
+ * --server-metrics: the URL forms, the HTTP framing and the exposition parser on literal text
+ * and on thousands of mutations of it (tools/echoload_scrape.c is compiled in; under ASan an
+ * overrun fails), the fetch's bounds against a server in a thread here that answers slowly, too
+ * much or wrongly, echoload's figures from that server's known counters, a scrape that fails
+ * (a warning, null fields, the run still passes), and the real echod's /metrics per backend.
+ *
+ * Binaries are found next to this one: <dir>/../echoload, <dir>/../echod and
+ * <dir>/helper_faultyecho. Every wait is bounded and children are killed by pid; alarm() is the
+ * backstop if a test hangs anyway. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,8 +32,10 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,7 +48,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../tools/echoload_scrape.c"
 #include "../tools/hist.c"
+#include "lib_proc.h"
 
 #define RUN_TIMEOUT_MS 15000
 #define TEST_ALARM_S 40
@@ -117,6 +129,18 @@ static int temp_file(void)
 	return fd;
 }
 
+/* Runs argv (NULL-terminated) to completion, capturing stdout and stderr. */
+static void run_program(const char *const *argv, struct output *o)
+{
+	int out = temp_file(), err = temp_file();
+	assert_true(out >= 0 && err >= 0);
+	pid_t pid = spawn(argv, out, err);
+	assert_true(pid > 0);
+	o->status = wait_bounded(pid, RUN_TIMEOUT_MS);
+	slurp(out, o->out, sizeof(o->out));
+	slurp(err, o->err, sizeof(o->err));
+}
+
 /* Runs echoload with args (NULL-terminated) to completion, capturing stdout and stderr. */
 static void run_echoload(const char *const *args, struct output *o)
 {
@@ -126,13 +150,7 @@ static void run_echoload(const char *const *args, struct output *o)
 	for (int i = 0; args[i] && n < 39; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;
-	int out = temp_file(), err = temp_file();
-	assert_true(out >= 0 && err >= 0);
-	pid_t pid = spawn(argv, out, err);
-	assert_true(pid > 0);
-	o->status = wait_bounded(pid, RUN_TIMEOUT_MS);
-	slurp(out, o->out, sizeof(o->out));
-	slurp(err, o->err, sizeof(o->err));
+	run_program(argv, o);
 }
 
 /* Starts helper_faultyecho and reads the port it prints (within 5 s). */
@@ -395,6 +413,38 @@ static void test_open_loop_rate(void **state)
 		fail_msg("%g msgs at 2000/s over 1 s: %s", msgs, o.out);
 }
 
+/* Field `col` (from 0) of a CSV line, quotes removed; "" past the end. */
+static void csv_nth(const char *line, int col, char *out, size_t len)
+{
+	size_t o = 0;
+	bool quoted = false;
+	for (const char *p = line; *p && *p != '\n' && (*p != ',' || quoted || col > 0); p++) {
+		if (*p == '"')
+			quoted = !quoted; /* a doubled quote inside a field: none in these tests */
+		else if (*p == ',' && !quoted)
+			col--;
+		else if (col == 0 && o + 1 < len)
+			out[o++] = *p;
+	}
+	out[o] = '\0';
+}
+
+/* A field of echoload's CSV (header line, then one row) by column name. */
+static void csv_field(const char *csv, const char *name, char *out, size_t len)
+{
+	const char *row = strchr(csv, '\n');
+	assert_non_null(row);
+	char h[64];
+	for (int col = 0; col < 64; col++) {
+		csv_nth(csv, col, h, sizeof(h));
+		if (strcmp(h, name) == 0) {
+			csv_nth(row + 1, col, out, len);
+			return;
+		}
+	}
+	fail_msg("no column %s in %s", name, csv);
+}
+
 /* CSV: a header and one row with as many columns; the label is quoted; server CPU is there. */
 static void test_csv_and_server_cpu(void **state)
 {
@@ -416,10 +466,11 @@ static void test_csv_and_server_cpu(void **state)
 	assert_int_equal(count_char(o.out, ',', header_len),
 			 count_char(nl + 1, ',', strlen(nl + 1)) - 1); /* one comma is quoted */
 	assert_non_null(strstr(o.out, ",\"plain,with comma\","));
-	assert_non_null(strstr(o.out, "server_cpu_us_per_msg"));
-	/* the last three columns: server_pid, server_cpu_pct, server_cpu_us_per_msg */
-	const char *last = strrchr(nl + 1, ',');
-	assert_true(strtod(last + 1, NULL) > 0);
+	char v[32];
+	csv_field(o.out, "label", v, sizeof(v));
+	assert_string_equal(v, "plain,with comma");
+	csv_field(o.out, "server_cpu_us_per_msg", v, sizeof(v));
+	assert_true(strtod(v, NULL) > 0);
 }
 
 /* --server-pid of a process whose command line names a backend: the JSON says which. The
@@ -546,7 +597,9 @@ static void test_bad_usage_exits_64(void **state)
 	static const char *const bad[][3] = {
 		{ "--bogus", NULL, NULL }, { "--size", "3", NULL }, { "--depth", "x", NULL },
 		{ "--engine", "kqueue", NULL }, { "--json", "--csv", NULL },
-		{ "--duration", "-1", NULL },
+		{ "--duration", "-1", NULL }, { "--server-metrics", "127.0.0.1:9100", NULL },
+		{ "--server-metrics", "https://127.0.0.1:9100/metrics", NULL },
+		{ "--server-metrics", "http://[::1]/metrics", NULL },
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
 		struct output o;
@@ -578,6 +631,741 @@ static void test_unreachable_exits_1(void **state)
 	assert_int_equal(o.status, 1);
 	if (!strstr(o.err, want))
 		fail_msg("stderr: %s", o.err);
+}
+
+/* --- --server-metrics: the parts, on literal text ------------------------------------------ */
+
+/* scrape_parse on an exact-size copy, so that ASan catches a read past the end. */
+static void parse_exact(const char *text, struct scrape *s)
+{
+	size_t n = strlen(text);
+	char *copy = malloc(n ? n : 1);
+	assert_non_null(copy);
+	memcpy(copy, text, n);
+	scrape_parse(copy, n, s);
+	free(copy);
+}
+
+static void test_scrape_parse_exposition(void **state)
+{
+	(void)state;
+	static const char text[] =
+		"# HELP echod_syscalls_total System calls, by call.\n"
+		"# TYPE echod_syscalls_total counter\n"
+		"echod_syscalls_total{worker=\"0\",call=\"recv\"} 100\n"
+		"echod_syscalls_total{worker=\"0\",call=\"send\"} 1.5e+06\n"
+		"echod_syscalls_total{worker=\"1\",call=\"epoll_wait\"} 7 1700000000000\n"
+		"echod_syscalls_total{worker=\"1\",call=\"we\\\"ird} 9, \\\\ \\n\"} 3\n"
+		"  echod_syscalls_total { worker = \"2\" , call=\"poll\", }\t2\r\n"
+		"echod_syscalls_total_created{worker=\"0\"} 99999\n"
+		"xechod_syscalls_total 5\n"
+		"#echod_syscalls_total 5\n"
+		"echod_loop_wakeups_total{worker=\"0\"} 40\n"
+		"echod_loop_wakeups_total{worker=\"1\"}60\n"
+		"garbage without a value\n"
+		"{\"json\": 1}\n"
+		"\n"
+		"echod_bytes_received_total{worker=\"0\"} 18446744073709551615\n"
+		"echod_loop_wakeups_total 0"; /* no newline at the end */
+	struct scrape s;
+	parse_exact(text, &s);
+	assert_true(s.found[SF_SYSCALLS]);
+	assert_true(s.sum[SF_SYSCALLS] == 100 + 1.5e6 + 7 + 3 + 2);
+	assert_true(s.found[SF_WAKEUPS]);
+	assert_true(s.sum[SF_WAKEUPS] == 100);
+	assert_false(s.found[SF_COMPLETIONS]); /* absent */
+
+	/* huge but finite values still add up; past double's range the family is unusable */
+	parse_exact("echod_completions_total{worker=\"0\"} 18446744073709551615\n"
+		    "echod_completions_total{worker=\"1\"} 1e300\n"
+		    "echod_loop_wakeups_total 1e308\necho_loop_wakeups_total 1\n"
+		    "echod_loop_wakeups_total 1e308\n", &s);
+	assert_true(s.found[SF_COMPLETIONS]);
+	assert_true(s.sum[SF_COMPLETIONS] == 18446744073709551615.0 + 1e300);
+	assert_false(s.found[SF_WAKEUPS]); /* the sum overflows */
+
+	parse_exact("", &s);
+	for (int f = 0; f < SF_COUNT; f++)
+		assert_false(s.found[f]);
+	parse_exact("echod_syscalls_total{call=\"unterminated \\\"}", &s); /* ends inside */
+	assert_false(s.found[SF_SYSCALLS]);
+}
+
+/* One malformed sample makes its family unusable (its sum would be wrong); the others stay. */
+static void test_scrape_parse_malformed_samples(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {
+		"echod_loop_wakeups_total{worker=\"0\"} abc",
+		"echod_loop_wakeups_total{worker=\"0} 5",
+		"echod_loop_wakeups_total{worker=\"0\" 5",
+		"echod_loop_wakeups_total{worker=0} 5",
+		"echod_loop_wakeups_total{=\"0\"} 5",
+		"echod_loop_wakeups_total{,} 5",
+		"echod_loop_wakeups_total{worker=\"0\"}",
+		"echod_loop_wakeups_total",
+		"echod_loop_wakeups_total+5",
+		"echod_loop_wakeups_total 5 6 7",
+		"echod_loop_wakeups_total 5 1.5",
+		"echod_loop_wakeups_total -5",
+		"echod_loop_wakeups_total NaN",
+		"echod_loop_wakeups_total +Inf",
+		"echod_loop_wakeups_total 1e999",
+		"echod_loop_wakeups_total 5x",
+		"echod_loop_wakeups_total 0x",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		char text[256];
+		snprintf(text, sizeof(text),
+			 "echod_loop_wakeups_total{worker=\"1\"} 1\n%s\n"
+			 "echod_syscalls_total{worker=\"0\",call=\"recv\"} 9\n", bad[i]);
+		struct scrape s;
+		parse_exact(text, &s);
+		if (s.found[SF_WAKEUPS])
+			fail_msg("accepted: %s", bad[i]);
+		assert_true(s.found[SF_SYSCALLS] && s.sum[SF_SYSCALLS] == 9);
+	}
+}
+
+static void test_scrape_url_forms(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *url, *host, *port, *authority;
+	} good[] = {
+		{ "http://127.0.0.1:9100/metrics", "127.0.0.1", "9100", "127.0.0.1:9100" },
+		{ "http://127.0.0.1:9100", "127.0.0.1", "9100", "127.0.0.1:9100" },
+		{ "HTTP://localhost:1", "localhost", "1", "localhost:1" },
+		{ "http://[::1]:65535/metrics", "::1", "65535", "[::1]:65535" },
+		{ "http://[fe80::1:2]:80", "fe80::1:2", "80", "[fe80::1:2]:80" },
+		{ "http://metrics-1.example_x.org:8080/metrics", "metrics-1.example_x.org", "8080",
+		  "metrics-1.example_x.org:8080" },
+	};
+	for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++) {
+		struct scrape_url u;
+		char why[512] = "";
+		if (scrape_url_parse(good[i].url, &u, why, sizeof(why)) != 0)
+			fail_msg("%s: %s", good[i].url, why);
+		assert_string_equal(u.host, good[i].host);
+		assert_string_equal(u.port, good[i].port);
+		assert_string_equal(u.authority, good[i].authority);
+	}
+	static const char *const bad[] = {
+		"", "http://", "https://127.0.0.1:9100/metrics", "127.0.0.1:9100",
+		"http://127.0.0.1", "http://127.0.0.1:", "http://127.0.0.1:0",
+		"http://127.0.0.1:65536", "http://127.0.0.1:123456", "http://127.0.0.1:-1",
+		"http://127.0.0.1:9100/", "http://127.0.0.1:9100/metricsx",
+		"http://127.0.0.1:9100/metrics?x=1", "http://127.0.0.1:9100/healthz",
+		"http://127.0.0.1:9100#x", "http://[::1/metrics", "http://[]:80",
+		"http://[127.0.0.1]:80", "http://user@host:80", "http://::1:80", "http://host :80",
+		"http://ho%73t:80",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		struct scrape_url u;
+		char why[512] = "";
+		if (scrape_url_parse(bad[i], &u, why, sizeof(why)) != -1)
+			fail_msg("accepted: '%s'", bad[i]);
+		assert_null(strchr(why, '\n'));
+		assert_non_null(strstr(why, bad[i]));
+	}
+}
+
+/* scrape_http_feed on a copy of resp (it decodes in place): the state, and the body in out. */
+static int feed(const char *resp, size_t len, bool eof, char *out, size_t cap, char *why)
+{
+	char *copy = malloc(len ? len : 1);
+	assert_non_null(copy);
+	memcpy(copy, resp, len);
+	struct http_response r;
+	scrape_http_init(&r);
+	size_t body = 0;
+	int st = scrape_http_feed(&r, copy, len, eof, &body);
+	out[0] = '\0';
+	if (st == HTTP_DONE) {
+		assert_true(r.head_len + body <= len);
+		snprintf(out, cap, "%.*s", (int)body, copy + r.head_len);
+	}
+	snprintf(why, 96, "%s", r.why);
+	free(copy);
+	return st;
+}
+
+static void expect_body(const char *resp, bool eof, const char *want)
+{
+	char body[256], why[96];
+	int st = feed(resp, strlen(resp), eof, body, sizeof(body), why);
+	if (st != HTTP_DONE || strcmp(body, want) != 0)
+		fail_msg("state %d (%s), body '%s', want '%s' from:\n%s", st, why, body, want,
+			 resp);
+}
+
+static void expect_state(const char *resp, bool eof, int want, const char *why_part)
+{
+	char body[256], why[96];
+	int st = feed(resp, strlen(resp), eof, body, sizeof(body), why);
+	if (st != want || (why_part && !strstr(why, why_part)))
+		fail_msg("state %d (%s), want %d (%s) from:\n%s", st, why, want,
+			 why_part ? why_part : "", resp);
+}
+
+static void test_scrape_http_framing(void **state)
+{
+	(void)state;
+	static const char chunked[] =
+		"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\nContent-Length: 3\r\n\r\n"
+		"5;name=value\r\nhello\r\nA\r\n, world!!!\r\n1 \n\n\r\n0\r\nX-Trailer: y\r\n\r\n";
+	expect_body("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false, "hello");
+	expect_body("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, more", false, "hello");
+	expect_body("HTTP/1.1 200 OK\r\ncontent-length:0\r\n\r\n", false, "");
+	expect_body(chunked, false, "hello, world!!!\n");
+	expect_body("HTTP/1.0 200\n\nno framing: all until the close", true,
+		    "no framing: all until the close");
+	expect_state("HTTP/1.0 200\n\nno framing", false, HTTP_MORE, NULL);
+	expect_state("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", false, HTTP_MORE, NULL);
+	expect_state("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", true, HTTP_BAD,
+		     "Content-Length");
+	expect_state("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", false, HTTP_MORE, NULL);
+	expect_state("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", true, HTTP_BAD, "headers");
+	expect_state("", true, HTTP_BAD, "empty");
+	expect_state("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", false, HTTP_BAD,
+		     "HTTP status 404");
+	expect_state("SSH-2.0-OpenSSH_9.2\r\n", false, HTTP_BAD, "not an HTTP");
+	expect_state("HTTP/2 200\r\n\r\n", false, HTTP_BAD, "not an HTTP");
+	expect_state("HTTP/1.1 200 OK\r\nno colon\r\n\r\n", false, HTTP_BAD, "colon");
+	expect_state("HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n", false, HTTP_BAD,
+		     "Content-Length");
+	expect_state("HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", false, HTTP_BAD,
+		     "4 MiB");
+	expect_state("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false,
+		     HTTP_BAD, "chunk size");
+	expect_state("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n",
+		     false, HTTP_BAD, "longer than its size");
+	expect_state("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFF\r\n",
+		     false, HTTP_BAD, "4 MiB");
+	expect_state("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", true,
+		     HTTP_BAD, "chunked body");
+	expect_state("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n", false,
+		     HTTP_MORE, NULL); /* the empty line after the trailers is still to come */
+
+	/* headers that never end are refused at 64 KiB, not read up to the response limit */
+	size_t n = 70000;
+	char *big = malloc(n + 1);
+	assert_non_null(big);
+	memcpy(big, "HTTP/1.1 200 OK\r\n", 17);
+	for (size_t i = 17; i < n; i++)
+		big[i] = (i % 80 == 79) ? '\n' : 'x';
+	big[n] = '\0';
+	for (size_t i = 17; i < n; i += 80)
+		big[i + 1] = ':';
+	expect_state(big, false, HTTP_BAD, "64 KiB");
+	free(big);
+
+	/* The same chunked response arriving a byte at a time: more, more, ..., then the body. */
+	size_t len = strlen(chunked);
+	char *buf = malloc(len);
+	assert_non_null(buf);
+	memcpy(buf, chunked, len);
+	struct http_response r;
+	scrape_http_init(&r);
+	size_t body = 0;
+	for (size_t i = 1; i < len; i++)
+		assert_int_equal(scrape_http_feed(&r, buf, i, false, &body), HTTP_MORE);
+	assert_int_equal(scrape_http_feed(&r, buf, len, false, &body), HTTP_DONE);
+	assert_int_equal(body, 16);
+	assert_memory_equal(buf + r.head_len, "hello, world!!!\n", 16);
+	free(buf);
+}
+
+/* --- --server-metrics: a metrics server in a thread ---------------------------------------- */
+
+/* Answers each GET with echod-like counters that grow by known amounts per scrape, or the
+ * way a broken server would. */
+enum fake_mode {
+	FAKE_COUNTERS,      /* scrape k: known sums; Content-Length, then chunked, alternately */
+	FAKE_NO_COMPLETIONS, /* the same without echod_completions_total */
+	FAKE_404,
+	FAKE_HUGE,          /* 5 MiB of comments, no framing */
+};
+
+#define FAKE_SYSCALLS_STEP 10000000.0    /* per scrape, over two workers */
+#define FAKE_WAKEUPS_STEP 5000000.0
+#define FAKE_COMPLETIONS_STEP 20000000.0 /* 4 completions per wake-up */
+
+static struct fake_server {
+	int fd, port;
+	enum fake_mode mode;
+	pthread_t thread;
+	bool running;
+	atomic_bool stop;
+	atomic_int scrapes;
+	char request[1024];  /* the last one, as received */
+} fake = { .fd = -1 };
+
+static void fake_write(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w <= 0)
+			return; /* the client gave up (too large): fine */
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static char *fake_exposition(int k, enum fake_mode mode)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	assert_non_null(f);
+	fprintf(f, "# HELP echod_syscalls_total System calls.\n"
+		"# TYPE echod_syscalls_total counter\n"
+		"echod_syscalls_total{worker=\"0\",call=\"recv\"} %.0f\n"
+		"echod_syscalls_total{worker=\"1\",call=\"send\"} %.6e\n",
+		1000 + 0.7 * FAKE_SYSCALLS_STEP * k, 2000 + 0.3 * FAKE_SYSCALLS_STEP * k);
+	fprintf(f, "echod_syscalls_total{worker=\"1\",call=\"we\\\"ird}\"} 0 1700000000000\n");
+	fprintf(f, "# TYPE echod_loop_wakeups_total counter\n"
+		"echod_loop_wakeups_total{worker=\"0\"} %.0f\n"
+		"echod_loop_wakeups_total{worker=\"1\"} %.0f\n",
+		10 + 0.5 * FAKE_WAKEUPS_STEP * k, 20 + 0.5 * FAKE_WAKEUPS_STEP * k);
+	if (mode != FAKE_NO_COMPLETIONS)
+		fprintf(f, "echod_completions_total{worker=\"0\"} %.0f\n"
+			"echod_completions_total{worker=\"1\"} 0\n",
+			5 + FAKE_COMPLETIONS_STEP * k);
+	fclose(f);
+	return text;
+}
+
+/* A 200 response carrying body: with Content-Length, or chunked in pieces of `piece` bytes
+ * (edges that cut lines and numbers), the first with a chunk extension. malloc'd. */
+static char *http_200(const char *body, bool chunked, size_t piece)
+{
+	char *resp = NULL;
+	size_t len = 0, n = strlen(body);
+	FILE *f = open_memstream(&resp, &len);
+	assert_non_null(f);
+	if (!chunked) {
+		fprintf(f, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+			"Content-Length: %zu\r\n\r\n%s", n, body);
+	} else {
+		fprintf(f, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+		for (size_t off = 0; off < n; off += piece) {
+			size_t c = n - off < piece ? n - off : piece;
+			fprintf(f, "%zx%s\r\n%.*s\r\n", c, off ? "" : ";ext=1", (int)c, body + off);
+		}
+		fprintf(f, "0\r\n\r\n");
+	}
+	fclose(f);
+	return resp;
+}
+
+static void fake_answer(int fd, int k)
+{
+	if (fake.mode == FAKE_404) {
+		static const char resp[] = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+		fake_write(fd, resp, sizeof(resp) - 1);
+		return;
+	}
+	if (fake.mode == FAKE_HUGE) {
+		static char line[1024];
+		memset(line, '#', sizeof(line) - 1);
+		line[sizeof(line) - 1] = '\n';
+		fake_write(fd, "HTTP/1.0 200 OK\r\n\r\n", 19);
+		for (int i = 0; i < 5 * 1024; i++)
+			fake_write(fd, line, sizeof(line));
+		return;
+	}
+	char *body = fake_exposition(k, fake.mode);
+	char *resp = http_200(body, k % 2, 7); /* Content-Length, then chunked, alternately */
+	fake_write(fd, resp, strlen(resp));
+	free(resp);
+	free(body);
+}
+
+/* Reads one request (up to its empty line, at most 1 s) and answers it. */
+static void fake_serve(int fd)
+{
+	struct timeval tv = { .tv_sec = 1 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	char req[sizeof(fake.request)];
+	size_t n = 0;
+	while (n + 1 < sizeof(req)) {
+		ssize_t r = recv(fd, req + n, sizeof(req) - 1 - n, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		req[n] = '\0';
+		if (strstr(req, "\r\n\r\n"))
+			break;
+	}
+	req[n] = '\0';
+	memcpy(fake.request, req, n + 1);
+	fake_answer(fd, atomic_fetch_add(&fake.scrapes, 1));
+}
+
+static void *fake_main(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&fake.stop)) {
+		struct pollfd pfd = { .fd = fake.fd, .events = POLLIN };
+		if (poll(&pfd, 1, 50) != 1)
+			continue;
+		int c = accept4(fake.fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0)
+			continue;
+		fake_serve(c);
+		close(c);
+	}
+	return NULL;
+}
+
+/* A listening socket on loopback (family AF_INET or AF_INET6), port 0; -1 if unsupported. */
+static int listen_loopback(int family, int *port)
+{
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	struct sockaddr_in a4 = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr *sa = family == AF_INET6 ? (struct sockaddr *)&a6 : (struct sockaddr *)&a4;
+	socklen_t sl = family == AF_INET6 ? sizeof(a6) : sizeof(a4);
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (bind(fd, sa, sl) < 0 || listen(fd, 16) < 0 || getsockname(fd, sa, &sl) < 0) {
+		close(fd);
+		return -1;
+	}
+	*port = ntohs(family == AF_INET6 ? a6.sin6_port : a4.sin_port);
+	return fd;
+}
+
+static bool fake_start(enum fake_mode mode, int family)
+{
+	fake.fd = listen_loopback(family, &fake.port);
+	if (fake.fd < 0)
+		return false;
+	fake.mode = mode;
+	fake.request[0] = '\0';
+	atomic_store(&fake.stop, false);
+	atomic_store(&fake.scrapes, 0);
+	assert_int_equal(pthread_create(&fake.thread, NULL, fake_main, NULL), 0);
+	fake.running = true;
+	return true;
+}
+
+static void fake_stop(void)
+{
+	if (fake.running) {
+		atomic_store(&fake.stop, true);
+		pthread_join(fake.thread, NULL);
+		fake.running = false;
+	}
+	if (fake.fd >= 0)
+		close(fake.fd);
+	fake.fd = -1;
+}
+
+static void fake_url(char *buf, size_t len, const char *host)
+{
+	snprintf(buf, len, "http://%s:%d/metrics", host, fake.port);
+}
+
+/* scrape_fetch in this process against the fake; returns its result, why in why. */
+static int fetch_fake(struct scrape *s, char *why, size_t len)
+{
+	char url[64];
+	struct scrape_url u;
+	fake_url(url, sizeof(url), "127.0.0.1");
+	assert_int_equal(scrape_url_parse(url, &u, why, len), 0);
+	return scrape_fetch(&u, s, why, len);
+}
+
+static void test_scrape_fetch(void **state)
+{
+	(void)state;
+	struct scrape s;
+	char why[256];
+	assert_true(fake_start(FAKE_COUNTERS, AF_INET));
+	for (int k = 0; k < 2; k++) { /* Content-Length, then chunked */
+		if (fetch_fake(&s, why, sizeof(why)) != 0)
+			fail_msg("scrape %d: %s", k, why);
+		assert_true(s.found[SF_SYSCALLS] && s.found[SF_WAKEUPS] && s.found[SF_COMPLETIONS]);
+		assert_true(s.sum[SF_COMPLETIONS] == 5 + FAKE_COMPLETIONS_STEP * k);
+		assert_true(s.sum[SF_WAKEUPS] == 30 + FAKE_WAKEUPS_STEP * k);
+	}
+	char want_host[64];
+	snprintf(want_host, sizeof(want_host), "\r\nHost: 127.0.0.1:%d\r\n", fake.port);
+	fake_stop(); /* joined: its last request can be read */
+	if (strncmp(fake.request, "GET /metrics HTTP/1.1\r\n", 23) != 0 ||
+	    !strstr(fake.request, want_host) || !strstr(fake.request, "\r\nConnection: close\r\n"))
+		fail_msg("request: %s", fake.request);
+
+	assert_true(fake_start(FAKE_404, AF_INET));
+	assert_int_equal(fetch_fake(&s, why, sizeof(why)), -1);
+	assert_non_null(strstr(why, "HTTP status 404"));
+	fake_stop();
+
+	assert_true(fake_start(FAKE_HUGE, AF_INET));
+	assert_int_equal(fetch_fake(&s, why, sizeof(why)), -1);
+	if (!strstr(why, "larger than 4 MiB"))
+		fail_msg("why: %s", why);
+	fake_stop();
+
+	/* A server that accepts (the kernel's backlog does) and never answers: given up on at
+	 * SCRAPE_TIMEOUT_MS, not waited for. */
+	fake.fd = listen_loopback(AF_INET, &fake.port);
+	assert_true(fake.fd >= 0);
+	uint64_t t0 = ms_now();
+	assert_int_equal(fetch_fake(&s, why, sizeof(why)), -1);
+	uint64_t took = ms_now() - t0;
+	fake_stop();
+	if (!strstr(why, "timed out") || took < SCRAPE_TIMEOUT_MS - 100 ||
+	    took > SCRAPE_TIMEOUT_MS + 1000)
+		fail_msg("after %llu ms: %s", (unsigned long long)took, why);
+}
+
+/* Thousands of damaged copies of a response and its exposition (bytes changed, cut short):
+ * whatever the verdict, nothing is read or written outside the buffer (ASan build) and a
+ * body lies inside it. Deterministic: a fixed seed. */
+static void test_scrape_mutations_stay_in_bounds(void **state)
+{
+	(void)state;
+	static const char specials[] = "\r\n\"\\{},= ;:0aF#\t\377";
+	char *body = fake_exposition(1, FAKE_COUNTERS);
+	char *seeds[2] = { http_200(body, false, 0), http_200(body, true, 7) };
+	free(body);
+	for (int i = 0; i < 2; i++) { /* undamaged, each parses whole: the damage lands on it */
+		char out[2048], why[96];
+		struct scrape s;
+		assert_int_equal(feed(seeds[i], strlen(seeds[i]), true, out, sizeof(out), why),
+				 HTTP_DONE);
+		parse_exact(out, &s);
+		assert_true(s.found[SF_SYSCALLS] && s.found[SF_WAKEUPS] && s.found[SF_COMPLETIONS]);
+	}
+	uint32_t rnd = 12345;
+	for (int iter = 0; iter < 20000; iter++) {
+		const char *seed = seeds[iter % 2];
+		size_t len = strlen(seed);
+		rnd = rnd * 1103515245u + 12345u;
+		size_t n = len - (iter % 7 == 0 ? (rnd >> 8) % len : 0);
+		char *buf = malloc(n ? n : 1);
+		assert_non_null(buf);
+		memcpy(buf, seed, n);
+		for (int k = 0; k < 1 + iter % 4; k++) {
+			rnd = rnd * 1103515245u + 12345u;
+			if (n)
+				buf[(rnd >> 8) % n] =
+					specials[(rnd >> 24) % (sizeof(specials) - 1)];
+		}
+		struct scrape s;
+		scrape_parse(buf, n, &s);
+		struct http_response r;
+		scrape_http_init(&r);
+		size_t got = 0;
+		if (scrape_http_feed(&r, buf, n, iter % 3 == 0, &got) == HTTP_DONE) {
+			assert_true(r.head_len + got <= n);
+			/* the body alone, in a buffer of its size: a parse past it shows */
+			char *b = malloc(got ? got : 1);
+			assert_non_null(b);
+			memcpy(b, buf + r.head_len, got);
+			scrape_parse(b, got, &s);
+			free(b);
+		}
+		free(buf);
+	}
+	free(seeds[0]);
+	free(seeds[1]);
+}
+
+/* echoload against helper_faultyecho, --server-metrics URL, one more output flag. */
+static void load_with_metrics(struct output *o, const char *url, const char *format)
+{
+	char port[16];
+	snprintf(port, sizeof(port), "%d", helper_port);
+	const char *args[] = { "--port", port, "--connections", "10", "--duration", "0.4",
+			       "--warmup", "0.1", "--server-metrics", url, format, NULL };
+	run_echoload(args, o);
+}
+
+/* The fake's counters grow by known amounts between echoload's two scrapes: the figures must
+ * be exactly those over the messages echoed, in JSON, CSV and the summary; over IPv6 too. */
+static void test_server_metrics_figures(void **state)
+{
+	(void)state;
+	struct output o;
+	char url[64];
+	helper_start("none", "1", "1000000");
+	assert_true(fake_start(FAKE_COUNTERS, AF_INET));
+	fake_url(url, sizeof(url), "127.0.0.1");
+	load_with_metrics(&o, url, "--json");
+	fake_stop();
+	if (o.status != 0 || o.err[0])
+		fail_msg("exit %d\nstdout: %s\nstderr: %s", o.status, o.out, o.err);
+	double msgs = json_num(o.out, "msgs");
+	double sys = json_num(o.out, "server_syscalls_per_msg");
+	double wake = json_num(o.out, "server_wakeups_per_msg");
+	if (fabs(sys * msgs / FAKE_SYSCALLS_STEP - 1) > 1e-3 ||
+	    fabs(wake * msgs / FAKE_WAKEUPS_STEP - 1) > 1e-3 ||
+	    json_num(o.out, "server_completions_per_wakeup") != 4)
+		fail_msg("%s", o.out);
+
+	if (fake_start(FAKE_COUNTERS, AF_INET6)) {
+		fake_url(url, sizeof(url), "[::1]");
+		load_with_metrics(&o, url, "--csv");
+		fake_stop();
+		char v[32];
+		csv_field(o.out, "server_completions_per_wakeup", v, sizeof(v));
+		if (o.status != 0 || strcmp(v, "4") != 0)
+			fail_msg("exit %d, '%s'\nstdout: %s\nstderr: %s", o.status, v, o.out,
+				 o.err);
+	} else {
+		print_message("  no IPv6 loopback here: the [::1] case is left out\n");
+	}
+
+	assert_true(fake_start(FAKE_COUNTERS, AF_INET));
+	fake_url(url, sizeof(url), "127.0.0.1");
+	const char *args[] = { "--port", NULL, "--connections", "10", "--duration", "0.4",
+			       "--warmup", "0.1", "--server-metrics", url, NULL };
+	char port[16];
+	snprintf(port, sizeof(port), "%d", helper_port);
+	args[1] = port;
+	run_echoload(args, &o);
+	fake_stop();
+	helper_stop();
+	assert_int_equal(o.status, 0);
+	if (!strstr(o.out, "\n  server work  ") || !strstr(o.out, " 4.00 completions per wake-up"))
+		fail_msg("%s", o.out);
+}
+
+/* A scrape that fails, or a family missing: one warning line, unknown figures, a passing run. */
+static void test_server_metrics_unavailable(void **state)
+{
+	(void)state;
+	struct output o;
+	char url[64];
+	helper_start("none", "1", "1000000");
+	/* nothing listening there: a port that was free a moment ago */
+	int port, fd = listen_loopback(AF_INET, &port);
+	assert_true(fd >= 0);
+	close(fd);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+	load_with_metrics(&o, url, "--json");
+	if (o.status != 0 || count_char(o.err, '\n', sizeof(o.err)) != 1 ||
+	    !strstr(o.err, "echoload: warning: --server-metrics") ||
+	    !strstr(o.err, "Connection refused") ||
+	    !strstr(o.out, "\"server_syscalls_per_msg\":null,\"server_wakeups_per_msg\":null,"
+			   "\"server_completions_per_wakeup\":null}"))
+		fail_msg("exit %d\nstdout: %s\nstderr: %s", o.status, o.out, o.err);
+	assert_no_errors(&o);
+
+	load_with_metrics(&o, url, "--csv");
+	char v[32] = "x";
+	assert_int_equal(o.status, 0);
+	csv_field(o.out, "server_wakeups_per_msg", v, sizeof(v));
+	assert_string_equal(v, "");
+	assert_non_null(strstr(o.out, ",server_syscalls_per_msg,server_wakeups_per_msg,"
+				      "server_completions_per_wakeup\n"));
+	assert_non_null(strstr(o.out, ",,,\n"));
+
+	assert_true(fake_start(FAKE_NO_COMPLETIONS, AF_INET));
+	fake_url(url, sizeof(url), "127.0.0.1");
+	load_with_metrics(&o, url, "--json");
+	fake_stop();
+	helper_stop();
+	if (o.status != 0 || count_char(o.err, '\n', sizeof(o.err)) != 1 ||
+	    !strstr(o.err, "no usable echod_completions_total (") ||
+	    !(json_num(o.out, "server_syscalls_per_msg") > 0) ||
+	    !strstr(o.out, "\"server_completions_per_wakeup\":null"))
+		fail_msg("exit %d\nstdout: %s\nstderr: %s", o.status, o.out, o.err);
+}
+
+/* --- --server-metrics: the real echod ------------------------------------------------------ */
+
+/* The backends echod can run here, from `echod --list-backends`. */
+static int runnable_backends(char names[][32], int max)
+{
+	struct output o;
+	const char *argv[] = { proc_bin("echod"), "--list-backends", NULL };
+	run_program(argv, &o);
+	assert_int_equal(o.status, 0);
+	int n = 0;
+	for (const char *line = strchr(o.out, '\n'); line && n < max; line = strchr(line, '\n')) {
+		char name[32], runs[8];
+		line++;
+		if (sscanf(line, "%31s %*d %7s", name, runs) == 2 && strcmp(runs, "yes") == 0)
+			snprintf(names[n++], sizeof(names[0]), "%s", name);
+	}
+	return n;
+}
+
+/* echod's metrics port, from its `event=metrics addr=HOST:PORT` line; 0 if none. */
+static int metrics_port(const struct child *c)
+{
+	char *log = proc_log(c);
+	const char *p = strstr(log, "event=metrics addr=");
+	const char *colon = p ? strchr(p, ' ') : NULL; /* the space after addr=... */
+	int port = 0;
+	if (p)
+		for (const char *q = p + 19; *q && q != colon && *q != '\n'; q++)
+			if (*q == ':')
+				port = atoi(q + 1);
+	free(log);
+	return port;
+}
+
+/* Starts echod --metrics on backend; skips the test (one line) if echod cannot serve it. */
+static void start_echod_with_metrics(struct child *d, const char *backend)
+{
+	const char *args[] = { "--backend", backend, "--listen", "127.0.0.1:0", "--metrics",
+			       "127.0.0.1:0", NULL };
+	int status = -1;
+	if (echod_start(d, 0, &status, args) == 0)
+		return;
+	char *log = proc_log(d);
+	bool refused = (status == 64 || status == 69) && strstr(log, "--metrics");
+	if (refused) {
+		log[strcspn(log, "\n")] = '\0';
+		print_message("  skipped: echod cannot serve --metrics here: %s\n", log);
+	}
+	char msg[512];
+	snprintf(msg, sizeof(msg), "%s", log);
+	free(log);
+	proc_cleanup(d);
+	if (refused)
+		skip();
+	fail_msg("echod --backend %s did not start (exit %d): %s", backend, status, msg);
+}
+
+/* Each backend under echoload, scraped before and after: figures present and plausible. */
+static void test_server_metrics_from_echod(void **state)
+{
+	(void)state;
+	char names[8][32];
+	int n = runnable_backends(names, 8);
+	assert_true(n > 0);
+	for (int i = 0; i < n; i++) {
+		struct child d;
+		start_echod_with_metrics(&d, names[i]);
+		char port[16], url[64];
+		snprintf(port, sizeof(port), "%d", d.port);
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", metrics_port(&d));
+		struct output o;
+		const char *args[] = { "--port", port, "--connections", "20", "--duration", "0.5",
+				       "--warmup", "0.2", "--server-metrics", url, "--json", NULL };
+		run_echoload(args, &o);
+		proc_stop(&d, SIGTERM, 5000);
+		proc_cleanup(&d);
+		double sys = json_num(o.out, "server_syscalls_per_msg");
+		double wake = json_num(o.out, "server_wakeups_per_msg");
+		double per_wake = json_num(o.out, "server_completions_per_wakeup");
+		if (o.status != 0 || o.err[0] || !(sys > 0 && sys < 50) || !(wake > 0) ||
+		    !(per_wake >= 1))
+			fail_msg("%s: exit %d\nstdout: %s\nstderr: %s", names[i], o.status, o.out,
+				 o.err);
+		assert_no_errors(&o);
+		print_message("  %-10s %6.2f syscalls, %.4f wake-ups per message, %.2f completions "
+			      "per wake-up\n", names[i], sys, wake, per_wake);
+	}
 }
 
 /* --- the histogram ------------------------------------------------------------------------- */
@@ -624,6 +1412,8 @@ static int teardown(void **state)
 {
 	(void)state;
 	helper_stop();
+	fake_stop();
+	proc_kill_strays();
 	alarm(0);
 	return 0;
 }
@@ -645,6 +1435,7 @@ int main(int argc, char **argv)
 {
 	(void)argc;
 	find_binaries(argv[0]);
+	proc_init(argv[0]);
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_hist_accuracy_and_merge, setup, teardown),
@@ -666,6 +1457,17 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_uring_unavailable_exits_69, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_server_backend_from_cmdline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_progress_only_on_a_terminal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scrape_parse_exposition, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scrape_parse_malformed_samples, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_scrape_url_forms, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scrape_http_framing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scrape_mutations_stay_in_bounds, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_scrape_fetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_metrics_figures, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_metrics_unavailable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_metrics_from_echod, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,7 @@
  *
  *   echoload [--host H] [--port P] [--connections N] [--size B] [--depth D] [--duration S]
  *            [--warmup S] [--threads T] [--rate R] [--engine epoll|uring] [--server-pid PID]
- *            [--label TEXT] [--json|--csv] [--quiet]
+ *            [--server-metrics URL] [--label TEXT] [--json|--csv] [--quiet]
  *
  * Closed loop by default (each connection keeps D messages outstanding); --rate makes it open
  * loop with latency measured from each message's intended send time, so a stalled server
@@ -11,7 +11,8 @@
  * is counted and makes the exit status 1.
  *
  * This file: the command line, connecting, the worker threads, the per-second progress line,
- * CPU sampling around the measured interval, and the exit status. See echoload.h for the rest.
+ * CPU samples and server scrapes around the measured interval, and the exit status. See
+ * echoload.h for the rest.
  */
 #include "echoload.h"
 
@@ -22,7 +23,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -55,6 +55,8 @@ static const char usage_text[] =
 	"  -e, --engine NAME        epoll or uring                          [epoll]\n"
 	"      --server-pid PID     also report the server's CPU per message (and its\n"
 	"                           backend, when its command line names one)\n"
+	"      --server-metrics URL also report the server's syscalls and wake-ups per\n"
+	"                           message, from echod's http://HOST:PORT/metrics\n"
 	"      --label TEXT         copied into the JSON and CSV output\n"
 	"      --json, --csv        the result as one JSON object, or a CSV header and row\n"
 	"  -q, --quiet              no progress line, no per-error details\n"
@@ -75,7 +77,8 @@ uint64_t now_ns(void)
 
 /* --- the command line ---------------------------------------------------------------------- */
 
-enum { OPT_DURATION = 256, OPT_WARMUP, OPT_SERVER_PID, OPT_LABEL, OPT_JSON, OPT_CSV };
+enum { OPT_DURATION = 256, OPT_WARMUP, OPT_SERVER_PID, OPT_SERVER_METRICS, OPT_LABEL, OPT_JSON,
+       OPT_CSV };
 
 static const struct option long_opts[] = {
 	{ "host", required_argument, NULL, 'H' },
@@ -89,6 +92,7 @@ static const struct option long_opts[] = {
 	{ "rate", required_argument, NULL, 'r' },
 	{ "engine", required_argument, NULL, 'e' },
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
+	{ "server-metrics", required_argument, NULL, OPT_SERVER_METRICS },
 	{ "label", required_argument, NULL, OPT_LABEL },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "csv", no_argument, NULL, OPT_CSV },
@@ -161,6 +165,7 @@ static int parse_one(struct options *o, int opt, const char *arg)
 {
 	uint32_t port;
 	uint64_t pid;
+	char why[400];
 	switch (opt) {
 	case 'H': o->host = arg; return 0;
 	case 'p':
@@ -187,6 +192,11 @@ static int parse_one(struct options *o, int opt, const char *arg)
 		if (parse_uint("server-pid", arg, 1, INT32_MAX, &pid))
 			return EXIT_USAGE;
 		o->server_pid = (pid_t)pid;
+		return 0;
+	case OPT_SERVER_METRICS:
+		if (scrape_url_parse(arg, &o->metrics, why, sizeof(why)) < 0)
+			return usage_error("--server-metrics %s", why);
+		o->server_metrics = arg;
 		return 0;
 	case OPT_LABEL: o->label = arg; return 0;
 	case OPT_JSON: o->json = true; return 0;
@@ -239,30 +249,9 @@ static void host_port(const struct options *o, char *buf, size_t len)
 /* A connected nonblocking socket, or -1 with *err set; waits at most CONNECT_TIMEOUT_MS. */
 static int connect_one(const struct addrinfo *ai, int *err)
 {
-	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-			ai->ai_protocol);
-	if (fd < 0) {
-		*err = errno;
+	int fd = connect_within(ai, CONNECT_TIMEOUT_MS, err);
+	if (fd < 0)
 		return -1;
-	}
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
-		*err = errno;
-		close(fd);
-		return -1;
-	}
-	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-	int n;
-	while ((n = poll(&pfd, 1, CONNECT_TIMEOUT_MS)) < 0 && errno == EINTR)
-		;
-	socklen_t sl = sizeof(*err);
-	if (n == 0)
-		*err = ETIMEDOUT;
-	else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, err, &sl) < 0)
-		*err = errno;
-	if (*err) {
-		close(fd);
-		return -1;
-	}
 	/* echo traffic is request/response: Nagle would hold pipelined messages back */
 	int one = 1;
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
@@ -381,6 +370,8 @@ struct run {
 	uint64_t t_begin, t_meas;
 	struct cpu_sample cpu0, cpu1;
 	uint64_t cpu0_at, cpu1_at;
+	struct scrape scrape0, scrape1; /* --server-metrics at the start and end of the interval */
+	bool scraped0, scraped1;
 	char timestamp[32];
 };
 
@@ -507,8 +498,23 @@ static void show_progress(struct run *r, struct progress *p, uint64_t now)
 	p->last_at = now;
 }
 
-/* The main thread while workers run: CPU samples at the start and end of the measured
- * interval, a progress line per second on a terminal, and Ctrl-C as an early stop. */
+/* echod's counters at one edge of the measured interval (edge: "start" or "end"). A scrape
+ * that fails costs one warning line and the server-side figures, not the run. */
+static bool server_scrape(const struct options *o, struct scrape *s, const char *edge)
+{
+	char why[256];
+	if (scrape_fetch(&o->metrics, s, why, sizeof(why)) == 0)
+		return true;
+	fprintf(stderr, "echoload: warning: --server-metrics %s at the %s of the measured "
+		"interval: %s; no server-side counts in the result\n",
+		o->server_metrics, edge, why);
+	return false;
+}
+
+/* The main thread while workers run: CPU samples and server scrapes at the start and end of
+ * the measured interval, a progress line per second on a terminal, and Ctrl-C as an early
+ * stop. A scrape that hangs delays only the samples after it (by at most SCRAPE_TIMEOUT_MS):
+ * the workers keep their own time. */
 static void supervise(struct run *r)
 {
 	bool show = !r->opt.quiet && isatty(STDERR_FILENO);
@@ -526,11 +532,16 @@ static void supervise(struct run *r)
 		if (!started && (now >= r->t_meas || now >= stop)) {
 			cpu_sample(&r->opt, &r->cpu0);
 			r->cpu0_at = now;
+			if (r->opt.server_metrics)
+				r->scraped0 = server_scrape(&r->opt, &r->scrape0, "start");
 			started = true;
+			continue; /* the scrape took time: look at the clock again */
 		}
 		if (now >= stop) {
 			cpu_sample(&r->opt, &r->cpu1);
 			r->cpu1_at = now;
+			if (r->scraped0) /* a difference needs both ends */
+				r->scraped1 = server_scrape(&r->opt, &r->scrape1, "end");
 			break;
 		}
 		if (show && now >= next_line) {
@@ -569,6 +580,21 @@ static void sum_counters(struct counters *a, const struct counters *b)
 	a->stalled += b->stalled;
 }
 
+/* The server-side figures: NAN unless both scrapes worked; a family missing from them (an
+ * older echod, or a malformed line) is named in one warning. */
+static void server_work_of(const struct run *r, uint64_t msgs, struct server_work *w)
+{
+	*w = (struct server_work){ NAN, NAN, NAN };
+	if (!r->scraped1)
+		return;
+	scrape_work(&r->scrape0, &r->scrape1, msgs, w);
+	char names[256];
+	if (scrape_unusable(&r->scrape0, &r->scrape1, names, sizeof(names)))
+		fprintf(stderr, "echoload: warning: --server-metrics %s: no usable %s (absent, "
+			"malformed or decreasing); those figures are unknown\n",
+			r->opt.server_metrics, names);
+}
+
 static void describe_system(struct result *res, const struct run *r)
 {
 	struct utsname u;
@@ -596,6 +622,7 @@ static int finish_run(struct run *r)
 	res.client_cpu_s = r->cpu1.self - r->cpu0.self;
 	res.server_cpu_s = r->cpu0.server >= 0 && r->cpu1.server >= 0
 				   ? r->cpu1.server - r->cpu0.server : -1;
+	server_work_of(r, res.cnt.msgs, &res.work);
 	describe_system(&res, r);
 	if (o->json)
 		report_json(&res);

@@ -7,6 +7,7 @@
  *   echoload_conn.c    per-connection bookkeeping the engines drive: pacing, send queue,
  *                      completions, latency, drain
  *   echoload_verify.c  the message format and the byte-exact check of every echo
+ *   echoload_scrape.c  --server-metrics: echod's own counters over HTTP (echoload_scrape.h)
  *   echoload_epoll.c   the epoll engine      echoload_uring.c   the io_uring engine
  *
  * A connection's bytes are one stream: message seq occupies stream bytes [seq*size, seq*size +
@@ -22,6 +23,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "echoload_scrape.h"
 #include "hist.h"
 
 #define ECHOLOAD_VERSION "0.1.0"
@@ -42,6 +44,8 @@ struct options {
 	enum engine_kind engine;
 	pid_t server_pid;              /* 0: not given */
 	char server_backend[32];       /* its --backend, from /proc/PID/cmdline; "" if unknown */
+	const char *server_metrics;    /* --server-metrics URL as given; NULL: not given */
+	struct scrape_url metrics;     /* ... parsed */
 	bool json, csv, quiet;
 	const char *label;
 };
@@ -180,6 +184,7 @@ struct result {
 	double measured_s;        /* the measured interval actually run */
 	double client_cpu_s;      /* user + system of this process over the measured interval */
 	double server_cpu_s;      /* < 0: not measured */
+	struct server_work work;  /* from --server-metrics; NAN where unknown */
 	char timestamp[32], kernel[128];
 };
 void report_human(const struct result *r);

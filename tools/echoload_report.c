@@ -16,6 +16,7 @@ struct field {
 	const char *s;
 	uint64_t i;
 	double d;
+	int decimals; /* F_NUM with a fraction: digits after the point (0: 3) */
 };
 
 #define MAX_FIELDS 48
@@ -44,6 +45,13 @@ static void add_int(struct table *t, const char *name, uint64_t i)
 static void add_num(struct table *t, const char *name, double d)
 {
 	add(t, (struct field){ .name = name, .type = isfinite(d) ? F_NUM : F_NULL, .d = d });
+}
+
+/* Ratios that are often well below 1 (wake-ups per message at depth): more digits. */
+static void add_ratio(struct table *t, const char *name, double d)
+{
+	add(t, (struct field){ .name = name, .type = isfinite(d) ? F_NUM : F_NULL, .d = d,
+			       .decimals = 4 });
 }
 
 static double per_s(const struct result *r, double v)
@@ -116,6 +124,9 @@ static void build(const struct result *r, struct table *t)
 		add_str(t, "server_pid", NULL);
 	add_num(t, "server_cpu_pct", cpu_pct(r, r->server_cpu_s));
 	add_num(t, "server_cpu_us_per_msg", cpu_us_per_msg(r, r->server_cpu_s));
+	add_ratio(t, "server_syscalls_per_msg", r->work.syscalls_per_msg);
+	add_ratio(t, "server_wakeups_per_msg", r->work.wakeups_per_msg);
+	add_ratio(t, "server_completions_per_wakeup", r->work.completions_per_wakeup);
 }
 
 static void json_string(const char *s)
@@ -148,13 +159,14 @@ static void csv_string(const char *s)
 	putchar('"');
 }
 
-/* A number as JSON and CSV want it: integers without a fraction, others to 3 decimals. */
-static void print_num(double d)
+/* A number as JSON and CSV want it: integers without a fraction, others to 3 decimals (or
+ * the field's own). */
+static void print_num(double d, int decimals)
 {
 	if (d == floor(d) && fabs(d) < 1e15)
 		printf("%.0f", d);
 	else
-		printf("%.3f", d);
+		printf("%.*f", decimals ? decimals : 3, d);
 }
 
 static void print_value(const struct field *f, bool json)
@@ -170,7 +182,7 @@ static void print_value(const struct field *f, bool json)
 		printf("%llu", (unsigned long long)f->i);
 		break;
 	case F_NUM:
-		print_num(f->d);
+		print_num(f->d, f->decimals);
 		break;
 	case F_NULL:
 		if (json)
@@ -268,6 +280,31 @@ static void human_cpu(const struct result *r, const char *who, double cpu_s, pid
 	putchar('\n');
 }
 
+/* A ratio with precision that fits its size; "-" when unknown. */
+static const char *ratio(double v, char *buf, size_t len)
+{
+	if (!isfinite(v))
+		snprintf(buf, len, "-");
+	else
+		snprintf(buf, len, "%.*f", v < 1 ? 3 : v < 100 ? 2 : 0, v);
+	return buf;
+}
+
+static void human_work(const struct result *r)
+{
+	const struct server_work *w = &r->work;
+	char a[32], b[32], c[32];
+	if (isnan(w->syscalls_per_msg) && isnan(w->wakeups_per_msg) &&
+	    isnan(w->completions_per_wakeup)) {
+		printf("  server work  unknown: no usable scrapes of %s\n", r->opt->server_metrics);
+		return;
+	}
+	printf("  server work  %s syscalls and %s wake-ups per message, %s completions per "
+	       "wake-up\n", ratio(w->syscalls_per_msg, a, sizeof(a)),
+	       ratio(w->wakeups_per_msg, b, sizeof(b)),
+	       ratio(w->completions_per_wakeup, c, sizeof(c)));
+}
+
 void report_human(const struct result *r)
 {
 	const struct options *o = r->opt;
@@ -301,4 +338,6 @@ void report_human(const struct result *r)
 	else if (o->server_pid)
 		printf("  server CPU   unknown: /proc/%d/stat unreadable at the end\n",
 		       (int)o->server_pid);
+	if (o->server_metrics)
+		human_work(r);
 }
