@@ -274,12 +274,14 @@ bool metrics_healthy(const struct metrics_view *v, char *msg, size_t len)
 		return false;
 	}
 	/* A worker that has finished its part of a drain is done, not failed: /healthz stays 200
-	 * until the process exits. One that exited before any stop, or with an error, failed. */
+	 * until the process exits. One whose loop ended before any stop, or with an error,
+	 * failed. */
 	bool stopping = atomic_load(&v->sh->draining);
 	unsigned exited = 0, silent = 0;
 	for (unsigned i = 0; i < c.n; i++) {
-		if (worker_exited(&v->ws[i]))
-			exited += !stopping || v->ws[i].status < 0;
+		struct worker *w = &v->ws[i];
+		if (worker_loop_over(w))
+			exited += !stopping || (worker_exited(w) && w->status < 0);
 		else if (!c.answered[i])
 			silent++;
 	}

@@ -381,6 +381,7 @@ int server_run(const struct echod_config *cfg)
 		w->lcfg = lcfg;
 		atomic_init(&w->requests, 0u);
 		atomic_init(&w->exited, false);
+		atomic_init(&w->loop_over, false);
 		w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		if (w->wake_fd < 0) {
 			fprintf(stderr, "echod: cannot start worker %u: eventfd: %s\n", started,

@@ -107,6 +107,12 @@ void *worker_main(void *arg)
 		rc = loop_run(&loop);
 	if (rc < 0)
 		log_msg(LOG_ERROR, "worker_failed", "worker=%d error=\"%s\"", w->index, strerror(-rc));
+	/* From here on no request is read: what is published now answers them (a scrape in the
+	 * last second of a drain must not wait for, or call stuck, a worker that is closing). */
+	struct worker_counters last;
+	counters_of(&last, &srv, &loop);
+	publish(w, &last);
+	atomic_store_explicit(&w->loop_over, true, memory_order_release);
 	/* The loop has stopped (or failed): on_wake must not re-arm any more. Cancel the wake
 	 * read if it is still armed and run the loop until its final is in (a stopped loop's
 	 * run_once would return without waiting for it). */
@@ -131,6 +137,7 @@ out:
 	}
 	publish(w, &final);
 	w->status = rc;
+	atomic_store_explicit(&w->loop_over, true, memory_order_release);
 	atomic_store_explicit(&w->exited, true, memory_order_release);
 	notify_main(w);
 	return NULL;
@@ -139,6 +146,11 @@ out:
 bool worker_exited(struct worker *w)
 {
 	return atomic_load_explicit(&w->exited, memory_order_acquire);
+}
+
+bool worker_loop_over(struct worker *w)
+{
+	return atomic_load_explicit(&w->loop_over, memory_order_acquire);
 }
 
 void worker_ask(struct worker *w, unsigned req)
@@ -178,7 +190,7 @@ unsigned workers_collect(struct worker *ws, unsigned n, unsigned wait_ms,
 	for (;;) {
 		got = 0;
 		for (unsigned i = 0; i < n; i++) {
-			answered[i] = ws[i].snap_gen != asked[i] || worker_exited(&ws[i]);
+			answered[i] = ws[i].snap_gen != asked[i] || worker_loop_over(&ws[i]);
 			got += answered[i];
 		}
 		if (got == n || rc == ETIMEDOUT)

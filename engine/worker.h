@@ -63,6 +63,9 @@ struct worker {
 	/* Written by the worker before it sets `exited`, read by the main thread after. */
 	uint32_t cut_conns;  /* connections it still had when it was told to cut */
 	int status;          /* 0 ok, else -errno from set-up or the loop */
+	/* Its loop has returned (it is closing what is left, or has exited): it answers no more
+	 * requests, and what it last published stands until its final counters. */
+	atomic_bool loop_over;
 	atomic_bool exited;
 };
 
@@ -70,12 +73,15 @@ struct worker {
 void *worker_main(void *arg);
 /* Read by the main thread: the worker's thread has finished (its counters are final). */
 bool worker_exited(struct worker *w);
+/* Any thread: the worker's loop has returned (it may still be closing connections). */
+bool worker_loop_over(struct worker *w);
 /* Set req's bits in a running worker's requests and wake its loop (any thread). */
 void worker_ask(struct worker *w, unsigned req);
 /* Ask every worker for its counters and wait up to wait_ms for them all (any thread, several
  * at once). out[i]: what worker i last published; answered[i]: it published since the call
- * began, or has exited (its final counters). Returns how many answered: a worker that cannot
- * answer within wait_ms is stuck, which is what /healthz reports. */
+ * began, or its loop is over (what it published last, or its final counters). Returns how many
+ * answered: a worker that cannot answer within wait_ms is stuck, which is what /healthz
+ * reports. */
 unsigned workers_collect(struct worker *ws, unsigned n, unsigned wait_ms,
 			 struct worker_counters *out, bool *answered);
 /* Add s to t (t->conns_peak: the larger of the two, see worker.c). */
