@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 const struct backend *test_backend;
 
@@ -44,7 +45,7 @@ int test_run_per_backend(const char *suite, const struct CMUnitTest *tests, size
 	return failed;
 }
 
-void test_start_echod(struct child *c, const char *const *extra)
+int test_try_start_echod(struct child *c, const char *const *extra, int *status)
 {
 	const char *args[40] = { "--listen", "127.0.0.1:0" };
 	int n = 2;
@@ -55,8 +56,49 @@ void test_start_echod(struct child *c, const char *const *extra)
 	for (int i = 0; extra && extra[i] && n < 39; i++)
 		args[n++] = extra[i];
 	args[n] = NULL;
+	return echod_start(c, 0, status, args);
+}
+
+double test_field(const char *text, const char *key)
+{
+	const char *p = strstr(text, key);
+	if (!p)
+		return -1;
+	p += strlen(key);
+	while (*p == '"' || *p == ':' || *p == '=' || *p == ' ')
+		p++;
+	char *end;
+	double v = strtod(p, &end);
+	return end == p ? -1 : v;
+}
+
+struct test_rate test_echo_rate(int port, int conns, double seconds)
+{
+	char portstr[16], nconns[16], dur[32];
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	snprintf(nconns, sizeof(nconns), "%d", conns);
+	snprintf(dur, sizeof(dur), "%g", seconds);
+	const char *argv[] = { proc_bin("echoload"), "-p", portstr, "-c", nconns, "--duration", dur,
+			       "--warmup", "0.1", "--json", "-q", NULL };
+	struct child c;
+	int rc = proc_run(argv, 20000, &c);
+	char *out = proc_out(&c);
+	struct test_rate r = { test_field(out, "\"msgs_per_s\""), test_field(out, "\"lat_p99_us\"") };
+	if (rc != 0) {
+		char *err = proc_log(&c);
+		print_message("  [%s] echoload exit %d: %s", test_backend_name(), rc, err);
+		free(err);
+		r.msgs_per_s = 0;
+	}
+	free(out);
+	proc_cleanup(&c);
+	return r;
+}
+
+void test_start_echod(struct child *c, const char *const *extra)
+{
 	int st = 0;
-	if (echod_start(c, 0, &st, args) < 0) {
+	if (test_try_start_echod(c, extra, &st) < 0) {
 		char *log = proc_log(c);
 		print_error("echod --backend %s did not start (status %d):\n%s\n",
 			    test_backend_name(), st, log);

@@ -26,6 +26,18 @@ int test_run_per_backend(const char *suite, const struct CMUnitTest *tests, size
 /* echod on 127.0.0.1, a free port, the current backend, plus extra args; fails the test (with
  * echod's log) if it does not start. */
 void test_start_echod(struct child *c, const char *const *extra);
+/* The same, but a failure to start is the caller's to judge: 0, or -1 with echod's exit status
+ * in *status and its log still readable (proc_log), the child to be cleaned up. */
+int test_try_start_echod(struct child *c, const char *const *extra, int *status);
+/* echoload's verified rate and p99 against port: `conns` connections of 128-byte ping-pong for
+ * `seconds` after 0.1 s of warm-up. msgs_per_s is 0 (and echoload's error printed) when it
+ * fails. */
+struct test_rate {
+	double msgs_per_s, p99_us;
+};
+struct test_rate test_echo_rate(int port, int conns, double seconds);
+/* A number after `key` in text (JSON "key": N or logfmt key=N); -1 if absent or null. */
+double test_field(const char *text, const char *key);
 
 /* A cmocka teardown: kill and reap the children a failed test left running. */
 int test_kill_strays(void **state);

@@ -1350,8 +1350,8 @@ static void test_server_metrics_from_echod(void **state)
 		snprintf(port, sizeof(port), "%d", d.port);
 		snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", metrics_port(&d));
 		struct output o;
-		const char *args[] = { "--port", port, "--connections", "20", "--duration", "0.5",
-				       "--warmup", "0.2", "--server-metrics", url, "--json", NULL };
+		const char *args[] = { "--port", port, "--connections", "20", "--duration", "0.3",
+				       "--warmup", "0.1", "--server-metrics", url, "--json", NULL };
 		run_echoload(args, &o);
 		proc_stop(&d, SIGTERM, 5000);
 		proc_cleanup(&d);

@@ -35,44 +35,10 @@ static void need_small_buffers(void)
 	}
 }
 
-/* A number after `key` in text (JSON "key": N or logfmt key=N); -1 if absent or null. */
-static double field(const char *text, const char *key)
-{
-	const char *p = strstr(text, key);
-	if (!p)
-		return -1;
-	p += strlen(key);
-	while (*p == '"' || *p == ':' || *p == '=' || *p == ' ')
-		p++;
-	char *end;
-	double v = strtod(p, &end);
-	return end == p ? -1 : v;
-}
-
-struct rate {
-	double msgs_per_s, p99_us;
-};
-
 /* 50 connections of 128-byte ping-pong for 0.3 s, verified by echoload. */
-static struct rate measure(int port)
+static struct test_rate measure(int port)
 {
-	char portstr[16];
-	snprintf(portstr, sizeof(portstr), "%d", port);
-	const char *argv[] = { proc_bin("echoload"), "-p", portstr, "-c", "50", "--duration", "0.3",
-			       "--warmup", "0.1", "--json", "-q", NULL };
-	struct child c;
-	int rc = proc_run(argv, 20000, &c);
-	char *out = proc_out(&c);
-	struct rate r = { field(out, "\"msgs_per_s\""), field(out, "\"lat_p99_us\"") };
-	if (rc != 0) {
-		char *err = proc_log(&c);
-		print_message("  [%s] echoload exit %d: %s", test_backend_name(), rc, err);
-		free(err);
-		r.msgs_per_s = 0;
-	}
-	free(out);
-	proc_cleanup(&c);
-	return r;
+	return test_echo_rate(port, 50, 0.3);
 }
 
 /* Start `n` stuck clients (they send, never read) and wait until they have pushed all they
@@ -86,7 +52,7 @@ static void stuck_clients(struct child *h, int port, int n)
 	assert_int_equal(proc_spawn(h, argv), 0);
 	assert_true(proc_wait_out(h, "stuck ", 15000));
 	char *out = proc_out(h);
-	int held = (int)field(out, "stuck");
+	int held = (int)test_field(out, "stuck");
 	free(out);
 	assert_int_equal(held, n); /* none refused or closed */
 }
@@ -104,10 +70,10 @@ static void test_stuck_clients_never_starve_others(void **state)
 					 "--conn-buffer", "16K", NULL });
 	/* The unloaded rate: the median of three runs, so one fast or slow moment of this shared
 	 * machine does not set the bar. */
-	struct rate runs[3];
+	struct test_rate runs[3];
 	for (int i = 0; i < 3; i++)
 		runs[i] = measure(c.port);
-	struct rate base = runs[0];
+	struct test_rate base = runs[0];
 	for (int i = 0; i < 3; i++) {
 		int below = 0, above = 0;
 		for (int j = 0; j < 3; j++) {
@@ -125,7 +91,7 @@ static void test_stuck_clients_never_starve_others(void **state)
 		stuck_clients(&helpers[i], c.port, steps[i] - have);
 		have = steps[i];
 		/* Up to three looks (this machine is noisy); starved clients measure 0 in every one. */
-		struct rate r = measure(c.port);
+		struct test_rate r = measure(c.port);
 		for (int look = 1; look < 3 && r.msgs_per_s < base.msgs_per_s / 2; look++)
 			r = measure(c.port);
 		print_message("  [%s] %3d stuck clients: %.0f msgs/s (unloaded %.0f), p99 %.0f us\n",
@@ -197,16 +163,16 @@ static void test_sigterm_echoes_everything_received(void **state)
 	char *out = proc_out(&h), *log = proc_log(&c);
 	const char *summary = strstr(out, "streams");
 	print_message("  [%s] %s", test_backend_name(), summary ? summary : out);
-	double received = field(out, "received"), in = field(log, "bytes_in"),
-	       echoed = field(log, "bytes_out");
+	double received = test_field(out, "received"), in = test_field(log, "bytes_in"),
+	       echoed = test_field(log, "bytes_out");
 	assert_true(received > 0);
-	assert_true(field(out, "eof") == n);
-	assert_true(field(out, "reset") == 0);
-	assert_true(field(out, "mismatched") == 0);
-	assert_true(field(out, "unfinished") == 0);
+	assert_true(test_field(out, "eof") == n);
+	assert_true(test_field(out, "reset") == 0);
+	assert_true(test_field(out, "mismatched") == 0);
+	assert_true(test_field(out, "unfinished") == 0);
 	assert_true(in == echoed);
 	assert_true(received == echoed);
-	assert_true(field(log, "aborted=") == 0);
+	assert_true(test_field(log, "aborted=") == 0);
 	free(out);
 	free(log);
 	proc_cleanup(&h);
