@@ -346,7 +346,6 @@ static void conn_free(struct conn *c)
 	list_unlink(srv, c);
 	srv->stats.conns--;
 	conns_unreserve(srv);
-	srv->stats.closed++;
 	srv->stats.closed_by[c->why >= 0 ? c->why : ECHO_CLOSE_ERROR]++;
 	free(c);
 	check_done(srv);
@@ -364,8 +363,7 @@ static void conn_abort(struct conn *c, enum echo_close_reason why)
 {
 	if (!c->closing && (!c->wr_shut || !conn_all_acked(c)))
 		c->srv->stats.aborted++;
-	if (!c->closing)
-		conn_decide(c, why);
+	conn_decide(c, why);
 	c->closing = true;
 }
 
@@ -743,9 +741,9 @@ static void on_accept(struct loop *loop, struct op *op, int res, unsigned cflags
 		if (l->closing) {
 			loop_count(loop, SC_CLOSE);
 			close(res);
-		}
-		else
+		} else {
 			accept_one(srv, res);
+		}
 	} else if (res != -ECANCELED && !l->closing) {
 		/* Out of fds or memory: retrying at once would spin; back off, doubling. (A
 		 * closing listener's final completion closes it, whatever it says.) */
@@ -939,8 +937,7 @@ void echo_server_fini(struct echo_server *srv)
 		loop_cancel(loop, &srv->listeners[i].acc);
 	}
 	for (struct conn *c = srv->head; c; c = c->next) {
-		if (!c->closing)
-			conn_decide(c, ECHO_CLOSE_DRAIN);
+		conn_decide(c, ECHO_CLOSE_DRAIN);
 		c->closing = true;
 		loop_cancel(loop, &c->rx);
 		loop_cancel(loop, &c->tx);

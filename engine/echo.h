@@ -35,13 +35,21 @@ extern const char *const echo_close_reason_names[ECHO_CLOSE_REASONS];
 /* Counted by the loop's thread in plain integers; other threads see copies (worker.c). */
 struct echo_stats {
 	uint64_t accepted, refused_limit, refused_fd, refused_nomem;
-	uint64_t closed, closed_by[ECHO_CLOSE_REASONS], aborted, idle_closed;
+	uint64_t closed_by[ECHO_CLOSE_REASONS], aborted, idle_closed;
 	uint64_t bytes_in, bytes_out, spilled_bytes;
 	uint64_t discarded_bytes; /* read and dropped after our half-close in a drain */
 	uint64_t paused, enobufs, accept_backoffs;
 	uint32_t conns, conns_peak;
-	uint32_t bufs_held; /* pool buffers in connection queues, when the copy was made */
 };
+
+/* Connections closed, for every reason. */
+static inline uint64_t echo_stats_closed(const struct echo_stats *s)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < ECHO_CLOSE_REASONS; i++)
+		n += s->closed_by[i];
+	return n;
+}
 
 /* A run of queued bytes: a pool buffer (bid >= 0) or the connection's spill buffer (-1). */
 struct seg {

@@ -14,40 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "config.h"
-#include "log.h"
 
 /* How long a scrape or a health check waits for a worker's answer. A loop answers within one
  * iteration; a second is far beyond any healthy one, and well inside Prometheus's 10 s. */
 #define ANSWER_WAIT_MS 1000
-
-struct collected {
-	struct worker_counters *c;
-	bool *answered;
-	unsigned n, replied;
-};
-
-static int collect(const struct metrics_view *v, struct collected *out)
-{
-	out->n = v->n;
-	out->c = calloc(v->n, sizeof(*out->c));
-	out->answered = calloc(v->n, sizeof(*out->answered));
-	if (!out->c || !out->answered) {
-		free(out->c);
-		free(out->answered);
-		return -1;
-	}
-	out->replied = workers_collect(v->ws, v->n, ANSWER_WAIT_MS, out->c, out->answered);
-	return 0;
-}
-
-static void collected_free(struct collected *c)
-{
-	free(c->c);
-	free(c->answered);
-}
 
 /* The exposition is built with plain appends, not printf: a scrape formats a few hundred numbers,
  * and printf's generality made it most of a scrape's cost (bench/instructions --metrics). */
@@ -167,7 +139,6 @@ static const struct simple simple_families[] = {
 	{ "echod_connections_aborted_total", "counter",
 	  "Connections closed before their echo was complete (reset, error, idle, cut).",
 	  U64(aborted) },
-	{ "echod_buffers_in_use", "gauge", "Pool buffers holding queued bytes.", U32(bufs_held) },
 };
 
 static uint64_t field(const struct echo_stats *s, const struct simple *d)
@@ -178,7 +149,7 @@ static uint64_t field(const struct echo_stats *s, const struct simple *d)
 	return *(const uint64_t *)(const void *)p;
 }
 
-static void render_to(struct out *o, const struct metrics_view *v, const struct collected *c)
+static void render_to(struct out *o, const struct metrics_view *v, const struct workers_snapshot *c)
 {
 	family(o, "echod_build_info", "gauge", "Version and backend of this echod; always 1.");
 	put(o, "echod_build_info{version=\"" ECHOD_VERSION "\",backend=\"");
@@ -208,6 +179,9 @@ static void render_to(struct out *o, const struct metrics_view *v, const struct 
 	family(o, "echod_buffers", "gauge", "Buffers in the worker's pool.");
 	for (unsigned w = 0; w < c->n; w++)
 		sample(o, "echod_buffers", w, NULL, NULL, c->c[w].buffers);
+	family(o, "echod_buffers_in_use", "gauge", "Pool buffers holding queued bytes.");
+	for (unsigned w = 0; w < c->n; w++)
+		sample(o, "echod_buffers_in_use", w, NULL, NULL, c->c[w].buffers_held);
 
 	family(o, "echod_connections_closed_total", "counter",
 	       "Connections closed, by reason: eof (the client half-closed and got its echo), "
@@ -245,12 +219,12 @@ static void render_to(struct out *o, const struct metrics_view *v, const struct 
 
 char *metrics_render(const struct metrics_view *v, size_t *len)
 {
-	struct collected c;
-	if (collect(v, &c) < 0)
+	struct workers_snapshot c;
+	if (workers_collect(v->ws, v->n, ANSWER_WAIT_MS, &c) < 0)
 		return NULL;
 	struct out o = { 0 };
 	render_to(&o, v, &c);
-	collected_free(&c);
+	workers_snapshot_free(&c);
 	if (o.oom) {
 		free(o.p);
 		return NULL;
@@ -268,8 +242,8 @@ static char *render_cb(void *arg, size_t *len)
  * is alive and finishing its work; only /readyz turns. */
 bool metrics_healthy(const struct metrics_view *v, char *msg, size_t len)
 {
-	struct collected c;
-	if (collect(v, &c) < 0) {
+	struct workers_snapshot c;
+	if (workers_collect(v->ws, v->n, ANSWER_WAIT_MS, &c) < 0) {
 		snprintf(msg, len, "out of memory\n");
 		return false;
 	}
@@ -285,7 +259,7 @@ bool metrics_healthy(const struct metrics_view *v, char *msg, size_t len)
 		else if (!c.answered[i])
 			silent++;
 	}
-	collected_free(&c);
+	workers_snapshot_free(&c);
 	if (exited || silent) {
 		snprintf(msg, len, "not ok: %u of %u workers failed, %u not answering\n", exited, c.n,
 			 silent);
@@ -323,10 +297,6 @@ static bool ready_cb(void *arg, char *msg, size_t len)
 
 int metrics_start(struct metrics_http **out, struct metrics_view *v, const int *fds, int n)
 {
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	if (v->start_time == 0)
-		v->start_time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 	struct metrics_handler h = { .render = render_cb, .healthy = healthy_cb,
 				     .ready = ready_cb, .arg = v };
 	return metrics_http_start(out, fds, n, &h);

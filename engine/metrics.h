@@ -16,7 +16,7 @@ struct metrics_view {
 	unsigned n;
 	struct shared *sh;
 	const char *backend;
-	double start_time; /* seconds since the epoch; 0: metrics_start takes now */
+	double start_time; /* the process's, in seconds since the epoch */
 };
 
 /* The exposition (text format 0.0.4), malloc'd; NULL when out of memory. */

@@ -69,7 +69,6 @@ struct daemon_slot {
 
 struct metrics_http {
 	struct metrics_handler h;
-	pthread_mutex_t handler_lock; /* the handler is called one at a time, across daemons */
 	pthread_mutex_t lock;         /* conns, stopping */
 	pthread_cond_t wake;          /* deadline thread: a new deadline, or stop */
 	struct conn *conns;
@@ -264,9 +263,7 @@ static enum MHD_Result answer_status(struct metrics_http *m, struct MHD_Connecti
 				     bool (*check)(void *, char *, size_t))
 {
 	char msg[256] = "";
-	pthread_mutex_lock(&m->handler_lock);
 	bool good = check(m->h.arg, msg, sizeof(msg));
-	pthread_mutex_unlock(&m->handler_lock);
 	msg[sizeof(msg) - 1] = '\0';
 	return reply_text(connection, good ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, msg,
 			  false, NULL);
@@ -321,9 +318,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 	if (route == READYZ)
 		return answer_status(m, connection, m->h.ready);
 	size_t len = 0;
-	pthread_mutex_lock(&m->handler_lock);
 	char *text = m->h.render(m->h.arg, &len);
-	pthread_mutex_unlock(&m->handler_lock);
 	if (!text)
 		return reply_text(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n",
 				  false, NULL);
@@ -424,7 +419,6 @@ static void destroy(struct metrics_http *m, bool started)
 	}
 	pthread_cond_destroy(&m->wake);
 	pthread_mutex_destroy(&m->lock);
-	pthread_mutex_destroy(&m->handler_lock);
 	free(m);
 }
 
@@ -439,7 +433,6 @@ static struct metrics_http *create(int n, const struct metrics_handler *h, int *
 	}
 	m->h = *h;
 	m->n = n;
-	pthread_mutex_init(&m->handler_lock, NULL);
 	pthread_mutex_init(&m->lock, NULL);
 	/* Deadlines are monotonic: a clock step must neither end nor extend them. */
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -17,7 +17,8 @@
 #define METRICS_HTTP_MAX_REQUEST 8192 /* request line and headers */
 #define METRICS_HTTP_TIMEOUT_S 5      /* a request not complete by then is dropped */
 
-/* What the HTTP thread asks the rest of echod. Called in the HTTP thread, one at a time. */
+/* What the HTTP threads ask the rest of echod. With several addresses each has its own thread,
+ * so these may run at once: a scrape that waits on a busy worker holds up no other port. */
 struct metrics_handler {
 	/* The exposition, into a malloc'd buffer the caller frees; its length in *len. NULL:
 	 * out of memory (answered 500). */

@@ -24,7 +24,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,35 +97,33 @@ static void begin_cut(struct supervisor *sv, int sig)
  * the sum is partial. Signals that arrive meanwhile wait, blocked, for the next turn. */
 static void stats_log(struct supervisor *sv)
 {
-	struct worker_counters *got = calloc(sv->n, sizeof(*got));
-	bool *answered = calloc(sv->n, sizeof(*answered));
-	if (!got || !answered) {
+	struct workers_snapshot got;
+	if (workers_collect(sv->ws, sv->n, STATS_WAIT_MS, &got) < 0) {
 		log_msg(LOG_WARN, "stats", "signal=USR1 msg=\"out of memory\"");
-		free(got);
-		free(answered);
 		return;
 	}
-	unsigned replied = workers_collect(sv->ws, sv->n, STATS_WAIT_MS, got, answered);
 	struct echo_stats total = { 0 };
-	uint64_t wakeups = 0, completions = 0, syscalls = 0;
-	for (unsigned i = 0; i < sv->n; i++) {
-		if (!answered[i])
+	uint64_t wakeups = 0, completions = 0, syscalls = 0, held = 0;
+	for (unsigned i = 0; i < got.n; i++) {
+		if (!got.answered[i])
 			continue;
-		worker_stats_sum(&total, &got[i].echo);
-		wakeups += got[i].loop.wakeups;
-		completions += got[i].loop.completions;
+		const struct worker_counters *c = &got.c[i];
+		worker_stats_sum(&total, &c->echo);
+		held += c->buffers_held;
+		wakeups += c->loop.wakeups;
+		completions += c->loop.completions;
 		for (int k = 0; k < SC_COUNT; k++)
-			syscalls += got[i].loop.syscalls[k];
+			syscalls += c->loop.syscalls[k];
 	}
-	free(got);
-	free(answered);
+	unsigned replied = got.replied;
+	workers_snapshot_free(&got);
 	char line[1024];
 	worker_stats_format(line, sizeof(line), &total);
 	log_msg(replied < sv->n ? LOG_WARN : LOG_INFO, "stats",
-		"signal=USR1 conns=%u workers=%u workers_replied=%u %s buffers_in_use=%u "
+		"signal=USR1 conns=%u workers=%u workers_replied=%u %s buffers_in_use=%llu "
 		"wakeups=%llu completions=%llu syscalls=%llu", total.conns, sv->n, replied, line,
-		total.bufs_held, (unsigned long long)wakeups, (unsigned long long)completions,
-		(unsigned long long)syscalls);
+		(unsigned long long)held, (unsigned long long)wakeups,
+		(unsigned long long)completions, (unsigned long long)syscalls);
 }
 
 static void on_signal(struct supervisor *sv, const siginfo_t *si)

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,9 +32,9 @@ static void counters_of(struct worker_counters *c, const struct echo_server *srv
 			const struct loop *loop)
 {
 	c->echo = srv->stats;
-	c->echo.bufs_held = srv->bufs_held;
 	c->loop = loop->tally;
 	c->buffers = loop->pool.nbufs;
+	c->buffers_held = srv->bufs_held;
 }
 
 /* The main thread's requests arrive here, in the worker's own thread, where its echo server
@@ -58,7 +59,7 @@ static void on_wake(struct loop *loop, struct op *op, int res, unsigned cflags)
 	} else if (req & REQ_STOP) {
 		echo_server_stop(srv);
 	}
-	if (w->ending || loop_stopped(loop))
+	if (worker_loop_over(w) || loop_stopped(loop))
 		return;
 	/* -EAGAIN/-EINTR: the read found nothing yet; read again. Re-arming a read that fails
 	 * otherwise would spin; the watchdog ends a stop this worker can no longer hear. */
@@ -113,10 +114,9 @@ void *worker_main(void *arg)
 	counters_of(&last, &srv, &loop);
 	publish(w, &last);
 	atomic_store_explicit(&w->loop_over, true, memory_order_release);
-	/* The loop has stopped (or failed): on_wake must not re-arm any more. Cancel the wake
-	 * read if it is still armed and run the loop until its final is in (a stopped loop's
-	 * run_once would return without waiting for it). */
-	w->ending = true;
+	/* The loop has stopped (or failed), and with loop_over set on_wake re-arms no more.
+	 * Cancel the wake read if it is still armed and run the loop until its final is in (a
+	 * stopped loop's run_once would return without waiting for it). */
 	if (loop_op_armed(&w->wake_op)) {
 		loop_cancel(&loop, &w->wake_op);
 		loop_set_stop(&loop, false);
@@ -165,11 +165,18 @@ void worker_ask(struct worker *w, unsigned req)
 		log_msg(LOG_WARN, "wake_failed", "worker=%d error=\"%s\"", w->index, strerror(errno));
 }
 
-unsigned workers_collect(struct worker *ws, unsigned n, unsigned wait_ms,
-			 struct worker_counters *out, bool *answered)
+int workers_collect(struct worker *ws, unsigned n, unsigned wait_ms,
+		    struct workers_snapshot *out)
 {
 	struct shared *sh = ws[0].sh;
-	uint64_t asked[n];
+	*out = (struct workers_snapshot){ .n = n, .c = calloc(n, sizeof(*out->c)),
+					  .answered = calloc(n, sizeof(*out->answered)) };
+	uint64_t *asked = calloc(n, sizeof(*asked));
+	if (!out->c || !out->answered || !asked) {
+		free(asked);
+		workers_snapshot_free(out);
+		return -ENOMEM;
+	}
 	pthread_mutex_lock(&sh->lock);
 	for (unsigned i = 0; i < n; i++)
 		asked[i] = ws[i].snap_gen;
@@ -184,23 +191,31 @@ unsigned workers_collect(struct worker *ws, unsigned n, unsigned wait_ms,
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000;
 	}
-	unsigned got;
 	int rc = 0;
 	pthread_mutex_lock(&sh->lock);
 	for (;;) {
-		got = 0;
+		out->replied = 0;
 		for (unsigned i = 0; i < n; i++) {
-			answered[i] = ws[i].snap_gen != asked[i] || worker_loop_over(&ws[i]);
-			got += answered[i];
+			out->answered[i] = ws[i].snap_gen != asked[i] || worker_loop_over(&ws[i]);
+			out->replied += out->answered[i];
 		}
-		if (got == n || rc == ETIMEDOUT)
+		if (out->replied == n || rc == ETIMEDOUT)
 			break;
 		rc = pthread_cond_timedwait(&sh->answered, &sh->lock, &until);
 	}
 	for (unsigned i = 0; i < n; i++)
-		out[i] = ws[i].snap;
+		out->c[i] = ws[i].snap;
 	pthread_mutex_unlock(&sh->lock);
-	return got;
+	free(asked);
+	return 0;
+}
+
+void workers_snapshot_free(struct workers_snapshot *s)
+{
+	free(s->c);
+	free(s->answered);
+	s->c = NULL;
+	s->answered = NULL;
 }
 
 void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s)
@@ -209,7 +224,6 @@ void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s)
 	t->refused_limit += s->refused_limit;
 	t->refused_fd += s->refused_fd;
 	t->refused_nomem += s->refused_nomem;
-	t->closed += s->closed;
 	for (int i = 0; i < ECHO_CLOSE_REASONS; i++)
 		t->closed_by[i] += s->closed_by[i];
 	t->aborted += s->aborted;
@@ -222,7 +236,6 @@ void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s)
 	t->enobufs += s->enobufs;
 	t->accept_backoffs += s->accept_backoffs;
 	t->conns += s->conns; /* open now: the USR1 line's; 0 in the final counters */
-	t->bufs_held += s->bufs_held;
 	/* Each worker counts its own peak; the workers peak at different moments, so a sum would
 	 * overstate the process's. The busiest worker's peak is what is known. */
 	if (s->conns_peak > t->conns_peak)
@@ -239,7 +252,8 @@ void worker_stats_format(char *out, size_t len, const struct echo_stats *s)
 		 "worker_conns_peak=%u",
 		 (unsigned long long)s->accepted, (unsigned long long)s->refused_limit,
 		 (unsigned long long)s->refused_fd, (unsigned long long)s->refused_nomem,
-		 (unsigned long long)s->closed, (unsigned long long)s->closed_by[ECHO_CLOSE_EOF],
+		 (unsigned long long)echo_stats_closed(s),
+		 (unsigned long long)s->closed_by[ECHO_CLOSE_EOF],
 		 (unsigned long long)s->closed_by[ECHO_CLOSE_RESET],
 		 (unsigned long long)s->closed_by[ECHO_CLOSE_IDLE],
 		 (unsigned long long)s->closed_by[ECHO_CLOSE_DRAIN],

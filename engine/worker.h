@@ -29,7 +29,15 @@
 struct worker_counters {
 	struct echo_stats echo;
 	struct loop_tally loop;
-	uint32_t buffers; /* its pool's size */
+	uint32_t buffers;      /* its pool's size */
+	uint32_t buffers_held; /* pool buffers in connection queues, when the copy was made */
+};
+
+/* Every worker's counters, as one collection found them. */
+struct workers_snapshot {
+	struct worker_counters *c; /* c[i]: what worker i last published */
+	bool *answered;            /* it published since the collection began, or its loop is over */
+	unsigned n, replied;       /* workers, and how many answered */
 };
 
 /* What the main thread, the metrics thread and every worker share. */
@@ -55,7 +63,6 @@ struct worker {
 	uint64_t wake_val;
 	struct op wake_op;
 	_Atomic unsigned requests; /* REQ_* bits, set by the main thread before it writes wake_fd */
-	bool ending;               /* worker thread only: its loop is over, on_wake stays quiet */
 	/* Under sh->lock: the counters as the worker last published them, and how many times it
 	 * has (an answer to REQ_STATS, and the final counters at exit). */
 	struct worker_counters snap;
@@ -78,12 +85,12 @@ bool worker_loop_over(struct worker *w);
 /* Set req's bits in a running worker's requests and wake its loop (any thread). */
 void worker_ask(struct worker *w, unsigned req);
 /* Ask every worker for its counters and wait up to wait_ms for them all (any thread, several
- * at once). out[i]: what worker i last published; answered[i]: it published since the call
- * began, or its loop is over (what it published last, or its final counters). Returns how many
- * answered: a worker that cannot answer within wait_ms is stuck, which is what /healthz
- * reports. */
-unsigned workers_collect(struct worker *ws, unsigned n, unsigned wait_ms,
-			 struct worker_counters *out, bool *answered);
+ * at once), into *out (free it with workers_snapshot_free). A worker whose loop is over answers
+ * with what it published last (its final counters once it has exited); one that cannot answer
+ * within wait_ms is stuck, which is what /healthz reports. 0, or -ENOMEM. */
+int workers_collect(struct worker *ws, unsigned n, unsigned wait_ms,
+		    struct workers_snapshot *out);
+void workers_snapshot_free(struct workers_snapshot *s);
 /* Add s to t (t->conns_peak: the larger of the two, see worker.c). */
 void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s);
 /* The counters of the stop line and the USR1 line, in the same order. */
