@@ -93,6 +93,7 @@ static int epoll_init(struct loop *loop, const struct loop_config *cfg)
 static int epoll_wait_once(struct loop *loop, int timeout_ms)
 {
 	struct epoll_state *st = loop->be_state;
+	timeout_ms = rd_sends_flush(&st->r, timeout_ms);
 	loop_count(loop, SC_EPOLL_WAIT);
 	int n = epoll_wait(st->epfd, st->events, EPOLL_BATCH, timeout_ms);
 	if (n < 0)
@@ -102,6 +103,7 @@ static int epoll_wait_once(struct loop *loop, int timeout_ms)
 		rd_ready(&st->r, st->events[i].data.fd, ev & (EPOLLIN | EPOLLERR | EPOLLHUP),
 			 ev & (EPOLLOUT | EPOLLERR | EPOLLHUP));
 	}
+	(void)rd_sends_flush(&st->r, 0);
 	return n;
 }
 

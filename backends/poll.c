@@ -114,6 +114,7 @@ static int poll_init(struct loop *loop, const struct loop_config *cfg)
 static int poll_wait_once(struct loop *loop, int timeout_ms)
 {
 	struct poll_state *st = loop->be_state;
+	timeout_ms = rd_sends_flush(&st->r, timeout_ms);
 	loop_count(loop, SC_POLL);
 	int n = poll(st->pfds, st->npfds, timeout_ms);
 	if (n < 0)
@@ -134,6 +135,7 @@ static int poll_wait_once(struct loop *loop, int timeout_ms)
 			rd_ready(&st->r, fd, ev & (POLLIN | POLLHUP | POLLERR),
 				 ev & (POLLOUT | POLLHUP | POLLERR));
 	}
+	(void)rd_sends_flush(&st->r, 0);
 	return k;
 }
 

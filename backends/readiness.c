@@ -11,6 +11,14 @@
  *  - Accept errors follow loop_accept_error_transient(): a connection that died in the queue
  *    or was refused by policy is skipped and accepting goes on; anything else (out of fds or
  *    memory) ends the accept and the core backs off.
+ *  - recvmmsg() takes a whole batch out of the socket before the first callback runs. A
+ *    callback that cancels the recvmsg (or closes the fd) mid-batch leaves datagrams already
+ *    read: they are dropped, as a full socket buffer would have, and their buffers go back.
+ *  - sendmmsg() that sends k < n returns k and loses the error of message k + 1: the next call
+ *    starts at that message and reports it. A full buffer (EAGAIN, ENOBUFS) fails the rest of
+ *    the fd's queue at once, with -EAGAIN: waiting would need write interest, and UDP replies
+ *    are droppable. Any other error (ECONNREFUSED from an ICMP on a connected socket, EPERM
+ *    from a firewall, EINVAL, EMSGSIZE) is that datagram's alone: the next one is tried.
  */
 #include "readiness.h"
 
@@ -24,6 +32,8 @@
 
 #define ACCEPT_BATCH 64
 #define RD_INITIAL_SLOTS 256
+#define RECVMMSG_BATCH 32 /* datagrams per recvmmsg(), if the pool has that many free */
+#define SENDMMSG_BATCH 32
 
 static __attribute__((noinline)) struct rd_slot *slot_grow(struct readiness *r, int fd)
 {
@@ -71,6 +81,7 @@ void rd_fini(struct readiness *r)
 	free(r->slots);
 	free(r->retry);
 	free(r->running);
+	free(r->sendq_fds);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -93,6 +104,118 @@ static int send_now(struct loop *loop, const struct op *op)
 	return errno == EINTR ? -EAGAIN : -errno;
 }
 
+/* --- the sendmsg queue (see readiness.h) ---------------------------------------------------- */
+
+static inline struct op *sq_next(const struct op *op)
+{
+	return (struct op *)(uintptr_t)op->backend_data;
+}
+
+static int sq_push(struct readiness *r, int fd, struct op *op)
+{
+	struct rd_slot *s = &r->slots[fd];
+	if (!s->sq_listed) {
+		if (r->nsendq == r->sendq_cap) {
+			int cap = r->sendq_cap ? r->sendq_cap * 2 : 64;
+			int *a = realloc(r->sendq_fds, sizeof(int) * (size_t)cap);
+			if (!a)
+				return -ENOMEM;
+			r->sendq_fds = a;
+			r->sendq_cap = cap;
+		}
+		r->sendq_fds[r->nsendq++] = fd;
+		s->sq_listed = true;
+	}
+	op->backend_data = 0;
+	if (s->sq_tail)
+		s->sq_tail->backend_data = (uint64_t)(uintptr_t)op;
+	else
+		s->sq_head = op;
+	s->sq_tail = op;
+	return 0;
+}
+
+/* Finish every op of a detached queue with res. Returns how many. */
+static int sq_fail(struct loop *loop, struct op *op, int res)
+{
+	int n = 0;
+	while (op) {
+		struct op *next = sq_next(op);
+		loop_defer(loop, op, res, 0);
+		op = next;
+		n++;
+	}
+	return n;
+}
+
+/* Send fd's whole queue, in order, with sendmmsg(); every completion deferred (no callback
+ * runs here, so nothing changes the queue or the slots under us). Returns completions. */
+static int sq_send(struct readiness *r, int fd)
+{
+	struct loop *loop = r->loop;
+	struct rd_slot *s = &r->slots[fd];
+	struct op *rest = s->sq_head;
+	s->sq_head = s->sq_tail = NULL;
+	struct mmsghdr v[SENDMMSG_BATCH];
+	struct op *ops[SENDMMSG_BATCH];
+	int n = 0, done = 0;
+	while (rest || n) {
+		while (rest && n < SENDMMSG_BATCH) {
+			ops[n] = rest;
+			v[n].msg_hdr = *rest->msg;
+			v[n].msg_len = 0;
+			rest = sq_next(rest);
+			n++;
+		}
+		loop_count(loop, SC_SENDMMSG);
+		/* MSG_DONTWAIT: never block, whatever the fd's flags (reactor.h: never waits). */
+		int k = sendmmsg(fd, v, (unsigned)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		int err = k < 0 ? errno : EAGAIN; /* 0 is not expected with n > 0: never loop on it */
+		if (k > 0) {
+			for (int i = 0; i < k; i++)
+				loop_defer(loop, ops[i], (int)v[i].msg_len, 0);
+			done += k;
+			n -= k;
+			memmove(ops, ops + k, sizeof(ops[0]) * (size_t)n);
+			memmove(v, v + k, sizeof(v[0]) * (size_t)n);
+			continue;
+		}
+		/* Message ops[0] failed. A full buffer drops the rest of this fd's queue now
+		 * rather than wait; a closed fd fails them all; any other error is that
+		 * datagram's own, and the next one is tried. Completions stay in queue order. */
+		bool whole = true;
+		if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || err == EINTR)
+			err = EAGAIN;
+		else if (err != EBADF && err != ENOTSOCK)
+			whole = false;
+		int fail = whole ? n : 1;
+		for (int i = 0; i < fail; i++)
+			loop_defer(loop, ops[i], -err, 0);
+		done += fail;
+		n -= fail;
+		memmove(ops, ops + fail, sizeof(ops[0]) * (size_t)n);
+		memmove(v, v + fail, sizeof(v[0]) * (size_t)n);
+		if (whole) {
+			done += sq_fail(loop, rest, -err);
+			rest = NULL;
+		}
+	}
+	return done;
+}
+
+int rd_sends_flush_slow(struct readiness *r, int timeout_ms)
+{
+	int done = 0;
+	for (int i = 0; i < r->nsendq; i++) {
+		int fd = r->sendq_fds[i];
+		r->slots[fd].sq_listed = false;
+		if (r->slots[fd].sq_head)
+			done += sq_send(r, fd);
+	}
+	r->nsendq = 0;
+	return done ? 0 : timeout_ms; /* the completions run before the loop may sleep */
+}
+
 int rd_submit(struct loop *loop, struct op *op)
 {
 	struct readiness *r = rd_of(loop);
@@ -102,6 +225,10 @@ int rd_submit(struct loop *loop, struct op *op)
 	struct rd_slot *s = slot_of(r, op->fd);
 	if (!s)
 		return -ENOMEM;
+	if (op->code == OP_SENDMSG)
+		return op->msg ? sq_push(r, op->fd, op) : -EINVAL; /* leaves at the next flush */
+	if (op->code == OP_RECVMSG && (!op->msg || !loop->dgram_pool.nbufs))
+		return -EINVAL; /* reactor.h: needs a msghdr and a datagram pool */
 	struct op **side = op->code == OP_SEND ? &s->wr : &s->rd;
 	if (*side)
 		return -EBUSY; /* one op per side (reactor.h: one send in flight per fd) */
@@ -126,6 +253,23 @@ int rd_cancel(struct loop *loop, struct op *op)
 	if (op->fd < 0 || op->fd >= r->nslots)
 		return 0; /* never armed here */
 	struct rd_slot *s = &r->slots[op->fd];
+	if (op->code == OP_SENDMSG) {
+		/* Still queued (not yet flushed): take it out; else its completion is deferred. */
+		struct op *prev = NULL;
+		for (struct op *q = s->sq_head; q; prev = q, q = sq_next(q)) {
+			if (q != op)
+				continue;
+			if (prev)
+				prev->backend_data = op->backend_data;
+			else
+				s->sq_head = sq_next(op);
+			if (s->sq_tail == op)
+				s->sq_tail = prev;
+			loop_defer(loop, op, -ECANCELED, 0);
+			break;
+		}
+		return 0;
+	}
 	if (s->rd == op)
 		s->rd = NULL;
 	else if (s->wr == op)
@@ -143,6 +287,8 @@ void rd_forget_fd(struct loop *loop, int fd)
 	if (fd < 0 || fd >= r->nslots)
 		return;
 	struct rd_slot *s = &r->slots[fd];
+	if (s->sq_head)
+		(void)sq_send(r, fd); /* still open: queued datagrams leave, as io_uring's would */
 	s->rd = s->wr = NULL;
 	s->hup = false; /* k_gen and the retry mark stay: stale reports and list entries */
 	(void)r->sync(r, fd); /* before the close: a closed fd cannot be unwatched any more */
@@ -150,7 +296,10 @@ void rd_forget_fd(struct loop *loop, int fd)
 
 void rd_buf_release(struct loop *loop, uint32_t bid)
 {
-	bufpool_put(&loop->pool, bid);
+	if (bid & LOOP_DGRAM_BID)
+		bufpool_put(&loop->dgram_pool, bid & ~LOOP_DGRAM_BID);
+	else
+		bufpool_put(&loop->pool, bid);
 }
 
 /* A side finished for good: drop its interest before the callback, which may re-arm. */
@@ -180,6 +329,10 @@ void rd_fd_closed(struct readiness *r, int fd)
 		return; /* reused by a callback in this batch: the report was the old fd's */
 	rd_finish_read(r, fd, -EBADF);
 	rd_finish_write(r, fd, -EBADF);
+	struct rd_slot *s = &r->slots[fd]; /* afresh: the callbacks ran */
+	struct op *q = s->sq_head;
+	s->sq_head = s->sq_tail = NULL;
+	(void)sq_fail(r->loop, q, -EBADF);
 }
 
 static void do_accept(struct readiness *r, int fd, struct op *op)
@@ -236,6 +389,70 @@ static void do_recv(struct readiness *r, int fd, struct op *op)
 	rd_finish_read(r, fd, n == 0 ? 0 : -err);
 }
 
+/* Give back bids[from..to), top of the pool's stack last, so the warmest stay on top. */
+static void dgram_put_back(struct bufpool *pool, const uint32_t *bids, int from, int to)
+{
+	for (int i = to - 1; i >= from; i--)
+		bufpool_put(pool, bids[i]);
+}
+
+/* One recvmmsg() batch, one completion per datagram (see the traps at the top). */
+static void do_recvmsg(struct readiness *r, int fd, struct op *op)
+{
+	struct loop *loop = r->loop;
+	struct bufpool *pool = &loop->dgram_pool;
+	int n = pool->nfree < RECVMMSG_BATCH ? (int)pool->nfree : RECVMMSG_BATCH;
+	if (n == 0) {
+		rd_finish_read(r, fd, -ENOBUFS); /* the core re-arms when buffers return */
+		return;
+	}
+	uint32_t bids[RECVMMSG_BATCH];
+	struct mmsghdr v[RECVMMSG_BATCH];
+	struct iovec iov[RECVMMSG_BATCH];
+	struct sockaddr_storage names[RECVMMSG_BATCH];
+	for (int i = 0; i < n; i++) {
+		bids[i] = (uint32_t)bufpool_get(pool);
+		iov[i] = (struct iovec){ bufpool_addr(pool, bids[i]) + LOOP_DGRAM_HEADROOM,
+					 pool->bufsize - LOOP_DGRAM_HEADROOM };
+		v[i].msg_hdr = (struct msghdr){ .msg_name = &names[i],
+						.msg_namelen = sizeof(names[i]),
+						.msg_iov = &iov[i],
+						.msg_iovlen = 1 };
+		v[i].msg_len = 0;
+	}
+	loop_count(loop, SC_RECVMMSG);
+	int got = recvmmsg(fd, v, (unsigned)n, MSG_DONTWAIT, NULL);
+	if (got <= 0) {
+		int err = got < 0 ? errno : EAGAIN; /* dgram_put_back() leaves errno alone */
+		dgram_put_back(pool, bids, 0, n);
+		if (err == EAGAIN || err == EINTR) {
+			if (err == EINTR && r->edge)
+				want_retry(r, fd);
+			return;
+		}
+		rd_finish_read(r, fd, -err);
+		return;
+	}
+	int i = 0;
+	for (; i < got && r->slots[fd].rd == op; i++) {
+		struct msghdr *m = op->msg;
+		socklen_t cap = m->msg_namelen, len = v[i].msg_hdr.msg_namelen;
+		memcpy(m->msg_name, &names[i], len < cap ? len : cap);
+		m->msg_namelen = len;
+		op->buf = (struct buf){ .base = iov[i].iov_base,
+					.len = v[i].msg_len,
+					.bid = bids[i] | LOOP_DGRAM_BID };
+		unsigned fl = OPF_MORE | OPF_BUFFER |
+			      (v[i].msg_hdr.msg_flags & MSG_TRUNC ? OPF_TRUNC : 0);
+		loop_complete(loop, op, (int)v[i].msg_len, fl);
+		m->msg_namelen = cap; /* OPF_MORE: op and msg are still the backend's */
+	}
+	dgram_put_back(pool, bids, i, n); /* unfilled, or dropped after a cancel */
+	/* Edge: a full batch may have left more behind, and no new wake-up will say so. */
+	if (r->edge && got == n && i == got)
+		want_retry(r, fd);
+}
+
 static void do_read(struct readiness *r, int fd, struct op *op)
 {
 	loop_count(r->loop, SC_READ);
@@ -265,6 +482,8 @@ void rd_read_ready(struct readiness *r, int fd, struct op *op)
 {
 	if (op->code == OP_RECV)
 		do_recv(r, fd, op);
+	else if (op->code == OP_RECVMSG)
+		do_recvmsg(r, fd, op);
 	else if (op->code == OP_ACCEPT)
 		do_accept(r, fd, op);
 	else

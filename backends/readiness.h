@@ -10,6 +10,13 @@
  * have changed. Sends are optimistic: submit() sends at once and arms the write side only on
  * EAGAIN, so a steady echo costs one recv and one send per message and no interest change.
  *
+ * Datagrams: OP_RECVMSG is a read-side op like recv (one recvmmsg() batch into datagram pool
+ * buffers per wake-up). OP_SENDMSG never touches the kernel's interest: any number may be
+ * armed per fd, queued in submission order on the slot, and every backend's wait calls
+ * rd_sends_flush() before it may block and after it dispatched, which sends each fd's queue
+ * with sendmmsg() and defers the completions. A full socket buffer fails the rest of that
+ * fd's queue with -EAGAIN (UDP drops the reply): no write interest is ever registered for it.
+ *
  * Kernels that report edges, not levels (io_uring's multishot poll), set `edge`: a read that
  * filled its buffer, an accept batch that did not reach EAGAIN, or a FIN seen behind bytes
  * puts the fd on a retry list, because no new wake-up will come for what is already there.
@@ -25,8 +32,10 @@
 #include "reactor.h"
 
 struct rd_slot {
-	struct op *rd;       /* accept, recv or read */
+	struct op *rd;       /* accept, recv, recvmsg or read */
 	struct op *wr;       /* send */
+	struct op *sq_head, *sq_tail; /* queued sendmsg ops, linked through op->backend_data */
+	bool sq_listed;      /* fd is on readiness.sendq_fds */
 	uint64_t k_rd, k_wr; /* the kernel interface's record of what it watches, per side */
 	uint32_t k_gen;      /* the kernel interface's generation count: survives forget */
 	bool retry;          /* on the retry list (edge) */
@@ -45,6 +54,8 @@ struct readiness {
 	bool edge;
 	int *retry, *running;  /* edge: fds whose read side is tried again; nslots each */
 	int nretry;
+	int *sendq_fds;        /* fds that may have queued sendmsg ops (sq_listed) */
+	int nsendq, sendq_cap;
 	rd_sync_fn sync;
 };
 
@@ -98,6 +109,17 @@ void rd_finish_write(struct readiness *r, int fd, int res);
 /* fd was closed behind the loop's back (EBADF/POLLNVAL): unless the number was reused in the
  * meantime, finish both its ops with -EBADF. */
 void rd_fd_closed(struct readiness *r, int fd);
+
+/* Send every queued OP_SENDMSG (sendmmsg per fd, completions deferred). Each backend's wait
+ * calls it before waiting, with its timeout, and waits for what it returns: 0 when it queued
+ * completions, which must run before the loop may sleep; and again after dispatching, so
+ * replies submitted by this wake-up's callbacks leave in it. Inline: the common case (no
+ * datagram queued) is one test. */
+int rd_sends_flush_slow(struct readiness *r, int timeout_ms);
+static inline int rd_sends_flush(struct readiness *r, int timeout_ms)
+{
+	return r->nsendq ? rd_sends_flush_slow(r, timeout_ms) : timeout_ms;
+}
 
 /* Edge: take the retry list (the wait then must not block), and run it after the wait. */
 int rd_retries_take(struct readiness *r);

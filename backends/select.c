@@ -86,6 +86,7 @@ static int select_init(struct loop *loop, const struct loop_config *cfg)
 static int select_wait_once(struct loop *loop, int timeout_ms)
 {
 	struct select_state *st = loop->be_state;
+	timeout_ms = rd_sends_flush(&st->r, timeout_ms);
 	while (st->maxfd >= 0 && !has_interest(&st->r, st->maxfd))
 		st->maxfd--;
 	int top = st->maxfd;
@@ -103,6 +104,7 @@ static int select_wait_once(struct loop *loop, int timeout_ms)
 		for (int fd = 0; fd <= top; fd++)
 			if (has_interest(&st->r, fd))
 				rd_fd_closed(&st->r, fd);
+		(void)rd_sends_flush(&st->r, 0);
 		return 0;
 	}
 	if (n < 0)
@@ -117,6 +119,7 @@ static int select_wait_once(struct loop *loop, int timeout_ms)
 			rd_ready(&st->r, fd, r, w);
 		}
 	}
+	(void)rd_sends_flush(&st->r, 0);
 	return ready;
 }
 

@@ -1,6 +1,8 @@
 /* uring.c - completion backend on io_uring: multishot accept, multishot recv into a provided
- * buffer ring over the loop's pool, one-shot send and read. One ring per loop, created by
- * init in the thread that runs the loop (see uring_common.h for the set-up and its fallbacks).
+ * buffer ring over the loop's pool, one-shot send and read; for UDP, multishot recvmsg into a
+ * second buffer ring over the loop's datagram pool and one-shot sendmsg. One ring per loop,
+ * created by init in the thread that runs the loop (see uring_common.h for the set-up and its
+ * fallbacks).
  *
  * Steady state per echoed message: one SEND SQE, no syscall of its own. The recv stays armed
  * (multishot) and picks its buffer from the ring; the buffer goes back to the ring as a plain
@@ -65,6 +67,33 @@
  *  - Multishot recv and accept need kernel 6.0 and 5.19; buffer rings 5.19. init probes them
  *    on a socketpair and answers -EOPNOTSUPP on an older kernel; a refused io_uring_setup
  *    (ENOSYS, EPERM from kernel.io_uring_disabled or seccomp) is returned as is.
+ *  - Multishot recvmsg lays each datagram out inside the selected buffer: a struct
+ *    io_uring_recvmsg_out, then msg_namelen bytes for the source (reserved whatever the
+ *    source's size), then msg_controllen, then the payload. So the template's namelen fixes
+ *    where the payload starts and how much fits. The kernel reads one template, per loop and
+ *    never written (dgram_tmpl: namelen = a struct sockaddr_storage, no control), not the
+ *    caller's msghdr, and the datagram ring's entries start DGRAM_RING_OFFSET into each
+ *    buffer: the payload then starts at LOOP_DGRAM_HEADROOM and holds dgram_bufsize -
+ *    LOOP_DGRAM_HEADROOM bytes, as on the readiness backends, whatever the caller's capacity.
+ *    The source is copied from the buffer into op->msg (at most its capacity).
+ *  - A recvmsg's MSG_TRUNC is in io_uring_recvmsg_out.flags, not in the CQE, and the CQE's
+ *    res counts the header and the name: the payload's length is what follows them. Pool
+ *    buffers are dgram_bufsize apart, any size, so the header may be misaligned: it is read
+ *    with memcpy, not through liburing's struct-pointer helpers (undefined behaviour there).
+ *  - The datagram ring runs dry like the stream ring (a burst takes every buffer in one
+ *    kernel pass): the same quiet re-arm while the core holds fewer than all (`dgram_avail`).
+ *  - Multishot recvmsg is 6.0, like multishot recv, so every kernel this backend runs on has
+ *    it; init probes it anyway (seccomp filters, backports) and falls back to one-shot
+ *    recvmsg with buffer selection on the caller's msghdr (the kernel then writes the source
+ *    there itself, and the payload starts at the ring entry, so those entries start at
+ *    LOOP_DGRAM_HEADROOM): each datagram is then a final completion and the core re-arms.
+ *  - A sendmsg that meets a full socket buffer is, by default, parked on a poll and retried
+ *    when the socket drains, and sendmsgs then leave in no defined order. With MSG_DONTWAIT
+ *    the kernel marks the request NOWAIT and completes it with -EAGAIN instead (what the
+ *    contract wants: UDP drops the reply), so every sendmsg completes or fails at its inline
+ *    issue, in SQ order, and sendmsgs on one fd leave in submission order with no links.
+ *    -ENOBUFS (a full device queue, a corked socket past its limit) is reported as -EAGAIN,
+ *    like the readiness backends do.
  *
  * Not used, by choice, and not benchmarked here: fixed files (the core needs real fds for
  * shutdown/close, a registered-file table costs an update per connection, and the fd lookup it
@@ -87,10 +116,20 @@
 #define ENOBUFS_REARMS_MAX 8 /* quiet re-arms of one recv in a row before -ENOBUFS goes out */
 #define RECV_LIMIT_DIV 16    /* one multishot recv takes at most pool/16 before it is renewed */
 
+/* The multishot recvmsg template (see the traps above). The kernel copies namelen and
+ * controllen at prep and never writes to it; nobody else does either, so every loop's ring may
+ * read this one. */
+static struct msghdr dgram_tmpl = { .msg_namelen = sizeof(struct sockaddr_storage) };
+#define DGRAM_HDR (sizeof(struct io_uring_recvmsg_out) + sizeof(struct sockaddr_storage))
+#define DGRAM_RING_OFFSET ((uint32_t)(LOOP_DGRAM_HEADROOM - DGRAM_HDR))
+_Static_assert(LOOP_DGRAM_HEADROOM >= DGRAM_HDR, "recvmsg header does not fit the headroom");
+
 struct uring_state {
 	struct uc uc;
 	struct loop *loop;
 	uint32_t avail;      /* pool buffers not held by the core (in the ring or about to be) */
+	uint32_t dgram_avail; /* the same for the datagram pool */
+	bool recvmsg_oneshot; /* the kernel lacks multishot recvmsg */
 	uint32_t recv_limit; /* bytes one multishot recv may take before it ends (0: no limit) */
 	bool oneshot_accept; /* listeners shared with other loops */
 };
@@ -147,6 +186,18 @@ static void prep_op(const struct uring_state *st, struct io_uring_sqe *sqe, stru
 	case OP_READ:
 		io_uring_prep_read(sqe, op->fd, op->buf.base, op->buf.len, (uint64_t)-1);
 		break;
+	case OP_RECVMSG:
+		if (st->recvmsg_oneshot)
+			io_uring_prep_recvmsg(sqe, op->fd, op->msg, 0);
+		else
+			io_uring_prep_recvmsg_multishot(sqe, op->fd, &dgram_tmpl, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = UC_BG_DGRAM;
+		break;
+	case OP_SENDMSG:
+		/* MSG_DONTWAIT: -EAGAIN on a full socket buffer, never a poll (traps above). */
+		io_uring_prep_sendmsg(sqe, op->fd, op->msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		break;
 	}
 	io_uring_sqe_set_data(sqe, op);
 }
@@ -159,6 +210,33 @@ static void prep_probe_recv(struct io_uring_sqe *sqe, int fd, uint32_t limit)
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = 0;
 	sqe->file_index = limit;
+}
+
+/* Multishot recvmsg from a buffer ring (6.0). The stream group serves: the probe's request is
+ * cancelled before any byte could arrive on the idle socketpair. */
+static void prep_probe_recvmsg(struct io_uring_sqe *sqe, int fd, uint32_t arg)
+{
+	(void)arg;
+	io_uring_prep_recvmsg_multishot(sqe, fd, &dgram_tmpl, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = UC_BG_STREAM;
+}
+
+/* The datagram pool's ring, when the loop has that pool: multishot if the kernel has it. */
+static int dgram_init(struct uring_state *st, struct loop *loop)
+{
+	if (loop->dgram_pool.nbufs == 0)
+		return 0;
+	int rc = uc_probe(&st->uc, prep_probe_recvmsg, 0);
+	if (rc == -EOPNOTSUPP)
+		st->recvmsg_oneshot = true;
+	else if (rc < 0)
+		return rc;
+	rc = uc_bufring_init(&st->uc, UC_BG_DGRAM, &loop->dgram_pool,
+			     st->recvmsg_oneshot ? LOOP_DGRAM_HEADROOM : DGRAM_RING_OFFSET);
+	if (rc == 0)
+		st->dgram_avail = loop->dgram_pool.nbufs;
+	return rc;
 }
 
 static void uring_fini(struct loop *loop)
@@ -184,7 +262,7 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 	st->loop = loop;
 	st->uc.enters = &loop->tally.syscalls[SC_IO_URING_ENTER];
 	loop->be_state = st;
-	rc = uc_bufring_init(&st->uc, &loop->pool);
+	rc = uc_bufring_init(&st->uc, UC_BG_STREAM, &loop->pool, 0);
 	if (rc == 0) {
 		/* One recv's burst: a sixteenth of the pool, at least one buffer. */
 		uint32_t nb = loop->pool.nbufs / RECV_LIMIT_DIV ? loop->pool.nbufs / RECV_LIMIT_DIV : 1;
@@ -195,6 +273,8 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 			rc = uc_probe(&st->uc, prep_probe_recv, 0);
 		}
 	}
+	if (rc == 0)
+		rc = dgram_init(st, loop);
 	if (rc < 0) {
 		uring_fini(loop);
 		return rc;
@@ -208,6 +288,9 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 static int uring_submit(struct loop *loop, struct op *op)
 {
 	struct uring_state *st = loop->be_state;
+	if ((op->code == OP_RECVMSG && (!op->msg || !loop->dgram_pool.nbufs)) ||
+	    (op->code == OP_SENDMSG && !op->msg))
+		return -EINVAL; /* reactor.h: RECVMSG needs a datagram pool, both a msghdr */
 	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
 	if (!sqe)
 		return -EBUSY;
@@ -228,12 +311,92 @@ static int uring_cancel(struct loop *loop, struct op *op)
 	return 0;
 }
 
+/* A datagram's CQE: find the payload and the source in the buffer (traps above). */
+static void on_recvmsg_cqe(struct uring_state *st, struct op *op, int res, unsigned flags)
+{
+	unsigned cf = (flags & IORING_CQE_F_MORE) ? OPF_MORE : 0;
+	if (!(flags & IORING_CQE_F_BUFFER)) {
+		if (res == -ENOBUFS && !(cf & OPF_MORE)) {
+			if (op->cancelling) {
+				res = -ECANCELED;
+			} else if (st->dgram_avail > 0 && op->backend_data < ENOBUFS_REARMS_MAX) {
+				/* Dry inside one kernel pass, buffers back since: as for OP_RECV. */
+				struct io_uring_sqe *sqe = uc_sqe(&st->uc);
+				if (sqe) {
+					prep_op(st, sqe, op);
+					op->backend_data++;
+					return;
+				}
+			}
+		}
+		loop_complete(st->loop, op, res, cf);
+		return;
+	}
+	uint32_t bid = flags >> IORING_CQE_BUFFER_SHIFT;
+	char *buf = bufpool_addr(&st->loop->dgram_pool, bid);
+	op->backend_data = 0;
+	char *payload;
+	uint32_t len;
+	bool trunc;
+	socklen_t cap = op->msg->msg_namelen; /* the capacity: restored after every datagram */
+	if (st->recvmsg_oneshot) {
+		/* The kernel wrote the source and msg_flags into op->msg itself. */
+		payload = buf + LOOP_DGRAM_HEADROOM;
+		len = res > 0 ? (uint32_t)res : 0;
+		trunc = op->msg->msg_flags & MSG_TRUNC;
+	} else {
+		/* The layout io_uring_recvmsg_validate/_name/_payload describe, read with memcpy:
+		 * pool buffers are dgram_bufsize apart, so the header may be misaligned. */
+		const char *h = buf + DGRAM_RING_OFFSET;
+		struct io_uring_recvmsg_out o;
+		if (res < (int)DGRAM_HDR) {
+			/* Shorter than its own header: nothing to deliver. The buffer goes back. */
+			uc_buf_put(&st->uc, UC_BG_DGRAM, bid);
+			if (!(cf & OPF_MORE))
+				loop_complete(st->loop, op, res < 0 ? res : -EPROTO, 0);
+			return;
+		}
+		memcpy(&o, h, sizeof(o));
+		socklen_t n = o.namelen < cap ? o.namelen : cap;
+		if (n > sizeof(struct sockaddr_storage))
+			n = sizeof(struct sockaddr_storage);
+		memcpy(op->msg->msg_name, h + sizeof(o), n);
+		op->msg->msg_namelen = o.namelen;
+		payload = buf + LOOP_DGRAM_HEADROOM; /* h + DGRAM_HDR: no control data asked */
+		len = (uint32_t)res - (uint32_t)DGRAM_HDR;
+		trunc = o.flags & MSG_TRUNC;
+	}
+	st->dgram_avail--;
+	op->buf = (struct buf){ .base = payload, .len = len, .bid = bid | LOOP_DGRAM_BID };
+	cf |= OPF_BUFFER | (trunc ? OPF_TRUNC : 0);
+	if (!(cf & OPF_MORE) && !op->cancelling && !st->recvmsg_oneshot) {
+		/* A multishot that ended with data (CQ overflow): renew it unseen, as OP_RECV. */
+		struct io_uring_sqe *sqe = uc_sqe(&st->uc);
+		if (sqe) {
+			prep_op(st, sqe, op);
+			cf |= OPF_MORE;
+		}
+	}
+	loop_complete(st->loop, op, (int)len, cf);
+	if (cf & OPF_MORE)
+		op->msg->msg_namelen = cap; /* still armed: op and msg are the backend's */
+}
+
 static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 {
 	struct uring_state *st = ctx;
 	if (ud & UD_IGNORE)
 		return;
 	struct op *op = (struct op *)(uintptr_t)ud;
+	if (op->code == OP_RECVMSG) {
+		on_recvmsg_cqe(st, op, res, flags);
+		return;
+	}
+	if (op->code == OP_SENDMSG) {
+		/* A full socket buffer or device queue: the caller drops the datagram. */
+		loop_complete(st->loop, op, res == -ENOBUFS || res == -EINTR ? -EAGAIN : res, 0);
+		return;
+	}
 	unsigned cf = (flags & IORING_CQE_F_MORE) ? OPF_MORE : 0;
 	if (flags & IORING_CQE_F_BUFFER) {
 		uint32_t bid = flags >> IORING_CQE_BUFFER_SHIFT;
@@ -298,14 +461,19 @@ static int uring_wait(struct loop *loop, int timeout_ms)
 static void uring_buf_release(struct loop *loop, uint32_t bid)
 {
 	struct uring_state *st = loop->be_state;
+	if (bid & LOOP_DGRAM_BID) {
+		st->dgram_avail++;
+		uc_buf_put(&st->uc, UC_BG_DGRAM, bid & ~LOOP_DGRAM_BID);
+		return;
+	}
 	st->avail++;
-	uc_buf_put(&st->uc, bid);
+	uc_buf_put(&st->uc, UC_BG_STREAM, bid);
 }
 
 const struct backend backend_uring = {
 	.name = "uring",
-	.summary = "completion (io_uring), multishot accept+recv, kernel-selected buffers, "
-		   "one enter per wake-up",
+	.summary = "completion (io_uring), multishot accept+recv+recvmsg, kernel-selected "
+		   "buffers, one enter per wake-up",
 	.caps = 0,
 	.init = uring_init,
 	.fini = uring_fini,

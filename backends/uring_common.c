@@ -82,11 +82,13 @@ up:
 	return 0;
 }
 
-int uc_bufring_init(struct uc *uc, struct bufpool *pool)
+int uc_bufring_init(struct uc *uc, unsigned bgid, struct bufpool *pool, uint32_t offset)
 {
 	/* Buffer ids are 16 bits and a ring holds at most 32768 entries. */
-	if (pool->nbufs == 0 || pool->nbufs > 32768)
+	if (bgid >= UC_BGROUPS || pool->nbufs == 0 || pool->nbufs > 32768 ||
+	    offset >= pool->bufsize)
 		return -EINVAL;
+	struct uc_bufring *b = &uc->br[bgid];
 	unsigned entries = 1;
 	while (entries < pool->nbufs)
 		entries <<= 1;
@@ -96,25 +98,27 @@ int uc_bufring_init(struct uc *uc, struct bufpool *pool)
 	void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED)
 		return -errno;
-	uc->br = mem;
-	uc->br_bytes = bytes;
-	uc->br_mask = entries - 1;
-	uc->br_base = pool->mem;
-	uc->br_bufsize = pool->bufsize;
-	io_uring_buf_ring_init(uc->br);
+	b->br = mem;
+	b->bytes = bytes;
+	b->mask = entries - 1;
+	b->unflushed = 0;
+	b->base = pool->mem;
+	b->bufsize = pool->bufsize;
+	b->offset = offset;
+	io_uring_buf_ring_init(b->br);
 	struct io_uring_buf_reg reg;
 	memset(&reg, 0, sizeof(reg));
 	reg.ring_addr = (uint64_t)(uintptr_t)mem;
 	reg.ring_entries = entries;
-	reg.bgid = 0;
+	reg.bgid = (uint16_t)bgid;
 	int rc = io_uring_register_buf_ring(&uc->ring, &reg, 0);
 	if (rc < 0) {
 		munmap(mem, bytes);
-		uc->br = NULL;
+		b->br = NULL;
 		return rc == -EINVAL ? -EOPNOTSUPP : rc;
 	}
 	for (uint32_t bid = 0; bid < pool->nbufs; bid++)
-		uc_buf_put(uc, bid);
+		uc_buf_put(uc, bgid, bid);
 	return 0;
 }
 
@@ -142,16 +146,21 @@ void uc_fini(struct uc *uc)
 		io_uring_queue_exit(&uc->ring);
 	}
 	uc->ring_up = false;
-	if (uc->br)
-		munmap(uc->br, uc->br_bytes);
-	uc->br = NULL;
+	for (unsigned g = 0; g < UC_BGROUPS; g++) {
+		if (uc->br[g].br)
+			munmap(uc->br[g].br, uc->br[g].bytes);
+		uc->br[g].br = NULL;
+	}
 }
 
 static inline void buf_flush(struct uc *uc)
 {
-	if (uc->br_unflushed) {
-		io_uring_buf_ring_advance(uc->br, (int)uc->br_unflushed);
-		uc->br_unflushed = 0;
+	for (unsigned g = 0; g < UC_BGROUPS; g++) {
+		struct uc_bufring *b = &uc->br[g];
+		if (b->unflushed) {
+			io_uring_buf_ring_advance(b->br, (int)b->unflushed);
+			b->unflushed = 0;
+		}
 	}
 }
 

@@ -1,6 +1,6 @@
 /* uring_common.h - what the two io_uring backends share: ring set-up with run-time fallbacks,
  * one io_uring_enter per loop iteration, SQE allocation that survives a full SQ, CQE reaping,
- * and (for backends/uring.c only) a provided-buffer ring over the loop's pool.
+ * and (for backends/uring.c only) provided-buffer rings over the loop's pools.
  *
  * Private to backends/uring.c and backends/uring_poll.c; nothing outside backends/ includes it.
  *
@@ -34,6 +34,23 @@
 #define UC_SQ_ENTRIES 4096u
 #define UC_CQ_ENTRIES (4u * UC_SQ_ENTRIES)
 
+#define UC_BG_STREAM 0u /* OP_RECV's buffer group: the loop's pool */
+#define UC_BG_DGRAM 1u  /* OP_RECVMSG's: the loop's datagram pool */
+#define UC_BGROUPS 2u
+
+/* One provided-buffer ring (buffer group = its index in struct uc). Each entry hands the
+ * kernel a pool buffer from `offset` to its end, so a backend can keep the front of every
+ * buffer for itself (the datagram ring places the payload at LOOP_DGRAM_HEADROOM). */
+struct uc_bufring {
+	struct io_uring_buf_ring *br; /* NULL: not registered */
+	size_t bytes;
+	unsigned mask;
+	unsigned unflushed; /* buffers added since the tail was last published */
+	char *base;
+	uint32_t bufsize;
+	uint32_t offset;
+};
+
 struct uc {
 	struct io_uring ring;
 	bool ring_up;
@@ -43,13 +60,9 @@ struct uc {
 	unsigned features;
 	unsigned cq_entries;
 	unsigned sqe_flags_ignored; /* IOSQE_CQE_SKIP_SUCCESS when supported, for fire-and-forget */
-	/* Provided-buffer ring (group 0), only for the completion backend. */
-	struct io_uring_buf_ring *br;
-	size_t br_bytes;
-	unsigned br_mask;
-	unsigned br_unflushed; /* buffers added since the tail was last published */
-	char *br_base;
-	uint32_t br_bufsize;
+	/* Provided-buffer rings, only for the completion backend: group UC_BG_STREAM over the
+	 * loop's pool, group UC_BG_DGRAM over its datagram pool (when it has one). */
+	struct uc_bufring br[UC_BGROUPS];
 	/* Waits that found the CQ overflowed (CQEs held in the kernel). Each io_uring backend's
 	 * state starts with its struct uc, so tests read this through loop->be_state. */
 	uint64_t overflows;
@@ -59,17 +72,21 @@ struct uc {
 
 /* Create the ring (see above for the fallbacks). Returns 0 or -errno. */
 int uc_init(struct uc *uc, uint32_t sq_entries);
-/* Register a provided-buffer ring, group 0, over `pool`: every buffer starts in the ring with
- * bid = pool index. Returns 0, or -EOPNOTSUPP when the kernel lacks buffer rings. */
-int uc_bufring_init(struct uc *uc, struct bufpool *pool);
+/* Register provided-buffer ring `bgid` (< UC_BGROUPS) over `pool`: every buffer starts in the
+ * ring with bid = pool index, the kernel's part of it from `offset` on. Returns 0, or
+ * -EOPNOTSUPP when the kernel lacks buffer rings. */
+int uc_bufring_init(struct uc *uc, unsigned bgid, struct bufpool *pool, uint32_t offset);
 void uc_fini(struct uc *uc);
 
-/* Give buffer `bid` back to the kernel. It becomes visible at the next enter (batched). */
-static inline void uc_buf_put(struct uc *uc, uint32_t bid)
+/* Give buffer `bid` of group `bgid` back to the kernel. It becomes visible at the next enter
+ * (batched). */
+static inline void uc_buf_put(struct uc *uc, unsigned bgid, uint32_t bid)
 {
-	io_uring_buf_ring_add(uc->br, uc->br_base + (size_t)bid * uc->br_bufsize, uc->br_bufsize,
-			      (unsigned short)bid, (int)uc->br_mask, (int)uc->br_unflushed);
-	uc->br_unflushed++;
+	struct uc_bufring *b = &uc->br[bgid];
+	io_uring_buf_ring_add(b->br, b->base + (size_t)bid * b->bufsize + b->offset,
+			      b->bufsize - b->offset, (unsigned short)bid, (int)b->mask,
+			      (int)b->unflushed);
+	b->unflushed++;
 }
 
 /* An SQE, submitting what is queued first if the SQ is full. NULL only if that failed. */

@@ -20,6 +20,7 @@ const char *const loop_syscall_names[SC_COUNT] = {
 	[SC_SEND] = "send",		   [SC_READ] = "read",
 	[SC_CLOSE] = "close",		   [SC_SHUTDOWN] = "shutdown",
 	[SC_IOCTL] = "ioctl",		   [SC_SETSOCKOPT] = "setsockopt",
+	[SC_RECVMMSG] = "recvmmsg",	   [SC_SENDMMSG] = "sendmmsg",
 	[SC_SELECT] = "select",		   [SC_POLL] = "poll",
 	[SC_EPOLL_WAIT] = "epoll_wait",	   [SC_EPOLL_CTL] = "epoll_ctl",
 	[SC_IO_URING_ENTER] = "io_uring_enter",
@@ -46,10 +47,20 @@ int loop_init(struct loop *loop, const struct backend *be, const struct loop_con
 	int rc = bufpool_init(&loop->pool, cfg->nbufs, cfg->bufsize);
 	if (rc < 0)
 		return rc;
+	if (cfg->dgram_nbufs) {
+		rc = cfg->dgram_bufsize > LOOP_DGRAM_HEADROOM
+			     ? bufpool_init(&loop->dgram_pool, cfg->dgram_nbufs, cfg->dgram_bufsize)
+			     : -EINVAL;
+		if (rc < 0) {
+			bufpool_fini(&loop->pool);
+			return rc;
+		}
+	}
 	loop->be = be;
 	loop->now_ms = loop_clock_ms();
 	rc = be->init(loop, cfg);
 	if (rc < 0) {
+		bufpool_fini(&loop->dgram_pool);
 		bufpool_fini(&loop->pool);
 		loop->be = NULL;
 	}
@@ -79,6 +90,7 @@ void loop_fini(struct loop *loop)
 {
 	if (loop->be)
 		loop->be->fini(loop);
+	bufpool_fini(&loop->dgram_pool);
 	bufpool_fini(&loop->pool);
 	loop->be = NULL;
 }

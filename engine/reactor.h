@@ -29,6 +29,23 @@
  *  - OP_SEND sends op->buf.base[0..len) with MSG_NOSIGNAL; res may be short. The core keeps at
  *    most one send in flight per fd, so the kernel never has to order two.
  *  - OP_READ is a one-shot read(2) into op->buf (caller memory), for eventfds and signalfds.
+ *  - OP_RECVMSG receives datagrams (UDP), multishot like OP_RECV. Each completion is one
+ *    datagram in a buffer of the loop's datagram pool (OPF_BUFFER; op->buf.base points at the
+ *    payload, which may sit anywhere inside the buffer; release it with loop_buf_release(),
+ *    its bid carries LOOP_DGRAM_BID). Its source is written to op->msg->msg_name (capacity:
+ *    msg_namelen as the caller set it before loop_submit(), a struct sockaddr_storage; the
+ *    msghdr's other fields 0) and op->msg->msg_namelen; the backend restores the capacity
+ *    after each completion with OPF_MORE (a final one that carries a datagram leaves the
+ *    source's length there: set the capacity again before submitting). A datagram larger than
+ *    the buffer completes with OPF_TRUNC and whatever fit: the caller drops it. No datagram
+ *    buffer free: -ENOBUFS, final; the core re-arms when buffers return. Requires a loop made
+ *    with loop_config.dgram_nbufs > 0.
+ *  - OP_SENDMSG sends one datagram: op->msg (caller memory: destination in msg_name, bytes in
+ *    msg_iov) with MSG_NOSIGNAL; one-shot. It never waits for writability: a full socket
+ *    buffer completes with -EAGAIN (UDP promises nothing, so the caller drops the reply).
+ *    Readiness backends may hold SENDMSG ops until the end of the current wake-up and send
+ *    them together with sendmmsg(); their completions are then deferred. Any number may be
+ *    armed on one fd at once; they leave in submission order.
  *  - Readiness backends send optimistically: try at once, wait for writability only on EAGAIN.
  *  - A backend delivers every completion through loop_complete(), which refreshes now_ms on
  *    the first completion after a wait, so timers started in callbacks count from the wake-up.
@@ -48,11 +65,21 @@
 struct loop;
 struct op;
 
-enum op_code { OP_ACCEPT, OP_RECV, OP_SEND, OP_READ };
+enum op_code { OP_ACCEPT, OP_RECV, OP_SEND, OP_READ, OP_RECVMSG, OP_SENDMSG };
 
 /* Completion flags. */
 #define OPF_MORE   0x1u /* the op is still armed: more completions follow */
 #define OPF_BUFFER 0x2u /* op->buf holds a pool buffer the core must release */
+#define OPF_TRUNC  0x4u /* RECVMSG: the datagram did not fit its buffer and was cut */
+
+/* Datagram pool buffers' ids carry this bit, so loop_buf_release() knows the pool. */
+#define LOOP_DGRAM_BID 0x80000000u
+/* Bytes at the front of each datagram buffer a backend may use for its own headers (io_uring
+ * writes a struct io_uring_recvmsg_out and the source address there); the payload capacity
+ * is dgram_bufsize - LOOP_DGRAM_HEADROOM on every backend. */
+#define LOOP_DGRAM_HEADROOM 256u
+
+struct msghdr;
 
 typedef void (*op_done_fn)(struct loop *loop, struct op *op, int res, unsigned cflags);
 
@@ -61,6 +88,7 @@ struct op {
 	int fd;
 	struct buf buf;    /* SEND/READ: the caller's bytes; RECV: set by the backend */
 	uint32_t max_bytes; /* RECV: bytes the caller takes from now on (0: no bound) */
+	struct msghdr *msg; /* RECVMSG: where the source goes; SENDMSG: what to send, to whom */
 	op_done_fn done;
 	void *owner;       /* the caller's object (a connection, a listener) */
 	/* Reactor-private bookkeeping; zero-initialised by the caller. */
@@ -84,6 +112,8 @@ struct loop_config {
 	uint32_t queue_depth; /* io_uring: SQ entries, CQ 4x (0: 4096); tests shrink it to overflow */
 	bool no_recv_limit;   /* io_uring: act as if the kernel had no multishot byte limit (tests) */
 	bool shared_listeners; /* other loops accept on the same sockets: take turns (io_uring) */
+	uint32_t dgram_nbufs;   /* datagram pool (OP_RECVMSG): buffers, 0 for none */
+	uint32_t dgram_bufsize; /* bytes per datagram buffer, LOOP_DGRAM_HEADROOM included */
 };
 
 struct backend {
@@ -120,7 +150,8 @@ struct loop_timer {
  * to see, and these counts do not swing with the machine's load the way rates do. */
 enum loop_syscall {
 	SC_ACCEPT, SC_RECV, SC_SEND, SC_READ, SC_CLOSE, SC_SHUTDOWN, SC_IOCTL, SC_SETSOCKOPT,
-	SC_SELECT, SC_POLL, SC_EPOLL_WAIT, SC_EPOLL_CTL, SC_IO_URING_ENTER, SC_COUNT
+	SC_RECVMMSG, SC_SENDMMSG, SC_SELECT, SC_POLL, SC_EPOLL_WAIT, SC_EPOLL_CTL,
+	SC_IO_URING_ENTER, SC_COUNT
 };
 extern const char *const loop_syscall_names[SC_COUNT]; /* "accept", ..., as the kernel names */
 
@@ -136,6 +167,7 @@ struct loop {
 	const struct backend *be;
 	void *be_state;
 	struct bufpool pool;
+	struct bufpool dgram_pool; /* empty unless loop_config.dgram_nbufs */
 	struct op *deferred_head, *deferred_tail;
 	struct op *cancels_pending; /* cancels the backend could not issue yet */
 	struct loop_timer *timers[LOOP_MAX_TIMERS];
