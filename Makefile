@@ -115,7 +115,9 @@ test: deps
 	@$(MAKE) $(TEST_JOBS) --no-print-directory SANITIZE=address,undefined BUILD=$(SAN_BUILD) all
 	@$(MAKE) $(TEST_JOBS) --no-print-directory HAVE_URING= HAVE_MHD= BUILD=$(NOURING_BUILD) all
 	@$(MAKE) $(TEST_JOBS) --no-print-directory SANITIZE=thread BUILD=$(TSAN_BUILD) $(TSAN_TESTS)
-	@tests/run-suite --compare-smoke --tsan $(TSAN_BUILD) --light $(NOURING_BUILD) $(BUILD) $(SAN_BUILD)
+	@$(MAKE) --no-print-directory fuzz-build
+	@tests/run-suite --compare-smoke --fuzz $(FUZZ_BIN) $(FUZZ_SMOKE_SECONDS) \
+		--tsan $(TSAN_BUILD) --light $(NOURING_BUILD) $(BUILD) $(SAN_BUILD)
 
 test-plain: all
 	@tests/run-suite $(BUILD)
@@ -142,6 +144,35 @@ bench: deps
 compare: deps
 	@$(MAKE) --no-print-directory all
 	bench/compare $(if $(QUICK),--quick) --build $(BUILD)
+
+# --- fuzzing ---------------------------------------------------------------------------------
+# libFuzzer harness of the PROXY protocol parser, built with clang (ASan+UBSan). `make fuzz`
+# runs it for FUZZ_SECONDS on build/fuzz/corpus, a copy of the seeds in tests/corpus/proxy_proto
+# that keeps what it finds (the repo's seeds are never written); crashes land in build/fuzz/.
+# make test runs it for FUZZ_SMOKE_SECONDS (run-suite --fuzz), or says it is skipped without
+# clang.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_BUILD   := $(BUILD)/fuzz
+FUZZ_BIN     := $(FUZZ_BUILD)/fuzz_proxy_proto
+FUZZ_CFLAGS  := -std=c11 $(WARN) -O1 -g -fno-omit-frame-pointer \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+.PHONY: fuzz fuzz-build
+
+$(FUZZ_BIN): tests/fuzz_proxy_proto.c engine/proxy_proto.c engine/proxy_proto.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -D_GNU_SOURCE -Iengine $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
+
+fuzz-build:
+	@if command -v $(FUZZ_CC) >/dev/null 2>&1; then $(MAKE) --no-print-directory $(FUZZ_BIN); fi
+
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@mkdir -p $(FUZZ_BUILD)/corpus
+	@cp -R tests/corpus/proxy_proto/. $(FUZZ_BUILD)/corpus/
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=1200 -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_BUILD)/corpus
 
 install: $(BUILD)/echod $(BUILD)/echoclient $(BUILD)/echoload
 	install -d $(DESTDIR)$(PREFIX)/bin
