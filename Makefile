@@ -99,14 +99,16 @@ run: deps
 # were missing (the io_uring backends and the metrics port left out: everything else must still
 # build and pass; its epoll/poll/select rounds of the two long end-to-end suites are the full
 # builds' own, so run-suite --light skips them there); then, on a ThreadSanitizer build, the
-# suites where threads meet: signals (main thread and workers), and the integration and metrics
-# cases with several workers (the metrics thread asks them). cmocka's summary per binary, then
+# suites where threads meet: signals (main thread and workers), and the integration, metrics
+# and UDP cases with several workers (the metrics thread asks them; UDP workers share a
+# port group). cmocka's summary per binary, then
 # one `N passed, N failed` line per build and a total.
 SAN_BUILD := build/san
 NOURING_BUILD := build/nouring
 TSAN_BUILD := build/tsan
 TSAN_TESTS := $(TSAN_BUILD)/echod $(TSAN_BUILD)/echoload $(TSAN_BUILD)/tests/test_signals \
-	      $(TSAN_BUILD)/tests/test_integration $(TSAN_BUILD)/tests/test_metrics
+	      $(TSAN_BUILD)/tests/test_integration $(TSAN_BUILD)/tests/test_metrics \
+	      $(TSAN_BUILD)/tests/test_udp
 # The four builds compile on every core (a plain `make test` would compile them one file at a
 # time, a fifth of the ten minutes the suite may take); a -j given by the caller wins.
 TEST_JOBS := $(if $(filter -j%,$(MAKEFLAGS)),,-j$(shell nproc 2>/dev/null || echo 2))

@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <netdb.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "reactor.h"
@@ -28,6 +29,11 @@
 #define BUFFER_SIZE_MAX (1u << 20)
 #define IDLE_TIMEOUT_MAX_S 86400u
 #define DRAIN_TIMEOUT_MAX_S 3600u
+#define UDP_RATE_MAX 10000000u
+#define PROXY_TIMEOUT_MAX_S 3600u
+
+const char *const config_listen_kind_names[] = { [LISTEN_TCP] = "tcp", [LISTEN_UDP] = "udp",
+						  [LISTEN_UNIX] = "unix" };
 
 void config_defaults(struct echod_config *cfg)
 {
@@ -41,6 +47,9 @@ void config_defaults(struct echod_config *cfg)
 	cfg->idle_timeout_ms = 0;
 	cfg->drain_timeout_ms = 5000;
 	cfg->log_level = LOG_INFO;
+	cfg->unix_mode = -1;
+	cfg->proxy_timeout_ms = 5000;
+	cfg->udp_rate = 1000;
 }
 
 static void fail(char *err, size_t len, const char *fmt, ...)
@@ -104,12 +113,27 @@ void config_usage(FILE *out)
 	char cb_lo[24], cb_hi[24], bs_lo[24], bs_hi[24];
 	fprintf(out,
 		"Usage: echod [OPTION]...\n"
-		"A TCP echo server (RFC 862) with a choice of kernel event interfaces.\n"
+		"An echo server (RFC 862: TCP, UDP, Unix sockets) with a choice of kernel event\n"
+		"interfaces.\n"
 		"\n"
-		"  -l, --listen HOST:PORT     address to serve; repeatable; HOST is an IPv4 address\n"
-		"                             (a.b.c.d), an IPv6 one in brackets ([::1]:PORT) or a\n"
-		"                             name that resolves here; PORT 0 to 65535, 0 picks a\n"
-		"                             free port (logged) [" DEFAULT_LISTEN "]\n"
+		"  -l, --listen [KIND:]ADDR   address to serve; repeatable, any mix of kinds:\n"
+		"                             HOST:PORT or tcp:HOST:PORT  TCP\n"
+		"                             udp:HOST:PORT               UDP\n"
+		"                             unix:/path, unix:@name      Unix stream socket\n"
+		"                             (a file; @: the abstract namespace)\n"
+		"                             HOST is an IPv4 address (a.b.c.d), an IPv6 one in\n"
+		"                             brackets ([::1]:PORT) or a name that resolves here;\n"
+		"                             PORT 0 to 65535, 0 picks a free port (logged)\n"
+		"                             [" DEFAULT_LISTEN "]\n"
+		"      --unix-mode MODE       permissions of unix: socket files, octal (0660)\n"
+		"                             [as the umask leaves them]\n"
+		"      --proxy-protocol       every TCP and Unix connection starts with a PROXY\n"
+		"                             protocol v1 or v2 header (from a load balancer):\n"
+		"                             consumed, not echoed; its client is the one logged\n"
+		"      --proxy-timeout SECONDS  close a connection whose header is not complete\n"
+		"                             this long after its accept; at most %u [5]\n"
+		"      --udp-rate N           UDP replies per second per source address; 0 = no\n"
+		"                             cap; 0 to %u [1000]\n"
 		"  -b, --backend NAME         auto, uring, epoll, uring-poll, poll, select [auto]\n"
 		"      --list-backends        show the backends built in and whether they run here\n"
 		"  -t, --threads N            worker loops, all accepting from the same listeners;\n"
@@ -132,13 +156,15 @@ void config_usage(FILE *out)
 		"  -V, --version              version\n"
 		"\n"
 		"N and BYTES are whole decimal numbers; BYTES may end in K or M (powers of 1024).\n"
+		"UDP: each datagram goes back to its source whole; none is answered from a\n"
+		"source port below 1024 or 2049, or from a broadcast or multicast address.\n"
 		"SECONDS are plain decimals (30, 1.5, 0.25), rounded to the millisecond: 0, or\n"
 		"0.001 and more; no hex, exponents, inf or nan. A value out of range is an error,\n"
 		"never clamped. Logs go to stderr, one logfmt line each.\n"
 		"Exit status: 0 after a clean stop, 64 bad usage (also an address that is not\n"
 		"valid or does not resolve), 69 backend cannot run here, 71 cannot listen,\n"
 		"1 other failure.\n",
-		THREADS_MIN, THREADS_MAX, MAX_CONNS_MIN, MAX_CONNS_MAX,
+		PROXY_TIMEOUT_MAX_S, UDP_RATE_MAX, THREADS_MIN, THREADS_MAX, MAX_CONNS_MIN, MAX_CONNS_MAX,
 		show_size(cb_lo, sizeof(cb_lo), CONN_BUFFER_MIN),
 		show_size(cb_hi, sizeof(cb_hi), CONN_BUFFER_MAX), BUFFERS_MIN, BUFFERS_MAX,
 		show_size(bs_lo, sizeof(bs_lo), BUFFER_SIZE_MIN),
@@ -412,7 +438,8 @@ static int check_backend(const char *name, char *err, size_t len)
 }
 
 enum { OPT_LIST = 256, OPT_MAX_CONNS, OPT_CONN_BUFFER, OPT_BUFFERS, OPT_BUFFER_SIZE,
-       OPT_IDLE, OPT_DRAIN, OPT_LOG_LEVEL, OPT_METRICS };
+       OPT_IDLE, OPT_DRAIN, OPT_LOG_LEVEL, OPT_METRICS, OPT_UNIX_MODE, OPT_PROXY, OPT_UDP_RATE,
+       OPT_PROXY_TIMEOUT };
 
 static const struct option long_opts[] = {
 	{ "listen", required_argument, NULL, 'l' },
@@ -427,6 +454,10 @@ static const struct option long_opts[] = {
 	{ "drain-timeout", required_argument, NULL, OPT_DRAIN },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 	{ "metrics", required_argument, NULL, OPT_METRICS },
+	{ "unix-mode", required_argument, NULL, OPT_UNIX_MODE },
+	{ "proxy-protocol", no_argument, NULL, OPT_PROXY },
+	{ "udp-rate", required_argument, NULL, OPT_UDP_RATE },
+	{ "proxy-timeout", required_argument, NULL, OPT_PROXY_TIMEOUT },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -440,10 +471,10 @@ static const char *long_name(int c)
 	return "?";
 }
 
-/* A HOST:PORT for --listen or --metrics (`flag`), checked the same way for both, appended to
- * addrs[*n]. */
-static int add_address(const char *flag, char (*addrs)[CONFIG_ADDR_LEN], int *n, const char *s,
-		       char *err, size_t len)
+/* A HOST:PORT for --listen or --metrics (`flag`), checked the same way for both, copied to
+ * `out` (CONFIG_ADDR_LEN bytes). */
+static int check_address(const char *flag, const char *spec, const char *s, char *out, char *err,
+			 size_t len)
 {
 	struct shown sa, sh;
 	char host[CONFIG_HOST_MAX + 1], port[8];
@@ -454,10 +485,10 @@ static int add_address(const char *flag, char (*addrs)[CONFIG_ADDR_LEN], int *n,
 		break;
 	case SPLIT_FORM:
 		fail(err, len, "%s: %s is not HOST:PORT (" LISTEN_FORMS "; PORT 0 to 65535)", flag,
-		     show(&sa, s));
+		     show(&sa, spec));
 		return -1;
 	case SPLIT_PORT:
-		fail(err, len, "%s: %s: port %s is out of range (0 to 65535)", flag, show(&sa, s),
+		fail(err, len, "%s: %s: port %s is out of range (0 to 65535)", flag, show(&sa, spec),
 		     show(&sh, strrchr(s, ':') + 1));
 		return -1;
 	case SPLIT_LONG:
@@ -467,19 +498,81 @@ static int add_address(const char *flag, char (*addrs)[CONFIG_ADDR_LEN], int *n,
 		     show(&sh, host), hl, CONFIG_HOST_MAX);
 		return -1;
 	}
-	if (check_host(flag, s, host, port, bracketed, err, len) < 0)
+	if (check_host(flag, spec, host, port, bracketed, err, len) < 0)
 		return -1;
-	if (*n == CONFIG_MAX_LISTEN) {
-		fail(err, len, "%s: too many addresses (at most %d)", flag, CONFIG_MAX_LISTEN);
+	snprintf(out, CONFIG_ADDR_LEN, "%s", s); /* fits: split() */
+	return 0;
+}
+
+static bool too_many(const char *flag, int n, char *err, size_t len)
+{
+	if (n < CONFIG_MAX_LISTEN)
+		return false;
+	fail(err, len, "%s: too many addresses (at most %d)", flag, CONFIG_MAX_LISTEN);
+	return true;
+}
+
+/* unix:/path or unix:@name: a path that fits sun_path; the file itself is looked at when the
+ * server binds (a stale socket is removed then, a live one refused). */
+static int check_unix_path(const char *spec, const char *path, char *err, size_t len)
+{
+	struct shown sa;
+	size_t n = strlen(path);
+	if (n == 0 || (path[0] == '@' && n == 1)) {
+		fail(err, len, "--listen: %s names no socket (expected unix:/path or unix:@name)",
+		     show(&sa, spec));
 		return -1;
 	}
-	snprintf(addrs[(*n)++], CONFIG_ADDR_LEN, "%s", s); /* fits: split() */
+	if (n > CONFIG_UNIX_PATH_MAX) {
+		fail(err, len, "--listen: %s: the path is %zu bytes, too long for a Unix socket "
+		     "(at most %d)", show(&sa, spec), n, CONFIG_UNIX_PATH_MAX);
+		return -1;
+	}
 	return 0;
 }
 
 static int add_listen(struct echod_config *cfg, const char *s, char *err, size_t len)
 {
-	return add_address("--listen", cfg->listen, &cfg->nlisten, s, err, len);
+	struct config_listener l = { .kind = LISTEN_TCP };
+	const char *rest = s;
+	if (too_many("--listen", cfg->nlisten, err, len))
+		return -1;
+	if (strncmp(s, "tcp:", 4) == 0) {
+		rest = s + 4;
+	} else if (strncmp(s, "udp:", 4) == 0) {
+		l.kind = LISTEN_UDP;
+		rest = s + 4;
+	} else if (strncmp(s, "unix:", 5) == 0) {
+		l.kind = LISTEN_UNIX;
+		rest = s + 5;
+		if (check_unix_path(s, rest, err, len) < 0)
+			return -1;
+		snprintf(l.addr, sizeof(l.addr), "%s", rest);
+	}
+	if (l.kind != LISTEN_UNIX && check_address("--listen", s, rest, l.addr, err, len) < 0)
+		return -1;
+	cfg->listen[cfg->nlisten++] = l;
+	return 0;
+}
+
+/* --unix-mode: octal permission bits, as chmod takes them ("660", "0660"). */
+static int parse_mode(const char *arg, int *mode, char *err, size_t len)
+{
+	struct shown sh;
+	size_t n = strlen(arg);
+	if (n == 0 || n > 4 || strspn(arg, "01234567") != n) {
+		fail(err, len, "--unix-mode: %s is not an octal mode (e.g. 0660, 0600)",
+		     show(&sh, arg));
+		return -1;
+	}
+	unsigned long m = strtoul(arg, NULL, 8);
+	if (m > 0777) {
+		fail(err, len, "--unix-mode: %s has bits beyond 0777 (setuid, setgid and sticky "
+		     "mean nothing on a socket)", show(&sh, arg));
+		return -1;
+	}
+	*mode = (int)m;
+	return 0;
 }
 
 static int apply(struct echod_config *cfg, int c, const char *arg, char *err, size_t len)
@@ -496,7 +589,26 @@ static int apply(struct echod_config *cfg, int c, const char *arg, char *err, si
 	case 'l':
 		return add_listen(cfg, arg, err, len);
 	case OPT_METRICS:
-		return add_address("--metrics", cfg->metrics, &cfg->nmetrics, arg, err, len);
+		if (too_many("--metrics", cfg->nmetrics, err, len) ||
+		    check_address("--metrics", arg, arg, cfg->metrics[cfg->nmetrics], err, len) < 0)
+			return -1;
+		cfg->nmetrics++;
+		return 0;
+	case OPT_UNIX_MODE:
+		return parse_mode(arg, &cfg->unix_mode, err, len);
+	case OPT_PROXY_TIMEOUT:
+		if (parse_seconds("--proxy-timeout", arg, PROXY_TIMEOUT_MAX_S, "", &cfg->proxy_timeout_ms,
+				  err, len) < 0)
+			return -1;
+		if (cfg->proxy_timeout_ms == 0) {
+			fail(err, len, "--proxy-timeout: 0 would wait forever for a header; give at "
+			     "least 0.001");
+			return -1;
+		}
+		return 0;
+	case OPT_UDP_RATE:
+		return parse_number("--udp-rate", arg, false, 0, UDP_RATE_MAX, &cfg->udp_rate, err,
+				    len);
 	case 'b':
 		if (check_backend(arg, err, len) < 0)
 			return -1;
@@ -602,6 +714,9 @@ enum config_action config_parse(struct echod_config *cfg, int argc, char **argv,
 			break;
 		case OPT_LIST:
 			action = CONFIG_LIST_BACKENDS;
+			break;
+		case OPT_PROXY:
+			cfg->proxy_protocol = true;
 			break;
 		case ':':
 			fail(err, errlen, "option '%s' needs a value", argv[optind - 1]);

@@ -22,8 +22,20 @@
 #define EXIT_UNAVAILABLE 69 /* the chosen backend cannot run here */
 #define EXIT_OSERR 71       /* cannot listen, or another OS resource is missing */
 
+/* What a --listen value serves: "HOST:PORT" or "tcp:HOST:PORT", "udp:HOST:PORT",
+ * "unix:/path" or "unix:@name" (Linux's abstract namespace). */
+enum listen_kind { LISTEN_TCP, LISTEN_UDP, LISTEN_UNIX };
+extern const char *const config_listen_kind_names[]; /* "tcp", "udp", "unix" */
+/* sun_path holds 108 bytes with the NUL; an abstract name has no NUL but '@' stands for it. */
+#define CONFIG_UNIX_PATH_MAX 107
+
+struct config_listener {
+	enum listen_kind kind;
+	char addr[CONFIG_ADDR_LEN]; /* HOST:PORT, or the path ("@name": abstract) */
+};
+
 struct echod_config {
-	char listen[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN];
+	struct config_listener listen[CONFIG_MAX_LISTEN];
 	int nlisten;
 	char metrics[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN]; /* --metrics HOST:PORT; none: off */
 	int nmetrics;
@@ -34,6 +46,10 @@ struct echod_config {
 	uint32_t buffers, buffer_size;
 	uint32_t idle_timeout_ms, drain_timeout_ms;
 	enum log_level log_level;
+	int unix_mode;       /* --unix-mode: permissions of unix: socket files; -1: the umask's */
+	bool proxy_protocol; /* --proxy-protocol: TCP and Unix connections begin with a header */
+	uint32_t proxy_timeout_ms; /* --proxy-timeout: the header's deadline after the accept */
+	uint32_t udp_rate;   /* --udp-rate: replies per second per source address; 0: no cap */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION, CONFIG_LIST_BACKENDS,

@@ -34,6 +34,7 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -62,6 +63,8 @@ struct conn {
 	bool closing;              /* waiting for both ops to be final, then freed */
 	bool paused;               /* receiving stopped by backpressure */
 	bool waiting_bufs;         /* recv found the pool dry; on srv->waiting */
+	bool tcp;                  /* not a Unix stream: acknowledgements matter at close */
+	struct preamble *pre;      /* --proxy-protocol: the header is still arriving */
 	int8_t why;                /* enum echo_close_reason once decided, else -1 */
 	uint64_t last_active_ms;
 	uint64_t tx_at_ms;         /* when the send in flight was submitted */
@@ -119,14 +122,15 @@ static void timers_stop(struct echo_server *srv)
 {
 	struct loop_timer *const all[] = { &srv->idle_timer,	&srv->backoff_timer,
 					   &srv->drain_timer,	&srv->migrate_timer,
-					   &srv->refusal_timer, &srv->linger_timer };
+					   &srv->refusal_timer, &srv->linger_timer,
+					   &srv->proxy_timer };
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		loop_timer_stop(srv->loop, all[i]);
 }
 
 static void check_done(struct echo_server *srv)
 {
-	if (srv->draining && srv->stats.conns == 0 && srv->nlisteners_open == 0) {
+	if (echo_server_done(srv)) {
 		timers_stop(srv);
 		refusals_flush(srv);
 		loop_set_stop(srv->loop, true);
@@ -332,9 +336,19 @@ static void wait_remove(struct echo_server *srv, struct conn *c)
 	c->waiting_bufs = false;
 }
 
+static void preamble_end(struct conn *c)
+{
+	if (!c->pre)
+		return;
+	preamble_list_remove(&c->srv->preambles, c->pre);
+	free(c->pre);
+	c->pre = NULL;
+}
+
 static void conn_free(struct conn *c)
 {
 	struct echo_server *srv = c->srv;
+	preamble_end(c);
 	while (c->qhead) {
 		struct seg *s = c->qhead;
 		c->qhead = s->next;
@@ -439,6 +453,10 @@ static void conn_update_rx(struct conn *c)
  * close need not wait. Sockets that cannot say (not TCP) count as acknowledged. */
 static bool conn_all_acked(const struct conn *c)
 {
+	/* A Unix stream's send puts the bytes in the peer's receive queue, which outlives our
+	 * close; there SIOCOUTQ counts what the peer has not READ, which may never happen. */
+	if (!c->tcp)
+		return true;
 	int unacked = 0;
 	loop_count(c->srv->loop, SC_IOCTL);
 	return ioctl(c->fd, SIOCOUTQ, &unacked) < 0 || unacked == 0;
@@ -536,11 +554,125 @@ static void conn_step(struct conn *c)
 		conn_update_rx(c);
 }
 
+/* --- the PROXY protocol header ----------------------------------------------------------- */
+
+/* One line per REFUSAL_LOG_MS at most: a flood of bad headers must not become a flood of
+ * lines. The counters have every one. */
+static void proxy_log_rejection(struct conn *c, const char *why)
+{
+	struct echo_server *srv = c->srv;
+	srv->proxy_unlogged++;
+	uint64_t now = srv->loop->now_ms;
+	if (srv->proxy_logged_at && now - srv->proxy_logged_at < REFUSAL_LOG_MS)
+		return;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char peer[128] = "?";
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0)
+		log_format_addr((struct sockaddr *)&ss, len, peer, sizeof(peer));
+	log_msg(LOG_WARN, "proxy_rejected", "peer=%s fd=%d error=\"%s\" count=%llu", peer, c->fd,
+		why, (unsigned long long)srv->proxy_unlogged);
+	srv->proxy_unlogged = 0;
+	srv->proxy_logged_at = now;
+}
+
+static void proxy_reject(struct conn *c, const char *why)
+{
+	proxy_log_rejection(c, why);
+	preamble_end(c);
+	conn_abort(c, ECHO_CLOSE_ERROR);
+}
+
+/* The header's client is who this connection is from, from now on (and in the log). */
+static void proxy_accept(struct conn *c, const struct proxy_info *info)
+{
+	c->srv->stats.proxy_accepted++;
+	preamble_end(c);
+	if (log_threshold < LOG_DEBUG)
+		return;
+	char src[128] = "local", dst[128] = "local";
+	if (!info->local) {
+		socklen_t len = info->family == AF_INET	   ? sizeof(struct sockaddr_in)
+				: info->family == AF_INET6 ? sizeof(struct sockaddr_in6)
+							   : sizeof(struct sockaddr_un);
+		log_format_addr((const struct sockaddr *)&info->src, len, src, sizeof(src));
+		log_format_addr((const struct sockaddr *)&info->dst, len, dst, sizeof(dst));
+	}
+	log_msg(LOG_DEBUG, "proxy_header", "fd=%d version=%d client=%s server=%s", c->fd,
+		info->version, src, dst);
+}
+
+/* Bytes while the header is arriving: the header's are consumed; what follows it in the same
+ * receive is the connection's first data, echoed like any other. Returns the bytes of `b`
+ * left to echo (b adjusted to them), or 0. */
+static uint32_t proxy_take(struct conn *c, struct buf *b, uint32_t n)
+{
+	struct proxy_info info;
+	bool done;
+	int used = preamble_feed(c->pre, b->base, n, &info, &done);
+	if (used < 0) {
+		c->srv->stats.proxy_rejected++;
+		proxy_reject(c, info.error ? info.error : proxy_strerror(used));
+		return 0;
+	}
+	if (!done)
+		return 0;
+	proxy_accept(c, &info);
+	b->base += used;
+	b->len = n - (uint32_t)used;
+	return b->len;
+}
+
+static void on_proxy_deadline(struct loop *loop, struct loop_timer *t)
+{
+	struct echo_server *srv = t->owner;
+	struct preamble *p;
+	while ((p = srv->preambles.head) && loop->now_ms - p->started_ms >= srv->lim.proxy_timeout_ms) {
+		struct conn *c = p->owner;
+		srv->stats.proxy_timeouts++;
+		proxy_reject(c, "no complete PROXY header in time (--proxy-timeout)");
+		conn_step(c);
+	}
+	if (p)
+		loop_timer_start(loop, t, srv->lim.proxy_timeout_ms - (loop->now_ms - p->started_ms));
+}
+
+static int preamble_begin(struct conn *c)
+{
+	struct echo_server *srv = c->srv;
+	c->pre = malloc(sizeof(*c->pre));
+	if (!c->pre)
+		return -ENOMEM;
+	c->pre->len = 0;
+	c->pre->started_ms = srv->loop->now_ms;
+	c->pre->owner = c;
+	preamble_list_append(&srv->preambles, c->pre);
+	if (srv->proxy_timer.deadline_ms == 0)
+		loop_timer_start(srv->loop, &srv->proxy_timer, srv->lim.proxy_timeout_ms);
+	return 0;
+}
+
 static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
 {
 	(void)loop;
 	struct conn *c = op->owner;
 	struct echo_server *srv = c->srv;
+	if (res > 0 && c->pre && !c->closing && !c->wr_shut) {
+		struct buf b = op->buf;
+		res = (int)proxy_take(c, &b, (uint32_t)res);
+		if (res == 0)
+			loop_buf_release(srv->loop, op->buf.bid);
+		else
+			op->buf = b;
+		if (res == 0) {
+			if (!(cflags & OPF_MORE) || c->closing)
+				conn_step(c);
+			return;
+		}
+	} else if (res == 0 && c->pre && !c->closing) {
+		srv->stats.proxy_rejected++;
+		proxy_reject(c, "closed before a complete PROXY header");
+	}
 	if (res > 0 && !c->closing && !c->wr_shut) {
 		srv->stats.bytes_in += (uint64_t)res;
 		conn_touch(c);
@@ -653,16 +785,23 @@ static void refuse(struct echo_server *srv, int fd, const char *reason)
 	log_refusal(srv, reason, fd);
 }
 
-int echo_server_adopt(struct echo_server *srv, int fd)
+static int adopt(struct echo_server *srv, int fd, bool tcp)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	int one = 1;
-	/* Echo replies are small and latency-bound; Nagle would hold them. Fails on non-TCP. */
-	loop_count(srv->loop, SC_SETSOCKOPT);
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (tcp) {
+		int one = 1;
+		/* Echo replies are small and latency-bound; Nagle would hold them. */
+		loop_count(srv->loop, SC_SETSOCKOPT);
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	c->tcp = tcp;
 	c->srv = srv;
+	if (srv->lim.proxy_protocol && preamble_begin(c) < 0) {
+		free(c);
+		return -ENOMEM;
+	}
 	c->fd = fd;
 	c->rx = (struct op){ .code = OP_RECV, .fd = fd, .done = on_recv, .owner = c };
 	c->tx = (struct op){ .code = OP_SEND, .fd = fd, .done = on_send, .owner = c };
@@ -674,6 +813,11 @@ int echo_server_adopt(struct echo_server *srv, int fd)
 		srv->stats.conns_peak = srv->stats.conns;
 	conn_step(c);
 	return 0;
+}
+
+int echo_server_adopt(struct echo_server *srv, int fd)
+{
+	return adopt(srv, fd, true);
 }
 
 /* One more connection within max_conns, process-wide when the workers share a count. */
@@ -694,7 +838,7 @@ static void conns_unreserve(struct echo_server *srv)
 		atomic_fetch_sub_explicit(srv->lim.conns_total, 1, memory_order_relaxed);
 }
 
-static void accept_one(struct echo_server *srv, int fd)
+static void accept_one(struct echo_server *srv, const struct listener *l, int fd)
 {
 	const struct backend *be = srv->loop->be;
 	if (!conns_reserve(srv)) {
@@ -708,7 +852,7 @@ static void accept_one(struct echo_server *srv, int fd)
 		refuse(srv, fd, "fd_limit");
 		return;
 	}
-	if (echo_server_adopt(srv, fd) < 0) {
+	if (adopt(srv, fd, !l->unix_stream) < 0) {
 		conns_unreserve(srv);
 		srv->stats.refused_nomem++;
 		refuse(srv, fd, "out_of_memory");
@@ -742,7 +886,7 @@ static void on_accept(struct loop *loop, struct op *op, int res, unsigned cflags
 			loop_count(loop, SC_CLOSE);
 			close(res);
 		} else {
-			accept_one(srv, res);
+			accept_one(srv, l, res);
 		}
 	} else if (res != -ECANCELED && !l->closing) {
 		/* Out of fds or memory: retrying at once would spin; back off, doubling. (A
@@ -776,8 +920,12 @@ int echo_server_listen(struct echo_server *srv, int fd)
 {
 	if (srv->nlisteners == ECHO_MAX_LISTENERS)
 		return -ENOSPC;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return -errno;
 	struct listener *l = &srv->listeners[srv->nlisteners++];
-	*l = (struct listener){ .fd = fd, .srv = srv };
+	*l = (struct listener){ .fd = fd, .srv = srv, .unix_stream = ss.ss_family == AF_UNIX };
 	l->acc = (struct op){ .code = OP_ACCEPT, .fd = fd, .done = on_accept, .owner = l };
 	srv->nlisteners_open++;
 	int rc = loop_submit(srv->loop, &l->acc);
@@ -853,6 +1001,11 @@ void echo_server_cut(struct echo_server *srv)
 	cut_all(srv);
 }
 
+static void on_udp_quiet(void *arg)
+{
+	check_done(arg);
+}
+
 int echo_server_init(struct echo_server *srv, struct loop *loop, const struct echo_limits *lim)
 {
 	memset(srv, 0, sizeof(*srv));
@@ -873,8 +1026,10 @@ int echo_server_init(struct echo_server *srv, struct loop *loop, const struct ec
 	srv->migrate_timer = (struct loop_timer){ .fire = on_migrate_timer, .owner = srv };
 	srv->refusal_timer = (struct loop_timer){ .fire = on_refusal_timer, .owner = srv };
 	srv->linger_timer = (struct loop_timer){ .fire = on_linger_check, .owner = srv };
+	srv->proxy_timer = (struct loop_timer){ .fire = on_proxy_deadline, .owner = srv };
 	if (lim->idle_timeout_ms)
 		loop_timer_start(loop, &srv->idle_timer, idle_period(srv));
+	udp_echo_init(&srv->udp, loop, lim->udp_rate, on_udp_quiet, srv);
 	loop->user = srv;
 	return 0;
 }
@@ -905,12 +1060,19 @@ void echo_server_stop(struct echo_server *srv)
 		c = next;
 	}
 	loop_timer_start(srv->loop, &srv->drain_timer, srv->lim.drain_timeout_ms);
+	udp_echo_stop(&srv->udp);
 	check_done(srv);
 }
 
 bool echo_server_done(const struct echo_server *srv)
 {
-	return srv->draining && srv->stats.conns == 0 && srv->nlisteners_open == 0;
+	return srv->draining && srv->stats.conns == 0 && srv->nlisteners_open == 0 &&
+	       udp_echo_done(&srv->udp);
+}
+
+int echo_server_listen_udp(struct echo_server *srv, int fd)
+{
+	return udp_echo_listen(&srv->udp, fd);
 }
 
 static bool any_op_armed(const struct echo_server *srv)
@@ -921,7 +1083,7 @@ static bool any_op_armed(const struct echo_server *srv)
 	for (int i = 0; i < srv->nlisteners; i++)
 		if (loop_op_armed(&srv->listeners[i].acc))
 			return true;
-	return false;
+	return udp_echo_any_armed(&srv->udp);
 }
 
 /* The loop is going away (a stop that finished, or a loop that failed). Nothing the kernel may
@@ -942,6 +1104,7 @@ void echo_server_fini(struct echo_server *srv)
 		loop_cancel(loop, &c->rx);
 		loop_cancel(loop, &c->tx);
 	}
+	udp_echo_stop(&srv->udp);
 	for (int i = 0; i < FINI_WAIT_ROUNDS && any_op_armed(srv); i++) {
 		loop_set_stop(loop, false); /* the last close set it; the finals are still due */
 		if (loop_run_once(loop, FINI_WAIT_MS) < 0)
@@ -956,6 +1119,7 @@ void echo_server_fini(struct echo_server *srv)
 	for (int i = 0; i < srv->nlisteners; i++)
 		if (srv->listeners[i].fd >= 0)
 			loop_close_fd(loop, srv->listeners[i].fd);
+	udp_echo_fini(&srv->udp);
 	timers_stop(srv);
 	free(srv->segs);
 	srv->segs = NULL;

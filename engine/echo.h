@@ -1,4 +1,5 @@
-/* echo.h - the echo protocol core (RFC 862 over TCP), identical for every backend.
+/* echo.h - the echo protocol core (RFC 862 over TCP and Unix streams; UDP in udp.c), identical
+ * for every backend.
  *
  * One `struct echo_server` per loop. It owns the loop's listeners and connections and speaks
  * to the kernel only through the reactor's operations.
@@ -10,6 +11,9 @@
 #include <stdint.h>
 
 #include "reactor.h"
+#include "preamble.h"
+#include "udp.h"
+
 
 struct echo_limits {
 	uint32_t max_conns;        /* over it: accept and refuse at once */
@@ -19,6 +23,9 @@ struct echo_limits {
 	uint32_t conn_buffer;      /* high-water mark of queued bytes per connection */
 	uint32_t idle_timeout_ms;  /* 0 = off */
 	uint32_t drain_timeout_ms; /* on stop: time allowed to flush queued bytes */
+	uint32_t udp_rate;         /* UDP replies per second per source address; 0 = no cap */
+	bool proxy_protocol;       /* stream connections begin with a PROXY protocol header */
+	uint32_t proxy_timeout_ms; /* ... complete this long after the accept, or closed */
 };
 
 /* Why a connection was closed; each close counts once, under the first reason that applies. */
@@ -39,6 +46,9 @@ struct echo_stats {
 	uint64_t bytes_in, bytes_out, spilled_bytes;
 	uint64_t discarded_bytes; /* read and dropped after our half-close in a drain */
 	uint64_t paused, enobufs, accept_backoffs;
+	/* --proxy-protocol: headers accepted, connections closed for a bad or missing header,
+	 * and for none within proxy_timeout_ms. */
+	uint64_t proxy_accepted, proxy_rejected, proxy_timeouts;
 	uint32_t conns, conns_peak;
 };
 
@@ -64,6 +74,7 @@ struct listener {
 	struct op acc;
 	int fd;
 	bool closing;
+	bool unix_stream; /* AF_UNIX: no TCP options, nothing to wait for at close */
 	struct echo_server *srv;
 };
 
@@ -81,7 +92,10 @@ struct echo_server {
 	struct conn *head, *tail; /* all connections, least recently active first */
 	struct conn *waiting, *waiting_tail; /* recv found the pool dry; woken first come first */
 	struct loop_timer idle_timer, backoff_timer, drain_timer, migrate_timer, refusal_timer;
-	struct loop_timer linger_timer;
+	struct loop_timer linger_timer, proxy_timer;
+	struct preamble_list preambles;  /* connections whose PROXY header is still arriving */
+	uint64_t proxy_logged_at;
+	uint64_t proxy_unlogged;         /* rejections since the last line about them */
 	uint32_t backoff_ms;
 	uint64_t migrated_at_ms;
 	bool draining;
@@ -90,12 +104,15 @@ struct echo_server {
 	const char *refusal_reason; /* of the last refusal not yet logged */
 	int refusal_fd;
 	struct echo_stats stats;
+	struct udp_echo udp;      /* the loop's UDP sockets */
 };
 
 int echo_server_init(struct echo_server *srv, struct loop *loop, const struct echo_limits *lim);
 void echo_server_fini(struct echo_server *srv);
 /* Start accepting on a bound, listening, non-blocking socket; the server owns it from now. */
 int echo_server_listen(struct echo_server *srv, int fd);
+/* Serve a bound datagram socket (the loop needs a datagram pool); owns it from now on. */
+int echo_server_listen_udp(struct echo_server *srv, int fd);
 /* Adopt an accepted socket as a connection (used by accept and by tests). */
 int echo_server_adopt(struct echo_server *srv, int fd);
 /* Graceful stop: close listeners, stop reading, flush queues (bounded by drain_timeout_ms),

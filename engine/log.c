@@ -2,7 +2,11 @@
  * interleave; the threshold is checked before any formatting. */
 #include "log.h"
 
+#include <netdb.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -56,4 +60,30 @@ void log_msg(enum log_level level, const char *event, const char *fmt, ...)
 	line[n++] = '\n';
 	ssize_t w = write(STDERR_FILENO, line, (size_t)n);
 	(void)w; /* nowhere left to report a failing stderr */
+}
+
+void log_format_addr(const struct sockaddr *sa, unsigned salen, char *out, unsigned long len)
+{
+	if (sa->sa_family == AF_UNIX) {
+		const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+		size_t n = salen > offsetof(struct sockaddr_un, sun_path)
+				   ? salen - offsetof(struct sockaddr_un, sun_path)
+				   : 0;
+		if (n == 0) {
+			snprintf(out, len, "unix:(unnamed)");
+		} else if (un->sun_path[0] == '\0') {
+			snprintf(out, len, "unix:@%.*s", (int)(n - 1), un->sun_path + 1);
+		} else {
+			size_t l = strnlen(un->sun_path, n);
+			snprintf(out, len, "unix:%.*s", (int)l, un->sun_path);
+		}
+		return;
+	}
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+	if (getnameinfo(sa, (socklen_t)salen, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(out, len, "?");
+		return;
+	}
+	snprintf(out, len, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 }

@@ -12,4 +12,8 @@ const char *log_level_name(enum log_level level);
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+struct sockaddr;
+/* "1.2.3.4:5", "[::1]:5", "unix:/path", "unix:@name", "unix:(unnamed)"; "?" if unknown. */
+void log_format_addr(const struct sockaddr *sa, unsigned salen, char *out, unsigned long len);
+
 #endif

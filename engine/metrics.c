@@ -202,6 +202,38 @@ static void render_to(struct out *o, const struct metrics_view *v, const struct 
 		sample(o, name, w, "reason", "out_of_memory", s->refused_nomem);
 	}
 
+	family(o, "echod_proxy_headers_total", "counter",
+	       "--proxy-protocol: connections by what their header did: accepted, rejected "
+	       "(malformed, oversized, or the connection closed first), timeout (none within 5 s).");
+	for (unsigned w = 0; w < c->n; w++) {
+		const struct echo_stats *s = &c->c[w].echo;
+		const char *name = "echod_proxy_headers_total";
+		sample(o, name, w, "result", "accepted", s->proxy_accepted);
+		sample(o, name, w, "result", "rejected", s->proxy_rejected);
+		sample(o, name, w, "result", "timeout", s->proxy_timeouts);
+	}
+
+	family(o, "echod_udp_datagrams_received_total", "counter", "UDP datagrams received.");
+	for (unsigned w = 0; w < c->n; w++)
+		sample(o, "echod_udp_datagrams_received_total", w, NULL, NULL, c->c[w].udp.received);
+	family(o, "echod_udp_datagrams_echoed_total", "counter", "UDP datagrams sent back.");
+	for (unsigned w = 0; w < c->n; w++)
+		sample(o, "echod_udp_datagrams_echoed_total", w, NULL, NULL, c->c[w].udp.echoed);
+	family(o, "echod_udp_received_bytes_total", "counter", "UDP payload bytes received.");
+	for (unsigned w = 0; w < c->n; w++)
+		sample(o, "echod_udp_received_bytes_total", w, NULL, NULL, c->c[w].udp.bytes_in);
+	family(o, "echod_udp_sent_bytes_total", "counter", "UDP payload bytes sent back.");
+	for (unsigned w = 0; w < c->n; w++)
+		sample(o, "echod_udp_sent_bytes_total", w, NULL, NULL, c->c[w].udp.bytes_out);
+	family(o, "echod_udp_datagrams_dropped_total", "counter",
+	       "UDP datagrams not echoed, by reason: truncated (larger than a buffer), source_port "
+	       "(from port 0-1023 or 2049), broadcast (or multicast source), rate (--udp-rate), "
+	       "send_buffer (the socket's send buffer was full), send_error.");
+	for (unsigned w = 0; w < c->n; w++)
+		for (int r = 0; r < UDP_DROP_REASONS; r++)
+			sample(o, "echod_udp_datagrams_dropped_total", w, "reason",
+			       udp_drop_reason_names[r], c->c[w].udp.dropped[r]);
+
 	family(o, "echod_loop_wakeups_total", "counter", "Returns from the backend's wait.");
 	for (unsigned w = 0; w < c->n; w++)
 		sample(o, "echod_loop_wakeups_total", w, NULL, NULL, c->c[w].loop.wakeups);

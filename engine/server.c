@@ -3,11 +3,8 @@
  * The main thread checks what can be checked before anything starts (every worker's buffer
  * pool can be mapped, the backend initialises here, select has fds left for connections), so
  * each of those is one clear line on stderr; it binds every listener (a busy port is one line
- * and exit 71), then starts N workers, each with its own loop, buffer pool and echo server.
- * Each --listen address is ONE socket, bound without SO_REUSEPORT, and every worker accepts
- * from its own dup of it: a SO_REUSEPORT group can be joined by any process of the same user (a
- * second echod would start and silently take part of the traffic), one plain socket cannot, so
- * a busy address is exit 71 whatever --threads says. --max-conns counts the whole process:
+ * and exit 71; listeners.c says how each kind is shared by the workers), then starts N workers,
+ * each with its own loop, buffer pool and echo server. --max-conns counts the whole process:
  * every worker's echo server reserves from one shared atomic count. A loop is created inside
  * its worker thread: io_uring's SINGLE_ISSUER wants that.
  *
@@ -32,84 +29,26 @@
 #include <unistd.h>
 
 #include "echo.h"
+#include "listeners.h"
 #include "log.h"
 #include "metrics.h"
 #include "reactor.h"
 #include "supervisor.h"
 #include "worker.h"
 
-#define LISTEN_BACKLOG 4096
-static void format_addr(const struct sockaddr *sa, char *out, size_t len)
-{
-	char host[NI_MAXHOST], port[NI_MAXSERV];
-	socklen_t salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-						    : sizeof(struct sockaddr_in);
-	if (getnameinfo(sa, salen, host, sizeof(host), port, sizeof(port),
-			NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-		snprintf(out, len, "?");
-		return;
-	}
-	snprintf(out, len, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
-}
+#define DGRAM_BUFFERS 64
+#define DGRAM_PAYLOAD 65536u /* IPv4's largest payload is 65,507 bytes, IPv6's 65,527 */
 
-/* Bind one listening socket to `spec`, without SO_REUSEPORT, so no other socket can bind
- * the address while it is open. Returns the fd or -errno, with the bound address (port 0
- * resolved) or else `spec` in `where`. */
-static int listen_on(const char *spec, char *where, size_t wlen)
+/* What to do about a listener that could not be opened, where the error alone does not say. */
+static const char *listen_hint(const struct config_listener *l, int rc)
 {
-	char host[CONFIG_ADDR_LEN], port[8];
-	snprintf(where, wlen, "%s", spec);
-	if (config_split_hostport(spec, host, sizeof(host), port, sizeof(port)) < 0)
-		return -EINVAL;
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *ai;
-	int gai = getaddrinfo(host, port, &hints, &ai);
-	if (gai != 0)
-		return gai == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
-	struct sockaddr_storage addr;
-	memcpy(&addr, ai->ai_addr, ai->ai_addrlen);
-	socklen_t alen = ai->ai_addrlen;
-	freeaddrinfo(ai);
-	int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	int one = 1;
-	/* SO_REUSEADDR only lets a restart bind past TIME_WAIT connections; it never lets a
-	 * second socket bind an address that is listening. */
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    (addr.ss_family == AF_INET6 &&
-	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
-	    bind(fd, (struct sockaddr *)&addr, alen) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&addr, &alen) < 0) {
-		int err = errno;
-		close(fd);
-		return -err;
-	}
-	format_addr((struct sockaddr *)&addr, where, wlen);
-	return fd;
-}
-
-/* Give each of the n workers its own fd for the listening socket `fd`: worker 0 the socket
- * itself, the others a dup (one open socket, so one accept queue that every worker's loop takes
- * from). Each worker closes its own through its echo server, so the socket stops listening
- * only when the last worker lets go. Returns 0, or -errno with `fd` and the dups closed. */
-static int share_listener(int fd, struct worker *ws, unsigned n)
-{
-	int fds[256];
-	fds[0] = fd;
-	for (unsigned i = 1; i < n; i++) {
-		fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-		if (fds[i] < 0) {
-			int err = errno;
-			for (unsigned j = 0; j < i; j++)
-				close(fds[j]);
-			return -err;
-		}
-	}
-	for (unsigned i = 0; i < n; i++)
-		ws[i].fds[ws[i].nfds++] = fds[i];
-	return 0;
+	if (l->kind == LISTEN_UNIX && rc == -EADDRINUSE)
+		return " (a server answers on that socket; stop it or pick another path)";
+	if (l->kind == LISTEN_UNIX && rc == -EEXIST)
+		return " (the path exists and is not a socket; echod removes only stale sockets)";
+	if (rc == -EADDRINUSE)
+		return " (another process has the address; stop it or pick another port)";
+	return "";
 }
 
 /* "32 GiB", "1 MiB", "8 KiB", "1.5 GiB", "1000 bytes": sizes as an operator types them. */
@@ -269,10 +208,13 @@ static int bind_metrics(const struct echod_config *cfg, int *fds,
 		return EXIT_UNAVAILABLE;
 	}
 	for (int i = 0; i < cfg->nmetrics; i++) {
-		fds[i] = listen_on(cfg->metrics[i], where[i], sizeof(where[i]));
-		if (fds[i] < 0) {
+		struct config_listener l = { .kind = LISTEN_TCP };
+		struct listener_file none;
+		snprintf(l.addr, sizeof(l.addr), "%s", cfg->metrics[i]);
+		int rc = listener_open(&l, -1, 1, &fds[i], where[i], sizeof(where[i]), &none);
+		if (rc < 0) {
 			fprintf(stderr, "echod: cannot serve metrics on %s: %s\n", where[i],
-				strerror(-fds[i]));
+				strerror(-rc));
 			for (int j = 0; j < i; j++)
 				close(fds[j]);
 			return EXIT_OSERR;
@@ -306,6 +248,12 @@ int server_run(const struct echod_config *cfg)
 
 	struct loop_config lcfg = { .nbufs = cfg->buffers, .bufsize = cfg->buffer_size,
 				    .max_fds = fd_limit(), .shared_listeners = cfg->threads > 1 };
+	for (int a = 0; a < cfg->nlisten; a++)
+		if (cfg->listen[a].kind == LISTEN_UDP) {
+			/* One datagram buffer per reply in flight; the largest UDP payload fits. */
+			lcfg.dgram_nbufs = DGRAM_BUFFERS;
+			lcfg.dgram_bufsize = DGRAM_PAYLOAD + LOOP_DGRAM_HEADROOM;
+		}
 	char why[512];
 	const struct backend *be = choose_backend(cfg, &lcfg, why, sizeof(why));
 	if (!be)
@@ -343,17 +291,32 @@ int server_run(const struct echod_config *cfg)
 	int nmfds = 0;
 	unsigned started = 0;
 	char bound[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN + 16];
+	struct listener_file files[CONFIG_MAX_LISTEN];
+	int nfiles = 0;
+	int *lfds = calloc(n, sizeof(*lfds));
+	if (!lfds) {
+		fprintf(stderr, "echod: out of memory\n");
+		status = 1;
+		goto out;
+	}
 	for (int a = 0; a < cfg->nlisten; a++) {
-		char where[CONFIG_ADDR_LEN + 16];
-		int fd = listen_on(cfg->listen[a], where, sizeof(where));
-		int rc = fd < 0 ? fd : share_listener(fd, ws, n);
+		const struct config_listener *l = &cfg->listen[a];
+		int rc = listener_open(l, cfg->unix_mode, n, lfds, bound[a], sizeof(bound[a]),
+				       &files[nfiles]);
 		if (rc < 0) {
-			fprintf(stderr, "echod: cannot listen on %s: %s\n", where, strerror(-rc));
+			fprintf(stderr, "echod: cannot listen on %s: %s%s\n", bound[a], strerror(-rc),
+				listen_hint(l, rc));
 			status = EXIT_OSERR;
+			free(lfds);
 			goto out;
 		}
-		snprintf(bound[a], sizeof(bound[a]), "%s", where);
+		nfiles += files[nfiles].set;
+		for (unsigned i = 0; i < n; i++) {
+			ws[i].kinds[ws[i].nfds] = l->kind;
+			ws[i].fds[ws[i].nfds++] = lfds[i];
+		}
 	}
+	free(lfds);
 	status = bind_metrics(cfg, mfds, mwhere);
 	if (status)
 		goto out;
@@ -420,6 +383,7 @@ int server_run(const struct echod_config *cfg)
 	metrics_http_stop(mh);
 
 	struct echo_stats total = { 0 };
+	struct udp_stats udp = { 0 };
 	uint64_t cut = 0;
 	for (unsigned i = 0; i < started; i++) {
 		err = pthread_join(ws[i].thread, NULL);
@@ -427,6 +391,7 @@ int server_run(const struct echod_config *cfg)
 			log_msg(LOG_ERROR, "join_failed", "worker=%u error=\"%s\"", i, strerror(err));
 		close(ws[i].wake_fd);
 		worker_stats_sum(&total, &ws[i].snap.echo);
+		worker_udp_sum(&udp, &ws[i].snap.udp);
 		cut += ws[i].cut_conns;
 		if (ws[i].status < 0 && status == 0)
 			status = 1;
@@ -435,9 +400,10 @@ int server_run(const struct echod_config *cfg)
 		log_msg(LOG_WARN, "cut", "signal=%s conns=%llu msg=\"second signal: connections still "
 			"draining were closed at once\"", supervisor_signal_name(sv.cut_sig),
 			(unsigned long long)cut);
-	char line[1024];
+	char line[1024], uline[512];
 	worker_stats_format(line, sizeof(line), &total);
-	log_msg(LOG_INFO, "stopped", "%s status=%d", line, status);
+	worker_udp_format(uline, sizeof(uline), &udp);
+	log_msg(LOG_INFO, "stopped", "%s %s status=%d", line, uline, status);
 out:
 	/* Workers that ran closed their own listeners; these never started. */
 	for (unsigned i = started; i < n; i++)
@@ -445,6 +411,8 @@ out:
 			close(ws[i].fds[j]);
 	for (int i = 0; i < nmfds; i++)
 		close(mfds[i]);
+	for (int i = 0; i < nfiles; i++)
+		listener_file_remove(&files[i]);
 	pthread_cond_destroy(&sh.answered);
 	pthread_mutex_destroy(&sh.lock);
 	free(ws);

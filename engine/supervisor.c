@@ -103,12 +103,14 @@ static void stats_log(struct supervisor *sv)
 		return;
 	}
 	struct echo_stats total = { 0 };
+	struct udp_stats udp = { 0 };
 	uint64_t wakeups = 0, completions = 0, syscalls = 0, held = 0;
 	for (unsigned i = 0; i < got.n; i++) {
 		if (!got.answered[i])
 			continue;
 		const struct worker_counters *c = &got.c[i];
 		worker_stats_sum(&total, &c->echo);
+		worker_udp_sum(&udp, &c->udp);
 		held += c->buffers_held;
 		wakeups += c->loop.wakeups;
 		completions += c->loop.completions;
@@ -117,12 +119,13 @@ static void stats_log(struct supervisor *sv)
 	}
 	unsigned replied = got.replied;
 	workers_snapshot_free(&got);
-	char line[1024];
+	char line[1024], uline[512];
 	worker_stats_format(line, sizeof(line), &total);
+	worker_udp_format(uline, sizeof(uline), &udp);
 	log_msg(replied < sv->n ? LOG_WARN : LOG_INFO, "stats",
-		"signal=USR1 conns=%u workers=%u workers_replied=%u %s buffers_in_use=%llu "
+		"signal=USR1 conns=%u workers=%u workers_replied=%u %s %s buffers_in_use=%llu "
 		"wakeups=%llu completions=%llu syscalls=%llu", total.conns, sv->n, replied, line,
-		(unsigned long long)held, (unsigned long long)wakeups,
+		uline, (unsigned long long)held, (unsigned long long)wakeups,
 		(unsigned long long)completions, (unsigned long long)syscalls);
 }
 

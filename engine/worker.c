@@ -32,6 +32,7 @@ static void counters_of(struct worker_counters *c, const struct echo_server *srv
 			const struct loop *loop)
 {
 	c->echo = srv->stats;
+	c->udp = srv->udp.stats;
 	c->loop = loop->tally;
 	c->buffers = loop->pool.nbufs;
 	c->buffers_held = srv->bufs_held;
@@ -90,7 +91,10 @@ void *worker_main(void *arg)
 	struct echo_limits lim = { .max_conns = cfg->max_conns, .conns_total = &w->sh->conns_total,
 				   .conn_buffer = cfg->conn_buffer,
 				   .idle_timeout_ms = cfg->idle_timeout_ms,
-				   .drain_timeout_ms = cfg->drain_timeout_ms };
+				   .drain_timeout_ms = cfg->drain_timeout_ms,
+				   .udp_rate = cfg->udp_rate,
+				   .proxy_protocol = cfg->proxy_protocol,
+				   .proxy_timeout_ms = cfg->proxy_timeout_ms };
 	rc = echo_server_init(&srv, &loop, &lim);
 	if (rc < 0)
 		goto out_loop;
@@ -98,6 +102,11 @@ void *worker_main(void *arg)
 				  .buf = { .base = (char *)&w->wake_val, .len = sizeof(w->wake_val) } };
 	rc = loop_submit(&loop, &w->wake_op);
 	for (int i = 0; i < w->nfds && rc == 0; i++) {
+		if (w->kinds[i] == LISTEN_UDP) {
+			rc = echo_server_listen_udp(&srv, w->fds[i]);
+			w->fds[i] = -1; /* owned (or closed) by the echo server, whatever rc says */
+			continue;
+		}
 		rc = echo_server_listen(&srv, w->fds[i]);
 		if (rc == 0)
 			w->fds[i] = -1; /* the echo server owns it now */
@@ -235,11 +244,36 @@ void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s)
 	t->paused += s->paused;
 	t->enobufs += s->enobufs;
 	t->accept_backoffs += s->accept_backoffs;
+	t->proxy_accepted += s->proxy_accepted;
+	t->proxy_rejected += s->proxy_rejected;
+	t->proxy_timeouts += s->proxy_timeouts;
 	t->conns += s->conns; /* open now: the USR1 line's; 0 in the final counters */
 	/* Each worker counts its own peak; the workers peak at different moments, so a sum would
 	 * overstate the process's. The busiest worker's peak is what is known. */
 	if (s->conns_peak > t->conns_peak)
 		t->conns_peak = s->conns_peak;
+}
+
+void worker_udp_sum(struct udp_stats *t, const struct udp_stats *s)
+{
+	t->received += s->received;
+	t->echoed += s->echoed;
+	t->bytes_in += s->bytes_in;
+	t->bytes_out += s->bytes_out;
+	t->enobufs += s->enobufs;
+	for (int i = 0; i < UDP_DROP_REASONS; i++)
+		t->dropped[i] += s->dropped[i];
+}
+
+void worker_udp_format(char *out, size_t len, const struct udp_stats *s)
+{
+	int n = snprintf(out, len, "udp_received=%llu udp_echoed=%llu udp_bytes_in=%llu "
+			 "udp_bytes_out=%llu udp_enobufs=%llu", (unsigned long long)s->received,
+			 (unsigned long long)s->echoed, (unsigned long long)s->bytes_in,
+			 (unsigned long long)s->bytes_out, (unsigned long long)s->enobufs);
+	for (int i = 0; i < UDP_DROP_REASONS && n > 0 && (size_t)n < len; i++)
+		n += snprintf(out + n, len - (size_t)n, " udp_dropped_%s=%llu",
+			      udp_drop_reason_names[i], (unsigned long long)s->dropped[i]);
 }
 
 void worker_stats_format(char *out, size_t len, const struct echo_stats *s)
@@ -249,7 +283,7 @@ void worker_stats_format(char *out, size_t len, const struct echo_stats *s)
 		 "closed_error=%llu "
 		 "aborted=%llu idle_closed=%llu bytes_in=%llu bytes_out=%llu spilled_bytes=%llu "
 		 "discarded_bytes=%llu paused=%llu enobufs=%llu accept_backoffs=%llu "
-		 "worker_conns_peak=%u",
+		 "proxy_accepted=%llu proxy_rejected=%llu proxy_timeouts=%llu worker_conns_peak=%u",
 		 (unsigned long long)s->accepted, (unsigned long long)s->refused_limit,
 		 (unsigned long long)s->refused_fd, (unsigned long long)s->refused_nomem,
 		 (unsigned long long)echo_stats_closed(s),
@@ -262,5 +296,7 @@ void worker_stats_format(char *out, size_t len, const struct echo_stats *s)
 		 (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 		 (unsigned long long)s->spilled_bytes, (unsigned long long)s->discarded_bytes,
 		 (unsigned long long)s->paused, (unsigned long long)s->enobufs,
-		 (unsigned long long)s->accept_backoffs, s->conns_peak);
+		 (unsigned long long)s->accept_backoffs, (unsigned long long)s->proxy_accepted,
+		 (unsigned long long)s->proxy_rejected, (unsigned long long)s->proxy_timeouts,
+		 s->conns_peak);
 }

@@ -28,6 +28,7 @@
  * thread (they are plain integers there: one add each on the data path, no atomics). */
 struct worker_counters {
 	struct echo_stats echo;
+	struct udp_stats udp;
 	struct loop_tally loop;
 	uint32_t buffers;      /* its pool's size */
 	uint32_t buffers_held; /* pool buffers in connection queues, when the copy was made */
@@ -57,7 +58,8 @@ struct worker {
 	const struct backend *be;
 	struct shared *sh;
 	struct loop_config lcfg;
-	int fds[CONFIG_MAX_LISTEN]; /* this worker's own dups of the listeners; -1 once handed on */
+	int fds[CONFIG_MAX_LISTEN]; /* this worker's own listener fds; -1 once handed on */
+	enum listen_kind kinds[CONFIG_MAX_LISTEN];
 	int nfds;
 	int wake_fd;
 	uint64_t wake_val;
@@ -93,6 +95,9 @@ int workers_collect(struct worker *ws, unsigned n, unsigned wait_ms,
 void workers_snapshot_free(struct workers_snapshot *s);
 /* Add s to t (t->conns_peak: the larger of the two, see worker.c). */
 void worker_stats_sum(struct echo_stats *t, const struct echo_stats *s);
+void worker_udp_sum(struct udp_stats *t, const struct udp_stats *s);
+/* The UDP counters of the same lines: udp_received=... udp_dropped_rate=... */
+void worker_udp_format(char *out, size_t len, const struct udp_stats *s);
 /* The counters of the stop line and the USR1 line, in the same order. */
 void worker_stats_format(char *out, size_t len, const struct echo_stats *s);
 

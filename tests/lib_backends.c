@@ -53,6 +53,12 @@ int test_try_start_echod(struct child *c, const char *const *extra, int *status)
 		args[n++] = "--backend";
 		args[n++] = test_backend->name;
 	}
+	char unix_listen[128];
+	if (proc_unix_path) {
+		snprintf(unix_listen, sizeof(unix_listen), "unix:%s", proc_unix_path);
+		args[n++] = "--listen";
+		args[n++] = unix_listen;
+	}
 	for (int i = 0; extra && extra[i] && n < 39; i++)
 		args[n++] = extra[i];
 	args[n] = NULL;

@@ -51,6 +51,10 @@ int proc_count_fds(pid_t pid);
 
 /* Sockets, all with deadlines so a broken server fails a test instead of hanging it. */
 int tcp_connect(int port);        /* blocking socket, 5 s send/recv timeouts; -1 on failure */
+/* When set, tcp_connect() (and so hello_echoed()) ignores the port and connects to this Unix
+ * socket instead, and test_start_echod() also listens there: a suite's stream cases run over
+ * a Unix listener unchanged. */
+extern const char *proc_unix_path;
 int send_all(int fd, const void *buf, size_t len);        /* 0 or -errno */
 ssize_t recv_exact(int fd, void *buf, size_t len);         /* bytes read before EOF/error */
 /* The tutorial's exchange on a fresh connection: "Hello, world" sent, the same 12 bytes back. */

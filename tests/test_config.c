@@ -55,7 +55,7 @@ static void test_defaults(void **state)
 	const char *args[] = { NULL };
 	assert_int_equal(parse(&cfg, err, args), CONFIG_RUN);
 	assert_int_equal(cfg.nlisten, 1);
-	assert_string_equal(cfg.listen[0], "127.0.0.1:65432");
+	assert_string_equal(cfg.listen[0].addr, "127.0.0.1:65432");
 	assert_string_equal(cfg.backend, "auto");
 	assert_int_equal(cfg.threads, 1);
 	assert_int_equal(cfg.max_conns, 10000);
@@ -78,8 +78,8 @@ static void test_every_flag(void **state)
 			       "--drain-timeout", "0", "--log-level", "debug", NULL };
 	assert_int_equal(parse(&cfg, err, args), CONFIG_RUN);
 	assert_int_equal(cfg.nlisten, 2);
-	assert_string_equal(cfg.listen[0], "127.0.0.1:7");
-	assert_string_equal(cfg.listen[1], "[::1]:8");
+	assert_string_equal(cfg.listen[0].addr, "127.0.0.1:7");
+	assert_string_equal(cfg.listen[1].addr, "[::1]:8");
 	assert_string_equal(cfg.backend, "epoll");
 	assert_int_equal(cfg.threads, 4);
 	assert_int_equal(cfg.max_conns, 77);
@@ -337,8 +337,8 @@ static void test_listen_addresses(void **state)
 			       "--listen", "[::ffff:127.0.0.1]:65535", NULL };
 	assert_int_equal(parse(&cfg, err, good), CONFIG_RUN);
 	assert_int_equal(cfg.nlisten, 6);
-	assert_string_equal(cfg.listen[2], "localhost:0");
-	assert_string_equal(cfg.listen[5], "[::ffff:127.0.0.1]:65535");
+	assert_string_equal(cfg.listen[2].addr, "localhost:0");
+	assert_string_equal(cfg.listen[5].addr, "[::ffff:127.0.0.1]:65535");
 	/* The longest host that fits is stored whole (server.c splits it again). */
 	memset(host, 'c', 253);
 	for (int i = 60; i < 253; i += 61)
@@ -371,7 +371,7 @@ static void test_metrics_addresses(void **state)
 	assert_string_equal(cfg.metrics[1], "[::1]:0");
 	assert_string_equal(cfg.metrics[2], "localhost:9101");
 	assert_int_equal(cfg.nlisten, 1);
-	assert_string_equal(cfg.listen[0], "127.0.0.1:65432");
+	assert_string_equal(cfg.listen[0].addr, "127.0.0.1:65432");
 
 	expect_error((const char *[]){ "--metrics", "9100", NULL },
 		     "--metrics: 9100 is not HOST:PORT (" LISTEN_FORMS "; PORT 0 to 65535)");
@@ -488,6 +488,72 @@ static void test_cli_exit_codes(void **state)
 	proc_cleanup(&c);
 }
 
+/* Every kind of listener, any mix, and the flags that go with them. */
+static void test_listener_kinds(void **state)
+{
+	(void)state;
+	struct echod_config cfg;
+	char err[1024];
+	const char *args[] = { "-l", "127.0.0.1:7", "-l", "tcp:[::1]:7", "-l", "udp:127.0.0.1:7",
+			       "-l", "udp:[::1]:0", "-l", "unix:/run/echod.sock", "-l",
+			       "unix:@echod", "--unix-mode", "660", "--udp-rate", "0",
+			       "--proxy-protocol", "--proxy-timeout", "0.25", NULL };
+	assert_int_equal(parse(&cfg, err, args), CONFIG_RUN);
+	assert_int_equal(cfg.nlisten, 6);
+	const enum listen_kind kinds[] = { LISTEN_TCP, LISTEN_TCP, LISTEN_UDP,
+					   LISTEN_UDP, LISTEN_UNIX, LISTEN_UNIX };
+	const char *addrs[] = { "127.0.0.1:7", "[::1]:7", "127.0.0.1:7", "[::1]:0",
+				"/run/echod.sock", "@echod" };
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(cfg.listen[i].kind, kinds[i]);
+		assert_string_equal(cfg.listen[i].addr, addrs[i]);
+	}
+	assert_int_equal(cfg.unix_mode, 0660);
+	assert_int_equal(cfg.udp_rate, 0);
+	assert_true(cfg.proxy_protocol);
+	assert_int_equal(cfg.proxy_timeout_ms, 250);
+	const char *none[] = { NULL };
+	assert_int_equal(parse(&cfg, err, none), CONFIG_RUN);
+	assert_int_equal(cfg.unix_mode, -1);
+	assert_int_equal(cfg.udp_rate, 1000);
+	assert_false(cfg.proxy_protocol);
+	assert_int_equal(cfg.proxy_timeout_ms, 5000);
+	assert_string_equal(config_listen_kind_names[LISTEN_UDP], "udp");
+}
+
+static void test_listener_kinds_refused(void **state)
+{
+	(void)state;
+	char longpath[160] = "unix:/";
+	memset(longpath + 6, 'a', 107);
+	longpath[6 + 107] = '\0'; /* "/" + 107 = 108 bytes: one too many */
+	const char *a1[] = { "-l", longpath, NULL };
+	expect_error(a1, "--listen: unix:/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+			 "a...: the path is 108 bytes, too long for a Unix socket (at most "
+			 "107)");
+	const char *a2[] = { "-l", "unix:", NULL };
+	expect_error(a2, "--listen: unix: names no socket (expected unix:/path or unix:@name)");
+	const char *a3[] = { "-l", "unix:@", NULL };
+	expect_error(a3, "--listen: unix:@ names no socket (expected unix:/path or unix:@name)");
+	const char *a4[] = { "-l", "udp:127.0.0.1", NULL };
+	expect_error(a4, "--listen: udp:127.0.0.1 is not HOST:PORT (expected HOST:PORT or "
+			 "[IPv6]:PORT, e.g. 127.0.0.1:65432, [::1]:65432 or localhost:65432; PORT "
+			 "0 to 65535)");
+	const char *a5[] = { "-l", "udp:127.0.0.1:70000", NULL };
+	expect_error(a5, "--listen: udp:127.0.0.1:70000: port 70000 is out of range (0 to 65535)");
+	const char *a6[] = { "--unix-mode", "0680", NULL };
+	expect_error(a6, "--unix-mode: 0680 is not an octal mode (e.g. 0660, 0600)");
+	const char *a7[] = { "--unix-mode", "4755", NULL };
+	expect_error(a7, "--unix-mode: 4755 has bits beyond 0777 (setuid, setgid and sticky mean "
+			 "nothing on a socket)");
+	const char *a8[] = { "--udp-rate", "-1", NULL };
+	expect_error(a8, "--udp-rate: -1 is out of range (0 to 10000000)");
+	const char *a9[] = { "--proxy-timeout", "0", NULL };
+	expect_error(a9, "--proxy-timeout: 0 would wait forever for a header; give at least 0.001");
+	const char *a10[] = { "--proxy-protocol=yes", NULL };
+	expect_error(a10, "option '--proxy-protocol' takes no value");
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -507,6 +573,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_unknown_backend_lists_known),
 		cmocka_unit_test(test_split_hostport),
 		cmocka_unit_test(test_cli_exit_codes),
+		cmocka_unit_test(test_listener_kinds),
+		cmocka_unit_test(test_listener_kinds_refused),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

@@ -23,6 +23,9 @@
 
 #include "lib_backends.h"
 
+#define BUSY_LINE "Address already in use (another process has the address; stop it or pick " \
+		  "another port)"
+
 static void assert_hello(int port)
 {
 	assert_true(hello_echoed(port));
@@ -321,13 +324,13 @@ static void test_busy_port(void **state)
 	(void)state;
 	struct child a, b;
 	test_start_echod(&a, NULL);
-	char addr[32], expect[96];
+	char addr[32], expect[192];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", a.port);
 	const char *args[] = { "--listen", addr, "--backend", test_backend_name(), NULL };
 	int st = -1;
 	assert_int_equal(echod_start(&b, 0, &st, args), -1);
 	assert_int_equal(st, 71);
-	snprintf(expect, sizeof(expect), "echod: cannot listen on %s: Address already in use\n", addr);
+	snprintf(expect, sizeof(expect), "echod: cannot listen on %s: " BUSY_LINE "\n", addr);
 	char *log = proc_log(&b);
 	assert_string_equal(log, expect);
 	free(log);
@@ -586,14 +589,14 @@ static void test_threads_busy_port(void **state)
 	struct child a, b;
 	const char *two[] = { "--threads", "2", NULL };
 	test_start_echod(&a, two);
-	char addr[32], expect[96];
+	char addr[32], expect[192];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", a.port);
 	const char *args[] = { "--listen", addr, "--backend", test_backend_name(), "--threads", "2",
 			       NULL };
 	int st = -1;
 	assert_int_equal(echod_start(&b, 0, &st, args), -1);
 	assert_int_equal(st, 71);
-	snprintf(expect, sizeof(expect), "echod: cannot listen on %s: Address already in use\n", addr);
+	snprintf(expect, sizeof(expect), "echod: cannot listen on %s: " BUSY_LINE "\n", addr);
 	char *log = proc_log(&b);
 	assert_string_equal(log, expect);
 	free(log);
@@ -630,14 +633,14 @@ static void test_threads_same_address_twice(void **state)
 {
 	(void)state;
 	struct child b;
-	char addr[32], expect[96];
+	char addr[32], expect[192];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
 	const char *args[] = { "--listen", addr, "--listen", addr, "--backend", test_backend_name(),
 			       "--threads", "2", NULL };
 	int st = -1;
 	assert_int_equal(echod_start(&b, 0, &st, args), -1);
 	assert_int_equal(st, 71);
-	snprintf(expect, sizeof(expect), "echod: cannot listen on %s: Address already in use\n", addr);
+	snprintf(expect, sizeof(expect), "echod: cannot listen on %s: " BUSY_LINE "\n", addr);
 	char *log = proc_log(&b);
 	assert_string_equal(log, expect);
 	free(log);
@@ -756,5 +759,26 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_threads_max_conns_whole_process, test_kill_strays),
 	};
 	int failed = test_run_per_backend("integration", tests, sizeof(tests) / sizeof(tests[0]));
+	/* The stream cases again over a Unix listener (tcp_connect follows proc_unix_path): the
+	 * same core, a different socket family with its own buffering and close semantics. */
+	const struct CMUnitTest over_unix[] = {
+		cmocka_unit_test_teardown(test_hello, test_kill_strays),
+		cmocka_unit_test_teardown(test_16mib_concurrent, test_kill_strays),
+		cmocka_unit_test_teardown(test_half_close_1mib, test_kill_strays),
+		cmocka_unit_test_teardown(test_half_close_before_reading, test_kill_strays),
+		cmocka_unit_test_teardown(test_dribble, test_kill_strays),
+		cmocka_unit_test_teardown(test_1000_connections, test_kill_strays),
+		cmocka_unit_test_teardown(test_never_reading_client_is_bounded, test_kill_strays),
+		cmocka_unit_test_teardown(test_stalled_clients_do_not_starve_pool, test_kill_strays),
+		cmocka_unit_test_teardown(test_reset_mid_stream, test_kill_strays),
+		cmocka_unit_test_teardown(test_sigterm_drains, test_kill_strays),
+	};
+	char path[64];
+	snprintf(path, sizeof(path), "/tmp/echod-test-%d.sock", (int)getpid());
+	proc_unix_path = path;
+	failed += test_run_per_backend("integration-unix", over_unix,
+				       sizeof(over_unix) / sizeof(over_unix[0]));
+	proc_unix_path = NULL;
+	unlink(path);
 	return failed ? 1 : 0;
 }

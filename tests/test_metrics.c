@@ -355,6 +355,50 @@ static void test_promtool_accepts_scrape(void **state)
 	proc_cleanup(&s.c);
 }
 
+/* The UDP and PROXY counters carry their reasons as labels: a rate-capped address's drops, a
+ * header accepted and one refused. */
+static void test_udp_and_proxy_reasons(void **state)
+{
+	(void)state;
+	struct server s;
+	const char *more[] = { "--listen", "udp:127.0.0.1:0", "--udp-rate", "1", "--proxy-protocol",
+			       NULL };
+	start_server(&s, more);
+	char *log = proc_log(&s.c);
+	const char *p = strstr(log, "addr=udp:127.0.0.1:");
+	assert_non_null(p);
+	int uport = atoi(p + strlen("addr=udp:127.0.0.1:"));
+	free(log);
+	int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)uport),
+				  .sin_addr.s_addr = htonl(0x7f000001) };
+	for (int i = 0; i < 3; i++) /* one a second: the first answered, two dropped */
+		assert_int_equal(sendto(u, "x", 1, 0, (struct sockaddr *)&to, sizeof(to)), 1);
+	int fd = tcp_connect(s.c.port);
+	assert_true(fd >= 0);
+	assert_int_equal(send_all(fd, "PROXY UNKNOWN\r\nab", 17), 0);
+	char back[2];
+	assert_int_equal(recv_exact(fd, back, 2), 2);
+	int bad = tcp_connect(s.c.port);
+	assert_true(bad >= 0);
+	assert_int_equal(send_all(bad, "nonsense", 8), 0);
+	const struct expect e[] = {
+		{ "echod_udp_datagrams_received_total", NULL, 3 },
+		{ "echod_udp_datagrams_echoed_total", NULL, 1 },
+		{ "echod_udp_datagrams_dropped_total", "reason=\"rate\"", 2 },
+		{ "echod_udp_datagrams_dropped_total", "reason=\"source_port\"", 0 },
+		{ "echod_proxy_headers_total", "result=\"accepted\"", 1 },
+		{ "echod_proxy_headers_total", "result=\"rejected\"", 1 },
+		{ "echod_proxy_headers_total", "result=\"timeout\"", 0 },
+	};
+	free(scrape_until(&s, e, sizeof(e) / sizeof(e[0])));
+	close(u);
+	close(bad);
+	end_clean(fd);
+	assert_int_equal(proc_stop(&s.c, SIGTERM, 5000), 0);
+	proc_cleanup(&s.c);
+}
+
 /* A client that sends and never reads keeps the drain going until --drain-timeout: /readyz says
  * 503 from the SIGTERM on, /healthz says 200 until the port closes with the process. */
 static void test_threads_readyz_turns_at_sigterm(void **state)
@@ -559,6 +603,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest once[] = {
 		cmocka_unit_test_teardown(test_promtool_accepts_scrape, test_kill_strays),
 		cmocka_unit_test_teardown(test_hostile_scrapers, test_kill_strays),
+		cmocka_unit_test_teardown(test_udp_and_proxy_reasons, test_kill_strays),
 	};
 	failed += cmocka_run_group_tests_name("metrics/once", once, NULL, NULL);
 	const struct CMUnitTest cli[] = {
