@@ -3,12 +3,14 @@
  *   echoload [--host H] [--port P] [--connections N] [--size B] [--depth D] [--duration S]
  *            [--warmup S] [--threads T] [--rate R] [--engine epoll|uring] [--server-pid PID]
  *            [--server-metrics URL] [--label TEXT] [--json|--csv] [--quiet]
+ *            [--udp [--udp-timeout T]]
  *
  * Closed loop by default (each connection keeps D messages outstanding); --rate makes it open
  * loop with latency measured from each message's intended send time, so a stalled server
  * cannot hide its stall by slowing the client down (no coordinated omission). Every message is
  * checked byte for byte; any loss, duplication, corruption, reordering or dropped connection
- * is counted and makes the exit status 1.
+ * is counted and makes the exit status 1. --udp sends datagrams instead (echoload_udp.c): loss
+ * is counted as a rate, damage and misdelivery are errors.
  *
  * This file: the command line, connecting, the worker threads, the per-second progress line,
  * CPU samples and server scrapes around the measured interval, and the exit status. See
@@ -53,6 +55,12 @@ static const char usage_text[] =
 	"  -r, --rate MSGS          open loop: MSGS messages/s in total, latency measured\n"
 	"                           from each message's intended send time  [closed loop]\n"
 	"  -e, --engine NAME        epoll or uring                          [epoll]\n"
+	"  -u, --udp                UDP: each connection is a connect()ed UDP socket and each\n"
+	"                           message one datagram (--size 16 to 65507, --depth at most\n"
+	"                           1024 per socket, epoll engine); loss is counted as a rate,\n"
+	"                           damaged, duplicated or misdelivered replies are errors\n"
+	"      --udp-timeout T      a datagram unanswered this long is lost and the next sent;\n"
+	"                           seconds, or with ms                     [200ms]\n"
 	"      --server-pid PID     also report the server's CPU per message (and its\n"
 	"                           backend, when its command line names one)\n"
 	"      --server-metrics URL also report the server's syscalls and wake-ups per\n"
@@ -63,8 +71,8 @@ static const char usage_text[] =
 	"  -h, --help               -V, --version\n"
 	"\n"
 	"Progress goes to stderr once a second when it is a terminal. Exit status: 0 every echo\n"
-	"verified, 1 errors in the echoes (counted in the result) or cannot connect, 64 bad\n"
-	"usage, 69 the engine cannot run here.\n";
+	"verified (UDP: every reply; lost datagrams are not errors), 1 errors in the echoes\n"
+	"(counted in the result) or cannot connect, 64 bad usage, 69 the engine cannot run here.\n";
 
 static volatile sig_atomic_t interrupted;
 
@@ -78,7 +86,7 @@ uint64_t now_ns(void)
 /* --- the command line ---------------------------------------------------------------------- */
 
 enum { OPT_DURATION = 256, OPT_WARMUP, OPT_SERVER_PID, OPT_SERVER_METRICS, OPT_LABEL, OPT_JSON,
-       OPT_CSV };
+       OPT_CSV, OPT_UDP_TIMEOUT };
 
 static const struct option long_opts[] = {
 	{ "host", required_argument, NULL, 'H' },
@@ -91,6 +99,8 @@ static const struct option long_opts[] = {
 	{ "threads", required_argument, NULL, 't' },
 	{ "rate", required_argument, NULL, 'r' },
 	{ "engine", required_argument, NULL, 'e' },
+	{ "udp", no_argument, NULL, 'u' },
+	{ "udp-timeout", required_argument, NULL, OPT_UDP_TIMEOUT },
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
 	{ "server-metrics", required_argument, NULL, OPT_SERVER_METRICS },
 	{ "label", required_argument, NULL, OPT_LABEL },
@@ -148,6 +158,21 @@ static int parse_real(const char *name, const char *s, bool zero_ok, double max,
 	return 0;
 }
 
+/* A time of 1 ms to 60 s: seconds (`0.2`, `0.2s`) or milliseconds (`200ms`). */
+static int parse_timeout(const char *name, const char *s, uint64_t *ns)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	double scale = strcmp(end, "ms") == 0 ? 1e6 : 1e9;
+	if (*s == '\0' || (*end && strcmp(end, "ms") != 0 && strcmp(end, "s") != 0) || errno ||
+	    !isfinite(v) || v * scale < 1e6 || v * scale > 60e9)
+		return usage_error("--%s: '%s' is not a time from 1ms to 60s (seconds, or ms)",
+				   name, s);
+	*ns = (uint64_t)(v * scale + 0.5);
+	return 0;
+}
+
 static void defaults(struct options *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -159,6 +184,7 @@ static void defaults(struct options *o)
 	o->threads = 1;
 	o->duration = 10;
 	o->warmup = 1;
+	o->udp_timeout_ns = 200 * 1000000ull;
 }
 
 static int parse_one(struct options *o, int opt, const char *arg)
@@ -174,7 +200,7 @@ static int parse_one(struct options *o, int opt, const char *arg)
 		o->port = arg;
 		return 0;
 	case 'c': return parse_u32("connections", arg, 1, 1000000, &o->conns);
-	case 's': return parse_u32("size", arg, MSG_HDR, MSG_MAX, &o->size);
+	case 's': return parse_u32("size", arg, 0, MSG_MAX, &o->size); /* min: parse_args */
 	case 'd': return parse_u32("depth", arg, 1, 65536, &o->depth);
 	case 't': return parse_u32("threads", arg, 1, 1024, &o->threads);
 	case OPT_DURATION: return parse_real("duration", arg, false, 1e6, &o->duration);
@@ -198,6 +224,8 @@ static int parse_one(struct options *o, int opt, const char *arg)
 			return usage_error("--server-metrics %s", why);
 		o->server_metrics = arg;
 		return 0;
+	case 'u': o->udp = true; return 0;
+	case OPT_UDP_TIMEOUT: return parse_timeout("udp-timeout", arg, &o->udp_timeout_ns);
 	case OPT_LABEL: o->label = arg; return 0;
 	case OPT_JSON: o->json = true; return 0;
 	case OPT_CSV: o->csv = true; return 0;
@@ -212,7 +240,7 @@ static int parse_args(struct options *o, int argc, char **argv)
 	defaults(o);
 	opterr = 0; /* our own one-line messages */
 	int opt;
-	while ((opt = getopt_long(argc, argv, ":H:p:c:s:d:t:r:e:qhV", long_opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":H:p:c:s:d:t:r:e:uqhV", long_opts, NULL)) != -1) {
 		if (opt == 'h') {
 			fputs(usage_text, stdout);
 			return -1;
@@ -233,6 +261,21 @@ static int parse_args(struct options *o, int argc, char **argv)
 		return usage_error("unexpected argument '%s'", argv[optind]);
 	if (o->json && o->csv)
 		return usage_error("--json and --csv: choose one");
+	if (o->udp && o->size < MSG_HDR)
+		return usage_error("--size %u: with --udp each datagram carries a %u-byte header "
+				   "(socket, sequence, check), so --size must be %u or more",
+				   o->size, MSG_HDR, MSG_HDR);
+	if (o->size < MSG_HDR)
+		return usage_error("--size: '%u' is not a whole number from %u to %u", o->size,
+				   MSG_HDR, MSG_MAX);
+	if (o->udp && o->size > UDP_MSG_MAX)
+		return usage_error("--size %u: a UDP datagram carries at most %u bytes", o->size,
+				   UDP_MSG_MAX);
+	if (o->udp && o->depth > UDP_DEPTH_MAX)
+		return usage_error("--depth %u: with --udp at most %u datagrams per socket", o->depth,
+				   UDP_DEPTH_MAX);
+	if (o->udp && o->engine == ENGINE_URING)
+		return usage_error("--udp runs on the epoll engine only; drop --engine uring");
 	if (o->threads > o->conns)
 		return usage_error("--threads %u is more than --connections %u", o->threads,
 				   o->conns);
@@ -247,8 +290,10 @@ static void host_port(const struct options *o, char *buf, size_t len)
 }
 
 /* A connected nonblocking socket, or -1 with *err set; waits at most CONNECT_TIMEOUT_MS. */
-static int connect_one(const struct addrinfo *ai, int *err)
+static int connect_one(const struct options *o, const struct addrinfo *ai, int *err)
 {
+	if (o->udp)
+		return udp_socket(ai, o->size, o->depth, err);
 	int fd = connect_within(ai, CONNECT_TIMEOUT_MS, err);
 	if (fd < 0)
 		return -1;
@@ -278,7 +323,8 @@ static int connect_all(const struct options *o, struct conn *conns)
 {
 	char where[300];
 	host_port(o, where, sizeof(where));
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = o->udp ? SOCK_DGRAM : SOCK_STREAM,
 				  .ai_flags = AI_NUMERICSERV };
 	struct addrinfo *res;
 	int gai = getaddrinfo(o->host, o->port, &hints, &res);
@@ -289,10 +335,10 @@ static int connect_all(const struct options *o, struct conn *conns)
 	const struct addrinfo *ai = res;
 	int err = 0;
 	for (uint32_t i = 0; i < o->conns; i++) {
-		int fd = connect_one(ai, &err);
+		int fd = connect_one(o, ai, &err);
 		while (fd < 0 && i == 0 && ai->ai_next) {
 			ai = ai->ai_next;
-			fd = connect_one(ai, &err);
+			fd = connect_one(o, ai, &err);
 		}
 		if (fd < 0) {
 			fprintf(stderr, "echoload: cannot connect to %s: %s", where, strerror(err));
@@ -388,7 +434,9 @@ static void *worker_main(void *arg)
 	 * default timer slack) would be charged to the server */
 	if (w->opt->rate > 0 && prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL) < 0)
 		fprintf(stderr, "echoload: prctl(PR_SET_TIMERSLACK): %s\n", strerror(errno));
-	if (w->opt->engine == ENGINE_URING)
+	if (w->opt->udp)
+		udp_run(w);
+	else if (w->opt->engine == ENGINE_URING)
 		uring_run(w);
 	else
 		epoll_run(w);
@@ -473,6 +521,7 @@ static void collect_published(struct run *r, struct counters *sum, struct hist *
 		sum->msgs_all += c.msgs_all;
 		sum->rx_bytes += c.rx_bytes;
 		sum->errors += c.errors;
+		sum->dg_lost += c.dg_lost;
 	}
 }
 
@@ -490,10 +539,13 @@ static void show_progress(struct run *r, struct progress *p, uint64_t now)
 	char p99[32] = "-";
 	if (p->lat.count)
 		snprintf(p99, sizeof(p99), "%.1f", (double)hist_percentile(&p->lat, 99) / 1000.0);
-	fprintf(stderr, "echoload: %6.1f s  %10.0f msgs/s  %8.2f MB/s  p99 %s µs  errors %llu%s\n",
+	char lost[48] = "";
+	if (r->opt.udp)
+		snprintf(lost, sizeof(lost), "  lost %llu", (unsigned long long)c.dg_lost);
+	fprintf(stderr, "echoload: %6.1f s  %10.0f msgs/s  %8.2f MB/s  p99 %s µs  errors %llu%s%s\n",
 		(double)(now - r->t_begin) / 1e9, (double)(c.msgs_all - p->last.msgs_all) / dt,
 		(double)(c.rx_bytes - p->last.rx_bytes) / dt / 1e6, p99,
-		(unsigned long long)c.errors, now < r->t_meas ? "  (warm-up)" : "");
+		(unsigned long long)c.errors, lost, now < r->t_meas ? "  (warm-up)" : "");
 	p->last = c;
 	p->last_at = now;
 }
@@ -578,6 +630,11 @@ static void sum_counters(struct counters *a, const struct counters *b)
 	a->conn_errors += b->conn_errors;
 	a->in_flight += b->in_flight;
 	a->stalled += b->stalled;
+	a->dg_sent += b->dg_sent;
+	a->dg_received += b->dg_received;
+	a->dg_lost += b->dg_lost;
+	a->dg_late += b->dg_late;
+	a->misdelivered += b->misdelivered;
 }
 
 /* The server-side figures: NAN unless both scrapes worked; a family missing from them (an
@@ -637,6 +694,14 @@ static int finish_run(struct run *r)
 			"received for %s at the end (lost echoes or a stuck server)\n",
 			(unsigned long long)c->stalled, c->stalled == 1 ? "" : "s",
 			"1 s or half the run");
+	if (c->errors && o->udp) {
+		fprintf(stderr, "echoload: FAILED: %llu errors in the replies (corrupted %llu B, "
+			"duplicated %llu, misdelivered %llu, sockets failed %llu)\n",
+			(unsigned long long)c->errors, (unsigned long long)c->corrupt_bytes,
+			(unsigned long long)c->dup_msgs, (unsigned long long)c->misdelivered,
+			(unsigned long long)c->conn_errors);
+		return 1;
+	}
 	if (c->errors) {
 		fprintf(stderr, "echoload: FAILED: %llu errors in the echoes (lost %llu B, "
 			"duplicated %llu B, corrupted %llu B, reordered %llu, connections failed "

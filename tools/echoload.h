@@ -9,6 +9,8 @@
  *   echoload_verify.c  the message format and the byte-exact check of every echo
  *   echoload_scrape.c  --server-metrics: echod's own counters over HTTP (echoload_scrape.h)
  *   echoload_epoll.c   the epoll engine      echoload_uring.c   the io_uring engine
+ *   echoload_udp.c     --udp: datagram sockets, their window, timeouts and verdicts, and
+ *                      their epoll engine (recvmmsg/sendmmsg)
  *
  * A connection's bytes are one stream: message seq occupies stream bytes [seq*size, seq*size +
  * size). All positions below are stream offsets, so a partial send or recv is just a smaller
@@ -32,6 +34,8 @@
 
 #define MSG_HDR 16          /* header: conn id, seq, check (see echoload_verify.c) */
 #define MSG_MAX (16u << 20) /* largest --size */
+#define UDP_MSG_MAX 65507u  /* largest --size with --udp: an IPv4 datagram's payload */
+#define UDP_DEPTH_MAX 1024u /* largest --depth with --udp (see echoload_udp.c) */
 #define NS_PER_S 1000000000ull
 #define STALL_NS NS_PER_S   /* see counters.stalled */
 
@@ -48,6 +52,8 @@ struct options {
 	struct scrape_url metrics;     /* ... parsed */
 	bool json, csv, quiet;
 	const char *label;
+	bool udp;                      /* --udp: datagrams instead of a stream */
+	uint64_t udp_timeout_ns;       /* --udp-timeout: a datagram unanswered this long is lost */
 };
 
 /* Counted by each worker, summed for the report. Every unexpected event adds 1 to errors and
@@ -66,9 +72,20 @@ struct counters {
 	uint64_t stalled;   /* connections with echoes due that got nothing for STALL_NS (or half
 			     * a shorter run) at the end: lost echoes or a stuck server; reported,
 			     * not an error */
+	/* --udp only. Datagrams are counted by when they were sent: those sent inside the
+	 * measured interval, and what became of them (during the drain too). */
+	uint64_t dg_sent;       /* sent inside the measured interval */
+	uint64_t dg_received;   /* ... whose reply came back intact */
+	uint64_t dg_lost;       /* ... given up after --udp-timeout without a reply (not an error) */
+	uint64_t dg_late;       /* replies that came after their datagram was given up (any
+				 * time; not an error, and the datagram stays counted lost) */
+	uint64_t misdelivered;  /* replies with another socket's id, or a sequence this socket
+				 * never sent (error) */
 };
 
 struct mismatch; /* echoload_verify.c: received bytes not yet explained */
+struct udp_sock;   /* echoload_udp.c: one UDP socket's window */
+struct udp_worker; /* echoload_udp.c: a worker's timeout queue and I/O batches */
 
 struct conn {
 	int fd;
@@ -85,6 +102,7 @@ struct conn {
 	uint64_t skip_lo, skip_hi; /* stream bytes last counted lost: if they turn up, reordered */
 	bool skip_whole;        /* ... and the whole messages in them were counted lost too */
 	struct mismatch *mm;    /* NULL until the first unexpected byte */
+	struct udp_sock *udp;   /* --udp: its window (the stream fields above stay 0) */
 	bool dead;              /* closed by the server or failed: no more I/O on it */
 	bool dirty;             /* on the worker's list of connections with bytes to send */
 	/* engine state */
@@ -120,6 +138,7 @@ struct worker {
 	uint64_t next_publish;
 	int status;               /* 0, or an exit status with why[] saying what failed */
 	char why[256];
+	struct udp_worker *udp;   /* --udp: the timeout queue and I/O batches */
 };
 
 /* echoload.c */
@@ -152,12 +171,18 @@ void conn_failed(struct worker *w, struct conn *c, int err);
  * the messages in between as not intact. */
 void conn_advance(struct worker *w, struct conn *c, uint64_t pos, bool damaged);
 void conn_damage(struct conn *c, uint64_t seq);
+/* Creates messages (or datagrams) while the window and, open loop, the pacing allow. */
+void conn_refill(struct worker *w, struct conn *c);
+/* Latency of a message created at stamp, completed now: counted if inside the interval. */
+void worker_completed(struct worker *w, uint64_t stamp);
 /* Report one error event (the first few go to stderr with details). */
 void conn_error(struct worker *w, const struct conn *c, uint64_t pos, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
 /* echoload_verify.c */
 int msg_setup(uint32_t size);             /* the shared payload pattern; 0 or -1 */
+/* Reads a message header at p (MSG_HDR bytes): false if its check does not match. */
+bool msg_header_parse(const uint8_t *p, uint32_t *id, uint64_t *seq);
 void msg_teardown(void);
 /* Stream bytes [pos, pos + len) of connection id. */
 void msg_stream(uint32_t id, uint64_t pos, uint8_t *out, size_t len);
@@ -170,8 +195,26 @@ bool verify_pending(const struct conn *c);
 uint64_t verify_last_arrival(const struct conn *c); /* when held bytes last arrived */
 void verify_free(struct conn *c);
 
+/* echoload_udp.c */
+/* A nonblocking UDP socket connect()ed to ai (replies from elsewhere are filtered by the
+ * kernel), with room to receive a window of datagrams; -1 with *err on failure. */
+int udp_socket(const struct addrinfo *ai, uint32_t size, uint32_t depth, int *err);
+int udp_setup(struct worker *w);          /* 0 or -1 (why[] set) */
+void udp_teardown(struct worker *w);
+bool udp_may_create(const struct worker *w, const struct conn *c);
+void udp_create(struct worker *w, struct conn *c, uint64_t stamp);
+bool udp_unsent(const struct conn *c);
+uint64_t udp_outstanding(const struct conn *c);
+/* Gives up datagrams unanswered for --udp-timeout; returns the next such deadline. */
+uint64_t udp_expire(struct worker *w);
+int udp_run(struct worker *w);            /* the epoll engine for --udp */
+
 /* echoload_epoll.c, echoload_uring.c: run the loop until worker_step() says finished. */
 int epoll_run(struct worker *w);
+/* epoll_pwait2 with a nanosecond timeout (open-loop pacing needs better than milliseconds);
+ * epoll_wait on kernels without it (< 5.11), remembered in *no_pwait2. */
+struct epoll_event;
+int epoll_wait_ns(int ep, struct epoll_event *ev, int max, int64_t wait_ns, bool *no_pwait2);
 int uring_run(struct worker *w);
 /* 0 if --engine uring can run here, else -1 with one line in why. */
 int uring_probe(char *why, size_t len);

@@ -16,6 +16,7 @@
 #define DRAIN_MAX_NS (2 * NS_PER_S)      /* wait at most this for echoes after the stop */
 #define DRAIN_IDLE_NS (500 * 1000000ull) /* ... or this long without any byte arriving */
 #define PUBLISH_NS (200 * 1000000ull)    /* refresh the copy the progress line reads */
+#define UDP_DRAIN_MARGIN_NS (50 * 1000000ull) /* --udp: drain for the timeout and this */
 #define LAT_MAX_NS (60 * NS_PER_S)       /* histogram range 1 ns .. 60 s, 0.4% error */
 #define LAT_BITS 7
 #ifndef ERRORS_SHOWN
@@ -69,10 +70,14 @@ int worker_setup(struct worker *w)
 		goto oom;
 	for (uint32_t i = 0; i < w->nconns; i++) {
 		w->conns[i].index = i;
+		if (o->udp)
+			continue; /* its window lives in udp_setup's allocations */
 		w->conns[i].stamp = calloc(o->depth, sizeof(uint64_t));
 		if (!w->conns[i].stamp)
 			goto oom;
 	}
+	if (o->udp && udp_setup(w) < 0)
+		return -1;
 	if (o->rate > 0) /* this worker's share of the rate, in proportion to its connections */
 		w->slot_ns = 1e9 * o->conns / (o->rate * w->nconns);
 	return 0;
@@ -87,6 +92,7 @@ void worker_teardown(struct worker *w)
 		free(w->conns[i].stamp);
 		verify_free(&w->conns[i]);
 	}
+	udp_teardown(w);
 	free(w->dirty);
 	hist_free(&w->lat);
 	hist_free(&w->pub_lat);
@@ -131,37 +137,53 @@ static uint64_t slot_time(const struct worker *w, const struct conn *c, uint64_t
 	return w->t_begin + (uint64_t)((double)(k * w->nconns + c->index) * w->slot_ns);
 }
 
-/* Creates messages while fewer than depth are outstanding (and, open loop, slots are due). */
-static void refill(struct worker *w, struct conn *c)
+/* Room for one more message: fewer than depth outstanding (UDP: its window's own rule). */
+static bool may_create(const struct worker *w, const struct conn *c)
+{
+	if (w->opt->udp)
+		return udp_may_create(w, c);
+	uint32_t size = w->opt->size;
+	return c->queued / size - c->rx / size < w->opt->depth;
+}
+
+/* Creates messages while there is room (and, open loop, slots are due). */
+void conn_refill(struct worker *w, struct conn *c)
 {
 	uint32_t size = w->opt->size, depth = w->opt->depth;
 	if (c->dead || w->stop_seen)
 		return;
-	uint64_t done = c->rx / size;
-	while (c->queued / size - done < depth) {
-		uint64_t seq = c->queued / size, t = w->now;
+	while (may_create(w, c)) {
+		uint64_t t = w->now;
 		if (w->opt->rate > 0) {
 			if (c->credits_used >= c->credits)
 				break;
 			t = slot_time(w, c, c->credits_used++);
 		}
-		c->stamp[seq % depth] = t;
+		if (w->opt->udp) {
+			udp_create(w, c, t);
+			continue;
+		}
+		c->stamp[(c->queued / size) % depth] = t;
 		c->queued += size;
 	}
-	if (c->queued > c->sent)
+	if (w->opt->udp ? udp_unsent(c) : c->queued > c->sent)
 		conn_want_send(w, c);
+}
+
+void worker_completed(struct worker *w, uint64_t stamp)
+{
+	w->cnt.msgs_all++;
+	if (w->now < w->t_meas || w->now >= w->stop)
+		return;
+	w->cnt.msgs++;
+	hist_record(&w->lat, w->now > stamp ? w->now - stamp : 0);
 }
 
 static void complete(struct worker *w, struct conn *c, uint64_t seq)
 {
 	if (seq < c->bad_until)
 		return;
-	w->cnt.msgs_all++;
-	if (w->now < w->t_meas || w->now >= w->stop)
-		return;
-	w->cnt.msgs++;
-	uint64_t t = c->stamp[seq % w->opt->depth];
-	hist_record(&w->lat, w->now > t ? w->now - t : 0);
+	worker_completed(w, c->stamp[seq % w->opt->depth]);
 }
 
 void conn_damage(struct conn *c, uint64_t seq)
@@ -180,7 +202,7 @@ void conn_advance(struct worker *w, struct conn *c, uint64_t pos, bool damaged)
 	for (uint64_t seq = first; seq < last; seq++)
 		complete(w, c, seq);
 	if (last > first)
-		refill(w, c);
+		conn_refill(w, c);
 }
 
 void conn_received(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
@@ -238,7 +260,7 @@ static uint64_t release_slots(struct worker *w)
 		for (; w->next_slot < due; w->next_slot++) {
 			struct conn *c = &w->conns[w->next_slot % w->nconns];
 			c->credits++;
-			refill(w, c);
+			conn_refill(w, c);
 		}
 	}
 	return w->t_begin + (uint64_t)((double)w->next_slot * w->slot_ns);
@@ -274,7 +296,9 @@ static bool drained(const struct worker *w)
 {
 	for (uint32_t i = 0; i < w->nconns; i++) {
 		const struct conn *c = &w->conns[i];
-		if (!c->dead && (c->rx < c->queued || verify_pending(c)))
+		if (c->dead)
+			continue;
+		if (w->opt->udp ? udp_outstanding(c) > 0 : c->rx < c->queued || verify_pending(c))
 			return false;
 	}
 	return true;
@@ -294,6 +318,10 @@ static void finish(struct worker *w)
 		verify_settle(w, c);
 		if (c->dead)
 			continue;
+		if (w->opt->udp) { /* a datagram is answered or given up: none stalls */
+			w->cnt.in_flight += udp_outstanding(c);
+			continue;
+		}
 		w->cnt.in_flight += c->queued / size - c->rx / size;
 		if (c->rx < c->sent && w->now - c->last_rx >= silent)
 			w->cnt.stalled++;
@@ -316,7 +344,7 @@ int64_t worker_step(struct worker *w)
 		w->last_rx = w->now;
 		for (uint32_t i = 0; i < w->nconns; i++) {
 			w->conns[i].last_rx = w->now;
-			refill(w, &w->conns[i]);
+			conn_refill(w, &w->conns[i]);
 		}
 	}
 	if (!w->stop_seen && w->now >= w->stop)
@@ -329,18 +357,24 @@ int64_t worker_step(struct worker *w)
 	}
 	if (w->npending)
 		wake = min_u64(wake, settle_idle(w));
+	if (w->opt->udp)
+		wake = min_u64(wake, udp_expire(w));
 	if (w->now >= w->next_publish)
 		publish(w);
 	wake = min_u64(wake, w->next_publish);
 	if (w->stop_seen) {
+		/* UDP: long enough for every datagram still out to be answered or given up */
+		uint64_t udp_wait = w->opt->udp ? w->opt->udp_timeout_ns + UDP_DRAIN_MARGIN_NS : 0;
+		uint64_t max_ns = udp_wait > DRAIN_MAX_NS ? udp_wait : DRAIN_MAX_NS;
+		uint64_t idle_ns = udp_wait > DRAIN_IDLE_NS ? udp_wait : DRAIN_IDLE_NS;
 		uint64_t idle_from = w->last_rx > w->stop_seen ? w->last_rx : w->stop_seen;
-		if (drained(w) || w->now >= w->stop_seen + DRAIN_MAX_NS ||
-		    w->now >= idle_from + DRAIN_IDLE_NS) {
+		if (drained(w) || w->now >= w->stop_seen + max_ns ||
+		    w->now >= idle_from + idle_ns) {
 			finish(w);
 			return -1;
 		}
-		wake = min_u64(wake, w->stop_seen + DRAIN_MAX_NS);
-		wake = min_u64(wake, idle_from + DRAIN_IDLE_NS);
+		wake = min_u64(wake, w->stop_seen + max_ns);
+		wake = min_u64(wake, idle_from + idle_ns);
 	}
 	return wake > w->now ? (int64_t)(wake - w->now) : 0;
 }

@@ -86,17 +86,17 @@ static void readable(struct worker *w, struct epoll_engine *e, struct conn *c)
 	}
 }
 
-static int wait_events(struct epoll_engine *e, struct epoll_event *ev, int64_t wait_ns)
+int epoll_wait_ns(int ep, struct epoll_event *ev, int max, int64_t wait_ns, bool *no_pwait2)
 {
-	if (!e->no_pwait2) {
+	if (!*no_pwait2) {
 		struct timespec ts = { .tv_sec = (time_t)(wait_ns / (int64_t)NS_PER_S),
 				       .tv_nsec = (long)(wait_ns % (int64_t)NS_PER_S) };
-		int n = epoll_pwait2(e->ep, ev, MAX_EVENTS, &ts, NULL);
+		int n = epoll_pwait2(ep, ev, max, &ts, NULL);
 		if (n >= 0 || errno != ENOSYS)
 			return n;
-		e->no_pwait2 = true;
+		*no_pwait2 = true;
 	}
-	return epoll_wait(e->ep, ev, MAX_EVENTS, (int)((wait_ns + 999999) / 1000000));
+	return epoll_wait(ep, ev, max, (int)((wait_ns + 999999) / 1000000));
 }
 
 static int engine_init(struct worker *w, struct epoll_engine *e)
@@ -142,7 +142,7 @@ int epoll_run(struct worker *w)
 			if (wait < 0)
 				break;
 			worker_flush_dirty(w, flush_marked, &e);
-			int n = wait_events(&e, ev, wait);
+			int n = epoll_wait_ns(e.ep, ev, MAX_EVENTS, wait, &e.no_pwait2);
 			if (n < 0 && errno != EINTR) {
 				worker_fail(w, 1, "epoll_wait: %s", strerror(errno));
 				break;

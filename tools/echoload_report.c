@@ -19,7 +19,7 @@ struct field {
 	int decimals; /* F_NUM with a fraction: digits after the point (0: 3) */
 };
 
-#define MAX_FIELDS 48
+#define MAX_FIELDS 64
 
 struct table {
 	struct field f[MAX_FIELDS];
@@ -52,6 +52,21 @@ static void add_ratio(struct table *t, const char *name, double d)
 {
 	add(t, (struct field){ .name = name, .type = isfinite(d) ? F_NUM : F_NULL, .d = d,
 			       .decimals = 4 });
+}
+
+/* A count that only --udp measures: null (empty in CSV) for TCP. */
+static void add_udp_int(struct table *t, const struct options *o, const char *name, uint64_t i)
+{
+	if (o->udp)
+		add_int(t, name, i);
+	else
+		add_str(t, name, NULL);
+}
+
+/* Lost datagrams as a share of those sent in the interval; NAN when none was sent. */
+static double loss_rate(const struct counters *c)
+{
+	return c->dg_sent ? (double)c->dg_lost / (double)c->dg_sent : NAN;
 }
 
 static double per_s(const struct result *r, double v)
@@ -89,6 +104,7 @@ static void build(const struct result *r, struct table *t)
 	add_str(t, "host", o->host);
 	add_int(t, "port", strtoull(o->port, NULL, 10));
 	add_str(t, "engine", o->engine == ENGINE_URING ? "uring" : "epoll");
+	add_str(t, "proto", o->udp ? "udp" : "tcp");
 	add_int(t, "connections", o->conns);
 	add_int(t, "size", o->size);
 	add_int(t, "depth", o->depth);
@@ -116,6 +132,17 @@ static void build(const struct result *r, struct table *t)
 	add_int(t, "conn_errors", c->conn_errors);
 	add_int(t, "in_flight_at_stop", c->in_flight);
 	add_int(t, "stalled_conns", c->stalled);
+	add_udp_int(t, o, "datagrams_sent", c->dg_sent);
+	add_udp_int(t, o, "datagrams_received", c->dg_received);
+	add_udp_int(t, o, "datagrams_lost", c->dg_lost);
+	add(t, (struct field){ .name = "loss_rate", .type = o->udp && c->dg_sent ? F_NUM : F_NULL,
+			       .d = loss_rate(c), .decimals = 6 });
+	add_udp_int(t, o, "datagrams_late", c->dg_late);
+	add_udp_int(t, o, "misdelivered", c->misdelivered);
+	if (o->udp)
+		add_num(t, "udp_timeout_ms", (double)o->udp_timeout_ns / 1e6);
+	else
+		add_str(t, "udp_timeout_ms", NULL);
 	add_num(t, "client_cpu_pct", cpu_pct(r, r->client_cpu_s));
 	add_num(t, "client_cpu_us_per_msg", cpu_us_per_msg(r, r->client_cpu_s));
 	if (o->server_pid)
@@ -249,6 +276,27 @@ static const char *us(double v, char *buf, size_t len)
 	return buf;
 }
 
+static void human_udp(const struct result *r)
+{
+	const struct counters *c = &r->cnt;
+	char a[32], b[32], d[32];
+	printf("  datagrams    %s sent in the interval: %s answered intact, %s lost (%.3f%%, no "
+	       "reply within %g ms)", grouped(c->dg_sent, a, sizeof(a)),
+	       grouped(c->dg_received, b, sizeof(b)), grouped(c->dg_lost, d, sizeof(d)),
+	       c->dg_sent ? 100.0 * loss_rate(c) : 0.0, (double)r->opt->udp_timeout_ns / 1e6);
+	if (c->dg_late)
+		printf(", %llu late replies", (unsigned long long)c->dg_late);
+	putchar('\n');
+	if (!c->errors) {
+		printf("  errors       none: every reply verified\n");
+		return;
+	}
+	printf("  errors       %s events: corrupted %llu B, duplicated %llu, misdelivered %llu, "
+	       "sockets failed %llu\n", grouped(c->errors, a, sizeof(a)),
+	       (unsigned long long)c->corrupt_bytes, (unsigned long long)c->dup_msgs,
+	       (unsigned long long)c->misdelivered, (unsigned long long)c->conn_errors);
+}
+
 static void human_errors(const struct counters *c)
 {
 	char a[32], b[32], d[32];
@@ -309,10 +357,12 @@ void report_human(const struct result *r)
 {
 	const struct options *o = r->opt;
 	char a[32], b[32], c[32], d[32], e[32], f[32];
-	printf("echoload %s -> %s port %s, engine %s, %s\n", ECHOLOAD_VERSION, o->host, o->port,
+	printf("echoload %s -> %s %s port %s, engine %s, %s\n", ECHOLOAD_VERSION,
+	       o->udp ? "UDP" : "TCP", o->host, o->port,
 	       o->engine == ENGINE_URING ? "uring" : "epoll", r->timestamp);
-	printf("  load         %u connections x depth %u, %u B messages, %u thread%s, ", o->conns,
-	       o->depth, o->size, o->threads, o->threads > 1 ? "s" : "");
+	printf("  load         %u %s x depth %u, %u B %s, %u thread%s, ", o->conns,
+	       o->udp ? "sockets" : "connections", o->depth, o->size,
+	       o->udp ? "datagrams" : "messages", o->threads, o->threads > 1 ? "s" : "");
 	if (o->rate > 0)
 		printf("open loop at %s msgs/s\n",
 		       grouped((uint64_t)llround(o->rate), a, sizeof(a)));
@@ -331,7 +381,10 @@ void report_human(const struct result *r)
 	if (r->cnt.stalled)
 		printf(" (%llu connections stalled)", (unsigned long long)r->cnt.stalled);
 	putchar('\n');
-	human_errors(&r->cnt);
+	if (o->udp)
+		human_udp(r);
+	else
+		human_errors(&r->cnt);
 	human_cpu(r, "client CPU", r->client_cpu_s, 0, NULL);
 	if (o->server_pid && r->server_cpu_s >= 0)
 		human_cpu(r, "server CPU", r->server_cpu_s, o->server_pid, o->server_backend);

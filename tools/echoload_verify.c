@@ -148,6 +148,11 @@ static bool header_valid(const uint8_t *p, uint32_t *id, uint64_t *seq)
 	return (uint32_t)get_le(p + 12, 4) == (uint32_t)(msg_key(*id, *seq) >> 32);
 }
 
+bool msg_header_parse(const uint8_t *p, uint32_t *id, uint64_t *seq)
+{
+	return header_valid(p, id, seq);
+}
+
 int msg_setup(uint32_t size)
 {
 	msize = size;
