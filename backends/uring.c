@@ -311,24 +311,33 @@ static int uring_cancel(struct loop *loop, struct op *op)
 	return 0;
 }
 
+/* A receive (stream or datagram) ended -ENOBUFS without OPF_MORE: its ring ran dry inside one
+ * kernel pass. If `avail` buffers have come back since, re-arm at once (the ring's tail is
+ * published before this SQE is submitted) and return true; a cancelled op's -ENOBUFS becomes
+ * its -ECANCELED. */
+static bool enobufs_rearm(struct uring_state *st, struct op *op, uint32_t avail, int *res)
+{
+	if (op->cancelling) {
+		*res = -ECANCELED;
+		return false;
+	}
+	if (avail == 0 || op->backend_data >= ENOBUFS_REARMS_MAX)
+		return false;
+	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
+	if (!sqe)
+		return false;
+	prep_op(st, sqe, op);
+	op->backend_data++;
+	return true;
+}
+
 /* A datagram's CQE: find the payload and the source in the buffer (traps above). */
 static void on_recvmsg_cqe(struct uring_state *st, struct op *op, int res, unsigned flags)
 {
 	unsigned cf = (flags & IORING_CQE_F_MORE) ? OPF_MORE : 0;
 	if (!(flags & IORING_CQE_F_BUFFER)) {
-		if (res == -ENOBUFS && !(cf & OPF_MORE)) {
-			if (op->cancelling) {
-				res = -ECANCELED;
-			} else if (st->dgram_avail > 0 && op->backend_data < ENOBUFS_REARMS_MAX) {
-				/* Dry inside one kernel pass, buffers back since: as for OP_RECV. */
-				struct io_uring_sqe *sqe = uc_sqe(&st->uc);
-				if (sqe) {
-					prep_op(st, sqe, op);
-					op->backend_data++;
-					return;
-				}
-			}
-		}
+		if (res == -ENOBUFS && !(cf & OPF_MORE) && enobufs_rearm(st, op, st->dgram_avail, &res))
+			return;
 		loop_complete(st->loop, op, res, cf);
 		return;
 	}
@@ -434,18 +443,8 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 			return;
 		}
 	} else if (res == -ENOBUFS && op->code == OP_RECV && !(cf & OPF_MORE)) {
-		if (op->cancelling) {
-			res = -ECANCELED;
-		} else if (st->avail > 0 && op->backend_data < ENOBUFS_REARMS_MAX) {
-			/* The ring ran dry inside one kernel pass, but buffers have come back
-			 * since: re-arm; the tail is published before this SQE is submitted. */
-			struct io_uring_sqe *sqe = uc_sqe(&st->uc);
-			if (sqe) {
-				prep_op(st, sqe, op);
-				op->backend_data++;
-				return;
-			}
-		}
+		if (enobufs_rearm(st, op, st->avail, &res))
+			return;
 	}
 	loop_complete(st->loop, op, res, cf);
 }

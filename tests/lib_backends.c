@@ -78,6 +78,15 @@ double test_field(const char *text, const char *key)
 	return end == p ? -1 : v;
 }
 
+double test_stop_count(const struct child *c, const char *key)
+{
+	char *log = proc_log(c);
+	const char *line = strstr(log, "event=stopped");
+	double v = line ? test_field(line, key) : -1;
+	free(log);
+	return v;
+}
+
 struct test_rate test_echo_rate(int port, int conns, double seconds)
 {
 	char portstr[16], nconns[16], dur[32];

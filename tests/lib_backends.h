@@ -38,6 +38,8 @@ struct test_rate {
 struct test_rate test_echo_rate(int port, int conns, double seconds);
 /* A number after `key` in text (JSON "key": N or logfmt key=N); -1 if absent or null. */
 double test_field(const char *text, const char *key);
+/* A count on the echod child's `event=stopped` line ("udp_echoed="); -1 if absent. */
+double test_stop_count(const struct child *c, const char *key);
 
 /* A cmocka teardown: kill and reap the children a failed test left running. */
 int test_kill_strays(void **state);

@@ -76,15 +76,6 @@ static void stop_clean(struct child *c)
 	assert_int_equal(proc_stop(c, SIGTERM, 10000), 0);
 }
 
-static double stopped_count(const struct child *c, const char *key)
-{
-	char *log = proc_log(c);
-	const char *line = strstr(log, "event=stopped");
-	double v = line ? test_field(line, key) : -1;
-	free(log);
-	return v;
-}
-
 static void expect_echo(int port, const uint8_t *pre, size_t prelen, size_t step)
 {
 	uint8_t data[3000], back[4000];
@@ -121,11 +112,11 @@ static void test_headers_then_echo(void **state)
 	assert_true(proc_log_has(&c, "client=192.0.2.1:5555 server=198.51.100.2:7"));
 	assert_true(proc_log_has(&c, "client=[2001:db8::1]:1234"));
 	assert_true(proc_log_has(&c, "client=203.0.113.9:4321 server=127.0.0.1:7"));
-	assert_int_equal(stopped_count(&c, "proxy_accepted="), 6);
-	assert_int_equal(stopped_count(&c, "proxy_rejected="), 0);
+	assert_int_equal(test_stop_count(&c, "proxy_accepted="), 6);
+	assert_int_equal(test_stop_count(&c, "proxy_rejected="), 0);
 	/* Header bytes are consumed, not echoed: in and out are the data alone. */
-	assert_int_equal(stopped_count(&c, "bytes_in="), 6 * 3000);
-	assert_int_equal(stopped_count(&c, "bytes_out="), 6 * 3000);
+	assert_int_equal(test_stop_count(&c, "bytes_in="), 6 * 3000);
+	assert_int_equal(test_stop_count(&c, "bytes_out="), 6 * 3000);
 	proc_cleanup(&c);
 }
 
@@ -169,8 +160,8 @@ static void test_bad_headers_closed(void **state)
 	close(fd);
 	expect_refused(c.port, "Hello, world", 12); /* no header at all: refused like the rest */
 	stop_clean(&c);
-	assert_int_equal(stopped_count(&c, "proxy_rejected="), 6);
-	assert_int_equal(stopped_count(&c, "bytes_out="), 0);
+	assert_int_equal(test_stop_count(&c, "proxy_rejected="), 6);
+	assert_int_equal(test_stop_count(&c, "bytes_out="), 0);
 	/* Six rejections inside a second: one line, the rest counted in the next. */
 	char *log = proc_log(&c);
 	int lines = 0;
@@ -199,7 +190,7 @@ static void test_slow_header_times_out(void **state)
 	close(fd);
 	expect_echo(c.port, (const uint8_t *)"PROXY UNKNOWN\r\n", 15, 0); /* others unaffected */
 	stop_clean(&c);
-	assert_int_equal(stopped_count(&c, "proxy_timeouts="), 1);
+	assert_int_equal(test_stop_count(&c, "proxy_timeouts="), 1);
 	proc_cleanup(&c);
 }
 
@@ -227,7 +218,7 @@ static void test_unix_listener(void **state)
 	proc_unix_path = NULL;
 	stop_clean(&c);
 	assert_true(proc_log_has(&c, "client=unix:/run/client.sock"));
-	assert_int_equal(stopped_count(&c, "proxy_accepted="), 1);
+	assert_int_equal(test_stop_count(&c, "proxy_accepted="), 1);
 	proc_cleanup(&c);
 }
 
@@ -375,7 +366,7 @@ static void test_haproxy_send_proxy(void **state)
 		free(log);
 		fail();
 	}
-	assert_int_equal(stopped_count(&c, "proxy_rejected="), 0);
+	assert_int_equal(test_stop_count(&c, "proxy_rejected="), 0);
 	proc_cleanup(&c);
 }
 

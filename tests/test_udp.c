@@ -227,16 +227,6 @@ static void stop_clean(struct child *c)
 	assert_int_equal(proc_stop(c, SIGTERM, 10000), 0);
 }
 
-/* The stop line's count `key` (e.g. "udp_dropped_rate="). */
-static double stopped_count(const struct child *c, const char *key)
-{
-	char *log = proc_log(c);
-	const char *line = strstr(log, "event=stopped");
-	double v = line ? test_field(line, key) : -1;
-	free(log);
-	return v;
-}
-
 static void test_sizes(void **state)
 {
 	(void)state;
@@ -247,8 +237,8 @@ static void test_sizes(void **state)
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
 		roundtrip(AF_INET, port, sizes[i]);
 	stop_clean(&c);
-	assert_int_equal(stopped_count(&c, "udp_echoed="), 5);
-	assert_int_equal(stopped_count(&c, "udp_bytes_out="), 1 + 1472 + 8192 + 65507);
+	assert_int_equal(test_stop_count(&c, "udp_echoed="), 5);
+	assert_int_equal(test_stop_count(&c, "udp_bytes_out="), 1 + 1472 + 8192 + 65507);
 	proc_cleanup(&c);
 }
 
@@ -322,7 +312,7 @@ static void test_many_sources(void **state)
 	}
 	assert_int_equal(wrong, 0);
 	assert_int_equal(total, SOCKS * PER_SOCK);
-	assert_int_equal(stopped_count(&c, "udp_echoed="), SOCKS * PER_SOCK);
+	assert_int_equal(test_stop_count(&c, "udp_echoed="), SOCKS * PER_SOCK);
 	proc_cleanup(&c);
 }
 
@@ -357,8 +347,8 @@ static void test_refused_source_ports(void **state)
 	}
 	roundtrip(AF_INET, udp_port(&c), 4); /* and an ordinary port still is */
 	stop_clean(&c);
-	assert_int_equal(stopped_count(&c, "udp_dropped_source_port="), refused);
-	assert_int_equal(stopped_count(&c, "udp_echoed="), 1);
+	assert_int_equal(test_stop_count(&c, "udp_dropped_source_port="), refused);
+	assert_int_equal(test_stop_count(&c, "udp_echoed="), 1);
 	proc_cleanup(&c);
 }
 
@@ -398,7 +388,7 @@ static void rate_capped(const char *threads)
 		close(fds[i]);
 	stop_clean(&c);
 	/* 50 at once, and one more per 20 ms the burst took to send. */
-	double dropped = stopped_count(&c, "udp_dropped_rate=");
+	double dropped = test_stop_count(&c, "udp_dropped_rate=");
 	printf("  [%s] threads=%s: %d of %d answered, %.0f dropped for the rate, %llu ms\n",
 	       test_backend_name(), threads, replies, NSOCK * EACH, dropped,
 	       (unsigned long long)took);
@@ -432,7 +422,7 @@ static void test_threads_udp_and_tcp(void **state)
 		roundtrip(AF_INET, port, (size_t)i * 7);
 	assert_true(hello_echoed(c.port)); /* TCP beside it */
 	stop_clean(&c);
-	assert_int_equal(stopped_count(&c, "udp_echoed="), 60);
+	assert_int_equal(test_stop_count(&c, "udp_echoed="), 60);
 	proc_cleanup(&c);
 }
 
