@@ -97,12 +97,12 @@ run: deps
 
 # The whole suite on three builds: plain, ASan+UBSan, and one as if liburing and libmicrohttpd
 # were missing (the io_uring backends and the metrics port left out: everything else must still
-# build and pass; its epoll/poll/select rounds of the two long end-to-end suites are the full
-# builds' own, so run-suite --light skips them there); then, on a ThreadSanitizer build, the
-# suites where threads meet: signals (main thread and workers), and the integration, metrics
-# and UDP cases with several workers (the metrics thread asks them; UDP workers share a
-# port group). cmocka's summary per binary, then
-# one `N passed, N failed` line per build and a total.
+# build and pass; its epoll/poll/select rounds of the end-to-end suites are the full builds'
+# own, so run-suite --light skips them there); then, on a ThreadSanitizer build, the suites
+# where threads meet: signals (main thread and workers), and the integration, metrics and UDP
+# cases with several workers (the metrics thread asks them; UDP workers share a port group);
+# then a short run of the PROXY parser's fuzzer. cmocka's summary per binary, then one
+# `N passed, N failed` line per build and a total.
 SAN_BUILD := build/san
 NOURING_BUILD := build/nouring
 TSAN_BUILD := build/tsan
@@ -155,7 +155,7 @@ compare: deps
 # clang.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 600
-FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_BUILD   := $(BUILD)/fuzz
 FUZZ_BIN     := $(FUZZ_BUILD)/fuzz_proxy_proto
 FUZZ_CFLAGS  := -std=c11 $(WARN) -O1 -g -fno-omit-frame-pointer \
