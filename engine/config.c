@@ -132,6 +132,8 @@ void config_usage(FILE *out)
 		"                             consumed, not echoed; its client is the one logged\n"
 		"      --proxy-timeout SECONDS  close a connection whose header is not complete\n"
 		"                             this long after its accept; at most %u [5]\n"
+		"      --user NAME            after binding, become this user (its groups too);\n"
+		"                             for a start as root [stay who started echod]\n"
 		"      --udp-rate N           UDP replies per second per source address; 0 = no\n"
 		"                             cap; 0 to %u [1000]\n"
 		"  -b, --backend NAME         auto, uring, epoll, uring-poll, poll, select [auto]\n"
@@ -163,7 +165,9 @@ void config_usage(FILE *out)
 		"never clamped. Logs go to stderr, one logfmt line each.\n"
 		"Exit status: 0 after a clean stop, 64 bad usage (also an address that is not\n"
 		"valid or does not resolve), 69 backend cannot run here, 71 cannot listen,\n"
-		"1 other failure.\n",
+		"1 other failure.\n"
+		"Started by systemd with sockets (LISTEN_FDS), echod serves those instead of\n"
+		"its default address, and reports readiness over NOTIFY_SOCKET.\n",
 		PROXY_TIMEOUT_MAX_S, UDP_RATE_MAX, THREADS_MIN, THREADS_MAX, MAX_CONNS_MIN, MAX_CONNS_MAX,
 		show_size(cb_lo, sizeof(cb_lo), CONN_BUFFER_MIN),
 		show_size(cb_hi, sizeof(cb_hi), CONN_BUFFER_MAX), BUFFERS_MIN, BUFFERS_MAX,
@@ -439,7 +443,7 @@ static int check_backend(const char *name, char *err, size_t len)
 
 enum { OPT_LIST = 256, OPT_MAX_CONNS, OPT_CONN_BUFFER, OPT_BUFFERS, OPT_BUFFER_SIZE,
        OPT_IDLE, OPT_DRAIN, OPT_LOG_LEVEL, OPT_METRICS, OPT_UNIX_MODE, OPT_PROXY, OPT_UDP_RATE,
-       OPT_PROXY_TIMEOUT };
+       OPT_PROXY_TIMEOUT, OPT_USER };
 
 static const struct option long_opts[] = {
 	{ "listen", required_argument, NULL, 'l' },
@@ -458,6 +462,7 @@ static const struct option long_opts[] = {
 	{ "proxy-protocol", no_argument, NULL, OPT_PROXY },
 	{ "udp-rate", required_argument, NULL, OPT_UDP_RATE },
 	{ "proxy-timeout", required_argument, NULL, OPT_PROXY_TIMEOUT },
+	{ "user", required_argument, NULL, OPT_USER },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -596,6 +601,21 @@ static int apply(struct echod_config *cfg, int c, const char *arg, char *err, si
 		return 0;
 	case OPT_UNIX_MODE:
 		return parse_mode(arg, &cfg->unix_mode, err, len);
+	case OPT_USER: {
+		/* The name is looked up when echod starts (exit 64 if there is no such user); here
+		 * only its form: what useradd accepts, which never needs quoting in a log line. */
+		size_t n = strlen(arg);
+		struct shown sh;
+		if (n == 0 || n >= sizeof(cfg->user) ||
+		    strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+			    n || arg[0] == '-') {
+			fail(err, len, "--user: %s is not a user name (letters, digits, '_', '.', "
+			     "'-'; at most %zu characters)", show(&sh, arg), sizeof(cfg->user) - 1);
+			return -1;
+		}
+		memcpy(cfg->user, arg, n + 1);
+		return 0;
+	}
 	case OPT_PROXY_TIMEOUT:
 		if (parse_seconds("--proxy-timeout", arg, PROXY_TIMEOUT_MAX_S, "", &cfg->proxy_timeout_ms,
 				  err, len) < 0)
@@ -740,7 +760,9 @@ enum config_action config_parse(struct echod_config *cfg, int argc, char **argv,
 		     show_size(bs, sizeof(bs), cfg->buffer_size));
 		return CONFIG_ERROR;
 	}
-	if (cfg->nlisten == 0)
+	if (cfg->nlisten == 0) {
 		add_listen(cfg, DEFAULT_LISTEN, err, errlen);
+		cfg->listen_default = true;
+	}
 	return action;
 }

@@ -50,6 +50,9 @@ struct echod_config {
 	bool proxy_protocol; /* --proxy-protocol: TCP and Unix connections begin with a header */
 	uint32_t proxy_timeout_ms; /* --proxy-timeout: the header's deadline after the accept */
 	uint32_t udp_rate;   /* --udp-rate: replies per second per source address; 0: no cap */
+	char user[33];       /* --user: who to become after binding; "": stay who we are */
+	bool listen_default; /* no --listen given: the default address (not bound when the
+			      * service manager passes sockets) */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION, CONFIG_LIST_BACKENDS,

@@ -276,7 +276,7 @@ static int open_udp(const char *spec, unsigned n, int *fds, char *where, size_t 
 
 /* Every worker's fd for a stream listener: the socket itself for worker 0, dups for the rest
  * (one open socket: one accept queue, and it stops listening when the last worker lets go). */
-static int share(int fd, unsigned n, int *fds)
+int listener_share(int fd, unsigned n, int *fds)
 {
 	fds[0] = fd;
 	for (unsigned i = 1; i < n; i++) {
@@ -302,7 +302,7 @@ int listener_open(const struct config_listener *l, int unix_mode, unsigned n, in
 					: open_tcp(l->addr, where, wlen);
 	if (fd < 0)
 		return fd;
-	int rc = share(fd, n, fds);
+	int rc = listener_share(fd, n, fds);
 	if (rc < 0)
 		listener_file_remove(file);
 	return rc;

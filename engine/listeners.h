@@ -25,5 +25,21 @@ struct listener_file {
 int listener_open(const struct config_listener *l, int unix_mode, unsigned n, int *fds,
 		  char *where, size_t wlen, struct listener_file *file);
 void listener_file_remove(struct listener_file *file);
+/* A stream listener for n workers: fds[0] = fd, the others dups of it (one accept queue).
+ * 0, or -errno with fd and the dups closed. */
+int listener_share(int fd, unsigned n, int *fds);
+
+/* A socket passed by a service manager (systemd's LISTEN_FDS, sd_listen_fds(3)). */
+struct inherited_listener {
+	int fd;
+	enum listen_kind kind;
+	char where[CONFIG_ADDR_LEN + 16]; /* its address, as --listen would log it */
+	char name[64];                    /* from LISTEN_FDNAMES, or "" */
+};
+/* The sockets passed to this process, checked (a listening TCP or Unix stream socket, or a
+ * bound UDP socket) and made non-blocking and close-on-exec; the variables are unset after
+ * reading, whatever they said. Returns how many (0: none were passed), or -1 with one line in
+ * err naming the fd that echod cannot serve and why. */
+int listeners_inherited(struct inherited_listener *out, int max, char *err, size_t errlen);
 
 #endif

@@ -30,6 +30,8 @@
 
 #include "echo.h"
 #include "listeners.h"
+#include "privileges.h"
+#include "sdnotify.h"
 #include "log.h"
 #include "metrics.h"
 #include "reactor.h"
@@ -246,10 +248,23 @@ int server_run(const struct echod_config *cfg)
 	if (status)
 		return status;
 
+	/* Sockets from a service manager replace the default address (not an explicit one). */
+	struct inherited_listener inh[CONFIG_MAX_LISTEN];
+	char ierr[256];
+	int ninh = listeners_inherited(inh, CONFIG_MAX_LISTEN, ierr, sizeof(ierr));
+	if (ninh < 0) {
+		fprintf(stderr, "echod: %s\n", ierr);
+		return EXIT_OSERR;
+	}
+	int nlisten = ninh > 0 && cfg->listen_default ? 0 : cfg->nlisten;
 	struct loop_config lcfg = { .nbufs = cfg->buffers, .bufsize = cfg->buffer_size,
 				    .max_fds = fd_limit(), .shared_listeners = cfg->threads > 1 };
-	for (int a = 0; a < cfg->nlisten; a++)
-		if (cfg->listen[a].kind == LISTEN_UDP) {
+	bool serves_udp = false;
+	for (int a = 0; a < nlisten; a++)
+		serves_udp |= cfg->listen[a].kind == LISTEN_UDP;
+	for (int a = 0; a < ninh; a++)
+		serves_udp |= inh[a].kind == LISTEN_UDP;
+	if (serves_udp) {
 			/* One datagram buffer per reply in flight; the largest UDP payload fits. */
 			lcfg.dgram_nbufs = DGRAM_BUFFERS;
 			lcfg.dgram_bufsize = DGRAM_PAYLOAD + LOOP_DGRAM_HEADROOM;
@@ -290,7 +305,7 @@ int server_run(const struct echod_config *cfg)
 	struct metrics_http *mh = NULL;
 	int nmfds = 0;
 	unsigned started = 0;
-	char bound[CONFIG_MAX_LISTEN][CONFIG_ADDR_LEN + 16];
+	char bound[WORKER_MAX_LISTEN][CONFIG_ADDR_LEN + 96];
 	struct listener_file files[CONFIG_MAX_LISTEN];
 	int nfiles = 0;
 	int *lfds = calloc(n, sizeof(*lfds));
@@ -299,7 +314,7 @@ int server_run(const struct echod_config *cfg)
 		status = 1;
 		goto out;
 	}
-	for (int a = 0; a < cfg->nlisten; a++) {
+	for (int a = 0; a < nlisten; a++) {
 		const struct config_listener *l = &cfg->listen[a];
 		int rc = listener_open(l, cfg->unix_mode, n, lfds, bound[a], sizeof(bound[a]),
 				       &files[nfiles]);
@@ -316,17 +331,59 @@ int server_run(const struct echod_config *cfg)
 			ws[i].fds[ws[i].nfds++] = lfds[i];
 		}
 	}
+	/* A passed stream listener is shared like our own (dups: one accept queue). A passed UDP
+	 * socket is one socket: binding more group members for the other workers would need the
+	 * privilege a socket-activated echod does not have (port 7), and sharing one socket
+	 * would split an address's --udp-rate bucket across workers; so worker 0 serves it. */
+	for (int a = 0; a < ninh; a++) {
+		int rc = 0;
+		if (inh[a].kind == LISTEN_UDP) {
+			ws[0].kinds[ws[0].nfds] = LISTEN_UDP;
+			ws[0].fds[ws[0].nfds++] = inh[a].fd;
+		} else if ((rc = listener_share(inh[a].fd, n, lfds)) == 0) {
+			for (unsigned i = 0; i < n; i++) {
+				ws[i].kinds[ws[i].nfds] = inh[a].kind;
+				ws[i].fds[ws[i].nfds++] = lfds[i];
+			}
+		}
+		if (rc < 0) {
+			fprintf(stderr, "echod: cannot share the passed socket %s: %s\n", inh[a].where,
+				strerror(-rc));
+			status = EXIT_OSERR;
+			free(lfds);
+			goto out;
+		}
+		snprintf(bound[nlisten + a], sizeof(bound[0]), "%s from=service_manager%s%s%s",
+			 inh[a].where, inh[a].name[0] ? " name=\"" : "", inh[a].name,
+			 inh[a].name[0] ? "\"" : "");
+	}
 	free(lfds);
 	status = bind_metrics(cfg, mfds, mwhere);
 	if (status)
 		goto out;
 	nmfds = cfg->nmetrics;
+	/* Everything privileged (binding) is done: become --user before any worker starts. */
+	if (cfg->user[0]) {
+		char perr[256];
+		const char *paths[CONFIG_MAX_LISTEN];
+		for (int i = 0; i < nfiles; i++)
+			paths[i] = files[i].path;
+		status = privileges_drop(cfg->user, paths, nfiles, perr, sizeof(perr));
+		if (status) {
+			fprintf(stderr, "echod: %s\n", perr);
+			goto out;
+		}
+	} else if (geteuid() == 0) {
+		log_msg(LOG_WARN, "running_as_root", "msg=\"echod needs no privilege once bound: "
+			"give --user NAME (or let systemd pass the sockets to an unprivileged "
+			"service)\"");
+	}
 	/* Only now, with nothing left to fail at start-up, say what runs. */
 	log_msg(LOG_INFO, "backend", "name=%s chosen_by=%s%s%s%s", be->name,
 		strcmp(cfg->backend, "auto") == 0 ? "auto" : "flag", why[0] ? " skipped=\"" : "",
 		why, why[0] ? "\"" : "");
 	warn_fd_limit(cfg, be);
-	for (int a = 0; a < cfg->nlisten; a++)
+	for (int a = 0; a < nlisten + ninh; a++)
 		log_msg(LOG_INFO, "listening", "addr=%s", bound[a]);
 	for (int a = 0; a < nmfds; a++)
 		log_msg(LOG_INFO, "metrics", "addr=%s paths=/metrics,/healthz,/readyz", mwhere[a]);
@@ -361,7 +418,10 @@ int server_run(const struct echod_config *cfg)
 			break;
 		}
 	}
-	struct supervisor sv = { .cfg = cfg, .sh = &sh, .ws = ws, .n = started };
+	struct sdnotify notify;
+	sdnotify_open(&notify);
+	struct supervisor sv = { .cfg = cfg, .sh = &sh, .ws = ws, .n = started, .notify = &notify,
+				 .backend = be->name };
 	struct metrics_view mv = { .ws = ws, .n = started, .sh = &sh, .backend = be->name,
 				   .start_time = (double)started_at.tv_sec +
 						 (double)started_at.tv_nsec / 1e9 };
@@ -404,6 +464,7 @@ int server_run(const struct echod_config *cfg)
 	worker_stats_format(line, sizeof(line), &total);
 	worker_udp_format(uline, sizeof(uline), &udp);
 	log_msg(LOG_INFO, "stopped", "%s %s status=%d", line, uline, status);
+	sdnotify_close(&notify);
 out:
 	/* Workers that ran closed their own listeners; these never started. */
 	for (unsigned i = started; i < n; i++)

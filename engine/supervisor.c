@@ -19,6 +19,12 @@
  *
  * Watchdog: the workers must be gone --drain-timeout + 2 s after the first TERM/INT (2 s after
  * a cut). If one is not, the main thread logs which and ends the process with status 1.
+ *
+ * The service manager, when there is one (NOTIFY_SOCKET): READY=1 once every worker listens
+ * (each tells the main thread with WORKER_NOTIFY_SIG), STOPPING=1 at the first TERM/INT, and
+ * every few seconds STATUS= with the open connections; with WATCHDOG_USEC set, WATCHDOG=1 at
+ * half that interval, sent only when every worker has answered within a second, so a stuck
+ * loop (not just a live main thread) makes systemd restart echod.
  */
 #include "supervisor.h"
 
@@ -35,6 +41,8 @@
 #define WATCHDOG_MARGIN_MS 2000
 /* How long the USR1 line waits for busy workers' counters before it is logged without them. */
 #define STATS_WAIT_MS 1000
+/* STATUS= this often without a watchdog (with one: at half its interval). */
+#define NOTIFY_STATUS_MS 5000
 
 /* The signals echod takes, all waited for by the main thread (see the top comment). */
 static const struct {
@@ -75,6 +83,8 @@ void supervisor_begin_stop(struct supervisor *sv, int sig)
 	log_msg(LOG_INFO, "stopping", "signal=%s drain_timeout_ms=%u",
 		sig > 0 ? supervisor_signal_name(sig) : "none", sv->cfg->drain_timeout_ms);
 	ask_all(sv, REQ_STOP);
+	sdnotify_send(sv->notify, "STOPPING=1\nSTATUS=draining (signal %s)",
+		      sig > 0 ? supervisor_signal_name(sig) : "none: a worker failed");
 	sv->stop_ms = loop_clock_ms();
 	sv->deadline_ms = sv->stop_ms + sv->cfg->drain_timeout_ms + WATCHDOG_MARGIN_MS;
 }
@@ -194,6 +204,43 @@ static _Noreturn void watchdog_fire(struct supervisor *sv)
 	_exit(1);
 }
 
+static uint64_t notify_every_ms(const struct supervisor *sv)
+{
+	uint64_t w = sv->notify->watchdog_ms / 2;
+	return w ? (w < NOTIFY_STATUS_MS ? (w ? w : 1) : NOTIFY_STATUS_MS) : NOTIFY_STATUS_MS;
+}
+
+/* READY=1 once every worker listens; then STATUS= (and WATCHDOG=1) on schedule. */
+static void notify_tick(struct supervisor *sv, uint64_t now)
+{
+	if (!sdnotify_enabled(sv->notify))
+		return;
+	if (!sv->ready_sent) {
+		if (sv->stop_sig || atomic_load(&sv->sh->listening) < sv->n)
+			return;
+		sdnotify_send(sv->notify, "READY=1\nSTATUS=serving: backend=%s workers=%u",
+			      sv->backend, sv->n);
+		sv->ready_sent = true;
+		sv->next_notify_ms = now + notify_every_ms(sv);
+		return;
+	}
+	if (now < sv->next_notify_ms)
+		return;
+	struct workers_snapshot got;
+	if (workers_collect(sv->ws, sv->n, STATS_WAIT_MS, &got) == 0) {
+		uint32_t conns = 0;
+		for (unsigned i = 0; i < got.n; i++)
+			conns += got.c[i].echo.conns;
+		bool all = got.replied == got.n;
+		sdnotify_send(sv->notify, "%sSTATUS=%s: backend=%s workers=%u answering=%u conns=%u",
+			      all && sv->notify->watchdog_ms ? "WATCHDOG=1\n" : "",
+			      sv->stop_sig ? "draining" : "serving", sv->backend, got.n, got.replied,
+			      conns);
+		workers_snapshot_free(&got);
+	}
+	sv->next_notify_ms = loop_clock_ms() + notify_every_ms(sv);
+}
+
 static int ms_until(uint64_t now, uint64_t when)
 {
 	if (when <= now)
@@ -221,6 +268,12 @@ void supervise(struct supervisor *sv)
 			if (now >= sv->deadline_ms)
 				watchdog_fire(sv);
 			timeout = ms_until(now, sv->deadline_ms);
+		}
+		notify_tick(sv, now);
+		if (sv->ready_sent) {
+			int t = ms_until(loop_clock_ms(), sv->next_notify_ms);
+			if (timeout < 0 || t < timeout)
+				timeout = t;
 		}
 		struct timespec ts = { .tv_sec = timeout / 1000,
 				       .tv_nsec = (long)(timeout % 1000) * 1000000 };

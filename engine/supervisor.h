@@ -5,6 +5,7 @@
 
 #include <signal.h>
 
+#include "sdnotify.h"
 #include "worker.h"
 
 /* The main thread's state from the workers' start to the last one's exit. */
@@ -17,6 +18,12 @@ struct supervisor {
 	int cut_sig;           /* the second one; 0: none */
 	uint64_t stop_ms;      /* when the stop began */
 	uint64_t deadline_ms;  /* the watchdog's, once stopping */
+	/* The service manager (NOTIFY_SOCKET): READY=1 once every worker listens, STATUS= and
+	 * WATCHDOG=1 every notify_every_ms while every worker answers, STOPPING=1 at the stop. */
+	struct sdnotify *notify;
+	const char *backend;
+	bool ready_sent;
+	uint64_t next_notify_ms;
 };
 
 /* The signals echod takes, and the workers' notification: blocked in every thread before any

@@ -111,8 +111,11 @@ void *worker_main(void *arg)
 		if (rc == 0)
 			w->fds[i] = -1; /* the echo server owns it now */
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		atomic_fetch_add(&w->sh->listening, 1);
+		/* The main thread tells the service manager READY=1 once all are listening. */
+		pthread_kill(w->sh->main_thread, WORKER_NOTIFY_SIG);
+	}
 	if (rc == 0)
 		rc = loop_run(&loop);
 	if (rc < 0)

@@ -14,6 +14,9 @@
 #include "echo.h"
 #include "reactor.h"
 
+/* Listeners per worker: every --listen, and as many sockets again from a service manager. */
+#define WORKER_MAX_LISTEN (2 * CONFIG_MAX_LISTEN)
+
 /* What the main thread asks of a worker (bits of worker.requests). */
 #define REQ_STOP  0x1u /* drain: echo_server_stop() */
 #define REQ_CUT   0x2u /* stop now: echo_server_cut() */
@@ -58,8 +61,10 @@ struct worker {
 	const struct backend *be;
 	struct shared *sh;
 	struct loop_config lcfg;
-	int fds[CONFIG_MAX_LISTEN]; /* this worker's own listener fds; -1 once handed on */
-	enum listen_kind kinds[CONFIG_MAX_LISTEN];
+	/* This worker's own listener fds (-1 once handed on): --listen's, then the service
+	 * manager's. */
+	int fds[WORKER_MAX_LISTEN];
+	enum listen_kind kinds[WORKER_MAX_LISTEN];
 	int nfds;
 	int wake_fd;
 	uint64_t wake_val;

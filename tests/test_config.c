@@ -554,6 +554,27 @@ static void test_listener_kinds_refused(void **state)
 	expect_error(a10, "option '--proxy-protocol' takes no value");
 }
 
+static void test_user_flag(void **state)
+{
+	(void)state;
+	struct echod_config cfg;
+	char err[1024];
+	const char *ok[] = { "--user", "nobody", NULL };
+	assert_int_equal(parse(&cfg, err, ok), CONFIG_RUN);
+	assert_string_equal(cfg.user, "nobody");
+	assert_true(cfg.listen_default);
+	const char *none[] = { "-l", "127.0.0.1:7", NULL };
+	assert_int_equal(parse(&cfg, err, none), CONFIG_RUN);
+	assert_string_equal(cfg.user, "");
+	assert_false(cfg.listen_default);
+	const char *a1[] = { "--user", "a b", NULL };
+	expect_error(a1, "--user: 'a b' is not a user name (letters, digits, '_', '.', '-'; at "
+			 "most 32 characters)");
+	const char *a2[] = { "--user", "abcdefghijklmnopqrstuvwxyz0123456", NULL };
+	expect_error(a2, "--user: abcdefghijklmnopqrstuvwxyz0123456 is not a user name (letters, "
+			 "digits, '_', '.', '-'; at most 32 characters)");
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -575,6 +596,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_cli_exit_codes),
 		cmocka_unit_test(test_listener_kinds),
 		cmocka_unit_test(test_listener_kinds_refused),
+		cmocka_unit_test(test_user_flag),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
