@@ -14,8 +14,16 @@ CC       ?= cc
 CXX      ?= c++
 CFLAGS   ?= -O2 -g
 CXXFLAGS ?= -O2 -g
+# make install: GNU directory variables, each overridable; DESTDIR for staged installs.
+# SYSTEMDUNITDIR: with PREFIX=/usr, /usr/lib/systemd/system (Debian 12's own units are in
+# /lib/systemd/system, the same directory under its merged /usr); `pkg-config
+# --variable=systemdsystemunitdir systemd` prints the distribution's. systemd also reads
+# /usr/local/lib/systemd/system, the default.
 PREFIX   ?= /usr/local
 DESTDIR  ?=
+BINDIR   ?= $(PREFIX)/bin
+MANDIR   ?= $(PREFIX)/share/man
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 
 ifdef SANITIZE
 BUILD    ?= build/san
@@ -62,7 +70,7 @@ TEST_HELPERS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/helper_*.
 TESTLIB_SRC := $(wildcard tests/lib_*.c)
 TESTLIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(TESTLIB_SRC))
 
-.PHONY: all deps run test check test-plain test-san bench compare install clean
+.PHONY: all deps run test check test-plain test-san bench compare install uninstall clean
 all: $(BIN) $(TEST_BIN) $(TEST_HELPERS)
 
 deps:
@@ -99,8 +107,9 @@ run: deps
 # were missing (the io_uring backends and the metrics port left out: everything else must still
 # build and pass; its epoll/poll/select rounds of the end-to-end suites are the full builds'
 # own, so run-suite --light skips them there); then, on a ThreadSanitizer build, the suites
-# where threads meet: signals (main thread and workers), and the integration, metrics and UDP
-# cases with several workers (the metrics thread asks them; UDP workers share a port group);
+# where threads meet: signals (main thread and workers), and the integration, metrics, UDP and
+# systemd cases with several workers (the metrics thread asks them; UDP workers share a port
+# group; workers share a passed listener);
 # then a short run of the PROXY parser's fuzzer. cmocka's summary per binary, then one
 # `N passed, N failed` line per build and a total.
 SAN_BUILD := build/san
@@ -108,7 +117,7 @@ NOURING_BUILD := build/nouring
 TSAN_BUILD := build/tsan
 TSAN_TESTS := $(TSAN_BUILD)/echod $(TSAN_BUILD)/echoload $(TSAN_BUILD)/tests/test_signals \
 	      $(TSAN_BUILD)/tests/test_integration $(TSAN_BUILD)/tests/test_metrics \
-	      $(TSAN_BUILD)/tests/test_udp
+	      $(TSAN_BUILD)/tests/test_udp $(TSAN_BUILD)/tests/test_systemd
 # The four builds compile on every core (a plain `make test` would compile them one file at a
 # time, a fifth of the ten minutes the suite may take); a -j given by the caller wins.
 TEST_JOBS := $(if $(filter -j%,$(MAKEFLAGS)),,-j$(shell nproc 2>/dev/null || echo 2))
@@ -176,9 +185,36 @@ fuzz: deps
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=1200 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_BUILD)/corpus
 
+# --- installing ------------------------------------------------------------------------------
+# make install [PREFIX=/usr] [DESTDIR=stage] [BUILD=dir]: the three programs, their manual pages
+# and the systemd units, nothing else; make uninstall removes exactly those (directories stay:
+# they are shared). The programs are prerequisites, so `make && sudo make install` installs
+# what `make` built and compiles nothing as root. echod.service's ExecStart= names the installed
+# echod ($(BINDIR), without DESTDIR): sed rewrites the repo's /usr/bin/echod on the way.
+INSTALL_BIN  := echod echoload echoclient
+INSTALL_MAN1 := echoload.1 echoclient.1
+INSTALL_MAN8 := echod.8
+INSTALL_UNIT := echod.service echod.socket
+
 install: $(BUILD)/echod $(BUILD)/echoclient $(BUILD)/echoload
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $^ $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSTEMDUNITDIR)
+	install -m 0755 $^ $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(addprefix tools/man/,$(INSTALL_MAN1)) $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(addprefix tools/man/,$(INSTALL_MAN8)) $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 tools/systemd/echod.socket $(DESTDIR)$(SYSTEMDUNITDIR)/
+	sed 's|^ExecStart=/usr/bin/echod |ExecStart=$(BINDIR)/echod |' tools/systemd/echod.service \
+		>$(DESTDIR)$(SYSTEMDUNITDIR)/echod.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/echod.service
+	@grep -q '^ExecStart=$(BINDIR)/echod ' $(DESTDIR)$(SYSTEMDUNITDIR)/echod.service || \
+		{ echo "install: echod.service: no ExecStart=/usr/bin/echod line to point at" \
+		  "$(BINDIR)/echod" >&2; exit 1; }
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(INSTALL_BIN)) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man1/,$(INSTALL_MAN1)) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man8/,$(INSTALL_MAN8)) \
+		$(addprefix $(DESTDIR)$(SYSTEMDUNITDIR)/,$(INSTALL_UNIT))
 
 clean:
 	rm -rf build
