@@ -431,7 +431,7 @@ static void test_usage_states_ranges(void **state)
 			       "16 to 32768 [2048]", "512 to 1M [8K]", "at most 86400 [0]",
 			       "at most 3600 [5]", "0.001 and more; no hex, exponents, inf or nan",
 			       "0 = close at once", "--metrics HOST:PORT", "/metrics", "/healthz",
-			       "/readyz", NULL };
+			       "/readyz", "0.001 to 3600 [5]", "0 to 10000000 [1000]", NULL };
 	for (int i = 0; must[i]; i++) {
 		if (!strstr(text, must[i]))
 			fail_msg("--help lacks \"%s\"", must[i]);
