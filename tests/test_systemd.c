@@ -103,18 +103,28 @@ static void stop(struct child *c)
 	assert_int_equal(st, 0);
 }
 
-static void test_passed_tcp_and_unix(void **state)
+static void test_passed_tcp_ipv6_and_unix(void **state)
 {
 	(void)state;
-	int port = free_port(SOCK_STREAM);
-	char l1[32], path[64];
+	int port = free_port(SOCK_STREAM), port6 = free_port(SOCK_STREAM);
+	char l1[32], l6[32], path[64];
 	snprintf(l1, sizeof(l1), "127.0.0.1:%d", port);
+	snprintf(l6, sizeof(l6), "[::1]:%d", port6);
 	snprintf(path, sizeof(path), "/tmp/echod-sa-%d.sock", (int)getpid());
 	unlink(path);
-	const char *sa[] = { "-l", l1, "-l", path, "--fdname=echo:local", NULL };
+	const char *sa[] = { "-l", l1, "-l", path, "-l", l6, "--fdname=echo:local:echo6", NULL };
 	struct child c;
 	activate(&c, sa, NULL);
 	tcp_echo(port, "over the passed TCP socket");
+	int fd6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in6 to6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port6),
+				    .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	assert_int_equal(connect(fd6, (struct sockaddr *)&to6, sizeof(to6)), 0);
+	assert_int_equal(send_all(fd6, "over IPv6", 9), 0);
+	char back6[9];
+	assert_int_equal(recv_exact(fd6, back6, 9), 9);
+	assert_memory_equal(back6, "over IPv6", 9);
+	close(fd6);
 	proc_unix_path = path;
 	tcp_echo(0, "over the passed Unix socket");
 	proc_unix_path = NULL;
@@ -124,6 +134,9 @@ static void test_passed_tcp_and_unix(void **state)
 		 "name=\"echo\"", port);
 	assert_true(proc_log_has(&c, want));
 	assert_true(proc_log_has(&c, "from=service_manager name=\"local\""));
+	snprintf(want, sizeof(want), "event=listening addr=[::1]:%d from=service_manager "
+		 "name=\"echo6\"", port6);
+	assert_true(proc_log_has(&c, want));
 	/* The default address is not bound when sockets are passed. */
 	assert_false(proc_log_has(&c, "addr=127.0.0.1:65432"));
 	proc_cleanup(&c);
@@ -372,7 +385,7 @@ int main(int argc, char **argv)
 	(void)argc;
 	proc_init(argv[0]);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_passed_tcp_and_unix, test_kill_strays),
+		cmocka_unit_test_teardown(test_passed_tcp_ipv6_and_unix, test_kill_strays),
 		cmocka_unit_test_teardown(test_passed_udp, test_kill_strays),
 		cmocka_unit_test_teardown(test_passed_unix_datagram_refused, test_kill_strays),
 		cmocka_unit_test_teardown(test_threads_share_passed_listener, test_kill_strays),
