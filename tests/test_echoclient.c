@@ -27,6 +27,7 @@
 
 #include <cmocka.h>
 
+#include "lib_backends.h"
 #include "lib_proc.h"
 
 #define BIG_LINE (16u << 20)
@@ -318,6 +319,95 @@ static void test_bad_timeout_exits_64(void **state)
 	proc_cleanup(&cl);
 }
 
+/* A port nothing listens on (bound, then closed). */
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	close(fd);
+	return ntohs(sa.sin_port);
+}
+
+/* --probe, as an exec health check runs it: 0 and silent against echod; 1 with one line when
+ * the server accepts and never echoes; 2 with one line when nothing accepts; 64 with -i. */
+static void test_probe_exit_codes(void **state)
+{
+	(void)state;
+	struct child d, cl;
+	const char *dargs[] = { "--listen", "127.0.0.1:0", NULL };
+	assert_int_equal(echod_start(&d, 0, NULL, dargs), 0);
+	char port[8];
+	snprintf(port, sizeof(port), "%d", d.port);
+	const char *up[] = { "--port", port, "--probe", "--timeout", "2", NULL };
+	assert_int_equal(run_client(up, 5000, &cl, NULL), 0);
+	char *out = read_path(cl.out_path), *err = proc_log(&cl);
+	assert_string_equal(out, "");
+	assert_string_equal(err, "");
+	free(out);
+	free(err);
+	proc_cleanup(&cl);
+	const char *msg[] = { "--port", port, "--probe", "custom", NULL };
+	assert_int_equal(run_client(msg, 5000, &cl, NULL), 0);
+	proc_cleanup(&cl);
+	assert_int_equal(proc_stop(&d, SIGTERM, 10000), 0);
+	/* Two probes: each one message of its own, echoed (and no other traffic). */
+	assert_int_equal(test_stop_count(&d, "accepted="), 2);
+	proc_cleanup(&d);
+
+	int p = silent_listener(16, 0);
+	snprintf(port, sizeof(port), "%d", p);
+	const char *silent[] = { "--port", port, "--probe", "--timeout", "0.3", NULL };
+	assert_int_equal(run_client(silent, 5000, &cl, NULL), 1);
+	err = proc_log(&cl);
+	assert_int_equal(count_lines(err), 1);
+	assert_non_null(strstr(err, "no echo from"));
+	free(err);
+	proc_cleanup(&cl);
+
+	char down[8];
+	snprintf(down, sizeof(down), "%d", free_port());
+	const char *refused[] = { "--port", down, "--probe", NULL };
+	assert_int_equal(run_client(refused, 5000, &cl, NULL), 2);
+	err = proc_log(&cl);
+	assert_int_equal(count_lines(err), 1);
+	assert_non_null(strstr(err, "Connection refused"));
+	free(err);
+	proc_cleanup(&cl);
+
+	const char *both[] = { "--probe", "-i", NULL };
+	assert_int_equal(run_client(both, 5000, &cl, NULL), 64);
+	proc_cleanup(&cl);
+}
+
+/* A port getaddrinfo would wrap (99999) or look up as a service name is refused up front. */
+static void test_bad_port_exits_64(void **state)
+{
+	(void)state;
+	static const char *const bad[] = { "0", "65536", "99999", "-1", "echo", "", "7x" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		struct child cl;
+		const char *args[] = { "--port", bad[i], NULL };
+		int rc = run_client(args, 5000, &cl, NULL);
+		char *err = proc_log(&cl);
+		if (rc != 64 || count_lines(err) != 1 || !strstr(err, "--port"))
+			print_error("--port '%s': exit %d, stderr:\n%s", bad[i], rc, err);
+		assert_int_equal(rc, 64);
+		assert_int_equal(count_lines(err), 1);
+		free(err);
+		proc_cleanup(&cl);
+	}
+	struct child cl;
+	const char *version[] = { "--version", NULL };
+	assert_int_equal(run_client(version, 5000, &cl, NULL), 0);
+	char *out = read_path(cl.out_path);
+	assert_true(strncmp(out, "echoclient ", 11) == 0);
+	free(out);
+	proc_cleanup(&cl);
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -329,6 +419,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_silent_server_default_timeout, teardown),
 		cmocka_unit_test_teardown(test_connect_times_out, teardown),
 		cmocka_unit_test_teardown(test_bad_timeout_exits_64, teardown),
+		cmocka_unit_test_teardown(test_probe_exit_codes, teardown),
+		cmocka_unit_test_teardown(test_bad_port_exits_64, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,9 @@
  *                          send MESSAGE (default "Hello, world"), read back exactly as many
  *                          bytes, print Received '...'
  *   echoclient -i          send each line of stdin, print each echo
+ *   echoclient --probe     a health check (Kubernetes exec probe, keepalived MISC_CHECK):
+ *                          one unique message, silent on success; exit 0 healthy, 1 connected
+ *                          but no byte-exact echo in time, 2 cannot connect
  *
  * Exit 0 when every echo matched; 1 when one differed, the server could not be reached, or it
  * went silent for --timeout seconds (each with one line saying why); 64 on bad usage.
@@ -31,7 +34,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h" /* ECHOD_VERSION: the tools carry the server's version */
+
 #define EXIT_FAIL 1
+#define EXIT_DOWN 2 /* --probe: nothing accepted the connection */
 #define EXIT_USAGE 64
 #define MIN_TIMEOUT_S 0.001 /* poll() counts milliseconds */
 #define MAX_TIMEOUT_S 86400
@@ -41,6 +47,7 @@ struct target {
 	char where[320];  /* host:port as the user gave it, [v6]:port for IPv6 literals */
 	double timeout_s; /* as given, for messages */
 	int timeout_ms;   /* for poll() */
+	bool quiet;       /* --probe: print nothing when the echo matches */
 };
 
 static int64_t mono_ms(void)
@@ -217,7 +224,8 @@ static int round_trip(const struct target *t, int fd, const char *msg, size_t le
 		}
 	}
 	bool differs = !eof && memcmp(back, msg, len) != 0;
-	int bad = print_echo(back, got) < 0 || eof || differs;
+	bool printed = t->quiet && !eof && !differs ? true : print_echo(back, got) == 0;
+	int bad = !printed || eof || differs;
 	if (eof)
 		fprintf(stderr, "echoclient: server closed after %zu of %zu bytes\n", got, len);
 	else if (differs)
@@ -258,34 +266,60 @@ static int parse_timeout(const char *s, struct target *t)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: echoclient [--host H] [--port P] [--timeout S] [-i] [MESSAGE]\n"
-		"  --host H     server address [127.0.0.1]\n"
-		"  --port P     server port [65432]\n"
-		"  --timeout S  seconds to wait for the connection, and for echo bytes each time\n"
-		"               none are moving; fractions allowed [5]\n"
-		"  -i           interactive: send each line of standard input, print its echo\n"
-		"  MESSAGE      what to send [Hello, world]\n"
+		"Usage: echoclient [--host H] [--port P] [--timeout S] [-i | --probe] [MESSAGE]\n"
+		"  --host H           server address [127.0.0.1]\n"
+		"  --port P           server port, 1 to 65535 [65432]\n"
+		"  --timeout S        seconds to wait for the connection, and for echo bytes each\n"
+		"                     time none are moving; 0.001 to 86400, fractions allowed [5]\n"
+		"  -i, --interactive  send each line of standard input, print its echo\n"
+		"  --probe            health check: send one unique message (or MESSAGE), print\n"
+		"                     nothing if it comes back byte-exact; exit 0 healthy, 1\n"
+		"                     connected but no exact echo within the timeout, 2 cannot\n"
+		"                     connect (for Kubernetes exec probes, keepalived MISC_CHECK)\n"
+		"  -h, --help         this help\n"
+		"  -V, --version      version\n"
+		"  MESSAGE            what to send [Hello, world]\n"
 		"Exit 0 if every echo matched; 1 if one differed, the server could not be reached\n"
-		"or went silent for the timeout; 64 on bad usage.\n");
+		"or went silent for the timeout (--probe: 2 if it could not be reached); 64 on bad\n"
+		"usage.\n");
+}
+
+/* A port to connect to: 1 to 65535, decimal (getaddrinfo would take "99999" and wrap it, or
+ * look a name up in /etc/services). 0, or EXIT_USAGE after one line. */
+static int check_port(const char *s)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (!isdigit((unsigned char)s[0]) || *end != '\0' || errno != 0 || v < 1 || v > 65535)
+		return usage_error("--port: '%s' is not a port from 1 to 65535", s);
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
 	const char *host = "127.0.0.1", *port = "65432";
 	struct target t = { .timeout_s = 5, .timeout_ms = 5000 };
-	int interactive = 0;
+	int interactive = 0, probe = 0;
 	static const struct option opts[] = {
 		{ "host", required_argument, NULL, 'H' }, { "port", required_argument, NULL, 'p' },
 		{ "interactive", no_argument, NULL, 'i' }, { "help", no_argument, NULL, 'h' },
-		{ "timeout", required_argument, NULL, 'T' }, { NULL, 0, NULL, 0 },
+		{ "timeout", required_argument, NULL, 'T' }, { "probe", no_argument, NULL, 'P' },
+		{ "version", no_argument, NULL, 'V' }, { NULL, 0, NULL, 0 },
 	};
 	int c;
 	opterr = 0; /* our own one-line messages */
-	while ((c = getopt_long(argc, argv, ":H:p:ih", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":H:p:ihV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'H': host = optarg; break;
-		case 'p': port = optarg; break;
+		case 'p':
+			if (check_port(optarg) != 0)
+				return EXIT_USAGE;
+			port = optarg;
+			break;
 		case 'i': interactive = 1; break;
+		case 'P': probe = 1; break;
+		case 'V': printf("echoclient %s\n", ECHOD_VERSION); return 0;
 		case 'T':
 			if (parse_timeout(optarg, &t) != 0)
 				return EXIT_USAGE;
@@ -306,10 +340,13 @@ int main(int argc, char **argv)
 	if (interactive && optind < argc)
 		return usage_error("-i reads its messages from standard input, not '%s'",
 				   argv[optind]);
+	if (interactive && probe)
+		return usage_error("--probe sends one message; it cannot be combined with -i");
 	snprintf(t.where, sizeof(t.where), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
+	t.quiet = probe;
 	int fd = connect_to(&t, host, port);
 	if (fd < 0)
-		return EXIT_FAIL;
+		return probe ? EXIT_DOWN : EXIT_FAIL;
 	int bad = 0;
 	if (interactive) {
 		char *line = NULL;
@@ -327,6 +364,12 @@ int main(int argc, char **argv)
 			bad = 1;
 		}
 		free(line);
+	} else if (probe && optind == argc) {
+		/* Unique per probe, so an echo left over from an earlier one cannot pass for it. */
+		char msg[96];
+		int n = snprintf(msg, sizeof(msg), "echoclient probe pid=%d t=%lld\n", (int)getpid(),
+				 (long long)mono_ms());
+		bad = round_trip(&t, fd, msg, (size_t)n);
 	} else {
 		const char *msg = optind < argc ? argv[optind] : "Hello, world";
 		bad = round_trip(&t, fd, msg, strlen(msg));
