@@ -37,35 +37,35 @@ static const char *family_name(int family)
 /* Which kind of listener fd is, or -1 with why in err. */
 static int classify(int fd, const char *name, char *err, size_t len)
 {
+	/* "passed fd 3" or "passed fd 3 (echo)": how every line below names it. */
+	char what[96];
+	snprintf(what, sizeof(what), "passed fd %d%s%s%s", fd, *name ? " (" : "", name,
+		 *name ? ")" : "");
 	int type, domain, listening;
 	int rc = sockopt_int(fd, SO_TYPE, &type);
 	if (rc == -ENOTSOCK || rc == -EBADF) {
-		snprintf(err, len, "passed fd %d%s%s%s is not a socket; a .socket unit for echod "
-			 "lists ListenStream= or ListenDatagram= addresses", fd, *name ? " (" : "",
-			 name, *name ? ")" : "");
+		snprintf(err, len, "%s is not a socket; a .socket unit for echod lists ListenStream= "
+			 "or ListenDatagram= addresses", what);
 		return -1;
 	}
 	if (rc < 0 || (rc = sockopt_int(fd, SO_DOMAIN, &domain)) < 0 ||
 	    (rc = sockopt_int(fd, SO_ACCEPTCONN, &listening)) < 0) {
-		snprintf(err, len, "passed fd %d: cannot tell what it is: %s", fd, strerror(-rc));
+		snprintf(err, len, "%s: cannot tell what it is: %s", what, strerror(-rc));
 		return -1;
 	}
 	bool inet = domain == AF_INET || domain == AF_INET6;
 	if (type == SOCK_STREAM && (inet || domain == AF_UNIX)) {
 		if (listening)
 			return inet ? LISTEN_TCP : LISTEN_UNIX;
-		snprintf(err, len, "passed fd %d%s%s%s is a connected %s stream, not a listener: "
-			 "echod wants Accept=no in its .socket unit", fd, *name ? " (" : "", name,
-			 *name ? ")" : "", family_name(domain));
+		snprintf(err, len, "%s is a connected %s stream, not a listener: echod wants "
+			 "Accept=no in its .socket unit", what, family_name(domain));
 		return -1;
 	}
 	if (type == SOCK_DGRAM && inet)
 		return LISTEN_UDP;
-	snprintf(err, len, "passed fd %d%s%s%s is a %s %s socket; echod serves TCP and Unix stream "
-		 "listeners and UDP sockets", fd, *name ? " (" : "", name, *name ? ")" : "",
-		 family_name(domain), type == SOCK_DGRAM ? "datagram" : type == SOCK_SEQPACKET
-									? "seqpacket"
-									: "stream");
+	snprintf(err, len, "%s is a %s %s socket; echod serves TCP and Unix stream listeners and "
+		 "UDP sockets", what, family_name(domain),
+		 type == SOCK_DGRAM ? "datagram" : type == SOCK_SEQPACKET ? "seqpacket" : "stream");
 	return -1;
 }
 

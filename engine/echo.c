@@ -576,8 +576,10 @@ static void proxy_log_rejection(struct conn *c, const char *why)
 	srv->proxy_logged_at = now;
 }
 
-static void proxy_reject(struct conn *c, const char *why)
+/* Close a connection whose header is bad, missing or late, counted under `counter`. */
+static void proxy_reject(struct conn *c, const char *why, uint64_t *counter)
 {
+	(*counter)++;
 	proxy_log_rejection(c, why);
 	preamble_end(c);
 	conn_abort(c, ECHO_CLOSE_ERROR);
@@ -611,8 +613,8 @@ static uint32_t proxy_take(struct conn *c, struct buf *b, uint32_t n)
 	bool done;
 	int used = preamble_feed(c->pre, b->base, n, &info, &done);
 	if (used < 0) {
-		c->srv->stats.proxy_rejected++;
-		proxy_reject(c, info.error ? info.error : proxy_strerror(used));
+		proxy_reject(c, info.error ? info.error : proxy_strerror(used),
+			     &c->srv->stats.proxy_rejected);
 		return 0;
 	}
 	if (!done)
@@ -629,8 +631,8 @@ static void on_proxy_deadline(struct loop *loop, struct loop_timer *t)
 	struct preamble *p;
 	while ((p = srv->preambles.head) && loop->now_ms - p->started_ms >= srv->lim.proxy_timeout_ms) {
 		struct conn *c = p->owner;
-		srv->stats.proxy_timeouts++;
-		proxy_reject(c, "no complete PROXY header in time (--proxy-timeout)");
+		proxy_reject(c, "no complete PROXY header in time (--proxy-timeout)",
+			     &srv->stats.proxy_timeouts);
 		conn_step(c);
 	}
 	if (p)
@@ -660,18 +662,15 @@ static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
 	if (res > 0 && c->pre && !c->closing && !c->wr_shut) {
 		struct buf b = op->buf;
 		res = (int)proxy_take(c, &b, (uint32_t)res);
-		if (res == 0)
-			loop_buf_release(srv->loop, op->buf.bid);
-		else
-			op->buf = b;
 		if (res == 0) {
+			loop_buf_release(srv->loop, op->buf.bid);
 			if (!(cflags & OPF_MORE) || c->closing)
 				conn_step(c);
 			return;
 		}
+		op->buf = b; /* what followed the header: echoed below like any data */
 	} else if (res == 0 && c->pre && !c->closing) {
-		srv->stats.proxy_rejected++;
-		proxy_reject(c, "closed before a complete PROXY header");
+		proxy_reject(c, "closed before a complete PROXY header", &srv->stats.proxy_rejected);
 	}
 	if (res > 0 && !c->closing && !c->wr_shut) {
 		srv->stats.bytes_in += (uint64_t)res;

@@ -41,6 +41,17 @@
 #define DGRAM_BUFFERS 64
 #define DGRAM_PAYLOAD 65536u /* IPv4's largest payload is 65,507 bytes, IPv6's 65,527 */
 
+/* Give worker i the listener fd fds[i] of `kind` (-1: that worker does not serve it). */
+static void hand_out(struct worker *ws, unsigned n, enum listen_kind kind, const int *fds)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (fds[i] < 0)
+			continue;
+		ws[i].kinds[ws[i].nfds] = kind;
+		ws[i].fds[ws[i].nfds++] = fds[i];
+	}
+}
+
 /* What to do about a listener that could not be opened, where the error alone does not say. */
 static const char *listen_hint(const struct config_listener *l, int rc)
 {
@@ -326,10 +337,7 @@ int server_run(const struct echod_config *cfg)
 			goto out;
 		}
 		nfiles += files[nfiles].set;
-		for (unsigned i = 0; i < n; i++) {
-			ws[i].kinds[ws[i].nfds] = l->kind;
-			ws[i].fds[ws[i].nfds++] = lfds[i];
-		}
+		hand_out(ws, n, l->kind, lfds);
 	}
 	/* A passed stream listener is shared like our own (dups: one accept queue). A passed UDP
 	 * socket is one socket: binding more group members for the other workers would need the
@@ -338,14 +346,14 @@ int server_run(const struct echod_config *cfg)
 	for (int a = 0; a < ninh; a++) {
 		int rc = 0;
 		if (inh[a].kind == LISTEN_UDP) {
-			ws[0].kinds[ws[0].nfds] = LISTEN_UDP;
-			ws[0].fds[ws[0].nfds++] = inh[a].fd;
-		} else if ((rc = listener_share(inh[a].fd, n, lfds)) == 0) {
-			for (unsigned i = 0; i < n; i++) {
-				ws[i].kinds[ws[i].nfds] = inh[a].kind;
-				ws[i].fds[ws[i].nfds++] = lfds[i];
-			}
+			lfds[0] = inh[a].fd;
+			for (unsigned i = 1; i < n; i++)
+				lfds[i] = -1;
+		} else {
+			rc = listener_share(inh[a].fd, n, lfds);
 		}
+		if (rc == 0)
+			hand_out(ws, n, inh[a].kind, lfds);
 		if (rc < 0) {
 			fprintf(stderr, "echod: cannot share the passed socket %s: %s\n", inh[a].where,
 				strerror(-rc));

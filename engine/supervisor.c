@@ -204,10 +204,12 @@ static _Noreturn void watchdog_fire(struct supervisor *sv)
 	_exit(1);
 }
 
+/* Half the watchdog's interval (at least 1 ms), or NOTIFY_STATUS_MS if that is sooner. */
 static uint64_t notify_every_ms(const struct supervisor *sv)
 {
-	uint64_t w = sv->notify->watchdog_ms / 2;
-	return w ? (w < NOTIFY_STATUS_MS ? (w ? w : 1) : NOTIFY_STATUS_MS) : NOTIFY_STATUS_MS;
+	uint64_t wd = sv->notify->watchdog_ms;
+	uint64_t half = wd ? (wd / 2 ? wd / 2 : 1) : NOTIFY_STATUS_MS;
+	return half < NOTIFY_STATUS_MS ? half : NOTIFY_STATUS_MS;
 }
 
 /* READY=1 once every worker listens; then STATUS= (and WATCHDOG=1) on schedule. */

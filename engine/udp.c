@@ -368,14 +368,6 @@ bool udp_echo_any_armed(const struct udp_echo *u)
 	return false;
 }
 
-uint32_t udp_echo_buffers_held(const struct udp_echo *u)
-{
-	uint32_t n = 0;
-	for (int i = 0; i < u->nports; i++)
-		n += u->ports[i].inflight;
-	return n;
-}
-
 void udp_echo_fini(struct udp_echo *u)
 {
 	for (int i = 0; i < u->nports; i++) {

@@ -102,7 +102,5 @@ bool udp_echo_done(const struct udp_echo *u);
 bool udp_echo_any_armed(const struct udp_echo *u);
 /* After the loop's last run: close what is left and free. */
 void udp_echo_fini(struct udp_echo *u);
-/* Datagram buffers held by replies in flight. */
-uint32_t udp_echo_buffers_held(const struct udp_echo *u);
 
 #endif

@@ -349,6 +349,21 @@ int proc_count_fds(pid_t pid)
 
 const char *proc_unix_path;
 
+int free_port(int socktype)
+{
+	int fd = socket(AF_INET, socktype | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+			 getsockname(fd, (struct sockaddr *)&sa, &len) == 0
+		 ? ntohs(sa.sin_port)
+		 : -1;
+	close(fd);
+	return rc;
+}
+
 int tcp_connect(int port)
 {
 	int fd = socket(proc_unix_path ? AF_UNIX : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

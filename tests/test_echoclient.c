@@ -319,18 +319,6 @@ static void test_bad_timeout_exits_64(void **state)
 	proc_cleanup(&cl);
 }
 
-/* A port nothing listens on (bound, then closed). */
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	close(fd);
-	return ntohs(sa.sin_port);
-}
-
 /* --probe, as an exec health check runs it: 0 and silent against echod; 1 with one line when
  * the server accepts and never echoes; 2 with one line when nothing accepts; 64 with -i. */
 static void test_probe_exit_codes(void **state)
@@ -368,7 +356,7 @@ static void test_probe_exit_codes(void **state)
 	proc_cleanup(&cl);
 
 	char down[8];
-	snprintf(down, sizeof(down), "%d", free_port());
+	snprintf(down, sizeof(down), "%d", free_port(SOCK_STREAM));
 	const char *refused[] = { "--port", down, "--probe", NULL };
 	assert_int_equal(run_client(refused, 5000, &cl, NULL), 2);
 	err = proc_log(&cl);

@@ -573,19 +573,6 @@ static void test_echoclient_threads_ipv6(void **state)
 
 /* --- issue 17: listeners shared by the workers, --max-conns for the whole process ---------- */
 
-/* A port nobody listens on now (the kernel's pick for port 0, released again). */
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(fd >= 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	close(fd);
-	return ntohs(sa.sin_port);
-}
-
 /* A second echod on a busy port exits 71 with --threads 2 as with one worker: with a
  * SO_REUSEPORT listener per worker it used to start and quietly take part of the traffic. */
 static void test_threads_busy_port(void **state)
@@ -639,7 +626,7 @@ static void test_threads_same_address_twice(void **state)
 	(void)state;
 	struct child b;
 	char addr[32], expect[192];
-	snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port(SOCK_STREAM));
 	const char *args[] = { "--listen", addr, "--listen", addr, "--backend", test_backend_name(),
 			       "--threads", "2", NULL };
 	int st = -1;

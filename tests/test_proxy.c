@@ -224,17 +224,6 @@ static void test_unix_listener(void **state)
 
 /* ---- HAProxy in front ---------------------------------------------------------------------- */
 
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	close(fd);
-	return ntohs(sa.sin_port);
-}
-
 static const char *haproxy_path(void)
 {
 	static const char *const where[] = { "/usr/sbin/haproxy", "/usr/bin/haproxy",
@@ -327,7 +316,7 @@ static void test_haproxy_send_proxy(void **state)
 	struct child c, h;
 	const char *more[] = { "--proxy-protocol", "--log-level", "debug", NULL };
 	test_start_echod(&c, more);
-	int fe1 = free_port(), fe2 = free_port();
+	int fe1 = free_port(SOCK_STREAM), fe2 = free_port(SOCK_STREAM);
 	char cfg[64];
 	snprintf(cfg, sizeof(cfg), "/tmp/echod-haproxy-%d.cfg", (int)getpid());
 	FILE *f = fopen(cfg, "w");

@@ -48,17 +48,6 @@ static const char *need_activate(void)
 	return bin;
 }
 
-static int free_port(int type)
-{
-	int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	close(fd);
-	return ntohs(sa.sin_port);
-}
-
 /* systemd-socket-activate ARGS... -- echod on the current backend plus `extra`; returns once
  * it says it listens (it starts echod at the first connection or datagram). */
 static void activate(struct child *c, const char *const *sa_args, const char *const *extra)
