@@ -150,6 +150,10 @@ void config_usage(FILE *out)
 		"                             at most %u [0]\n"
 		"      --drain-timeout SECONDS on SIGTERM/SIGINT, time to flush queued echoes;\n"
 		"                             0 = close at once; at most %u [5]\n"
+		"      --drain-grace SECONDS  on SIGTERM/SIGINT, first serve (and accept) this long\n"
+		"                             with /readyz at 503, so a load balancer moves new\n"
+		"                             connections away and open ones finish; then the\n"
+		"                             drain; at most %u [0]\n"
 		"      --log-level LEVEL      error, warn, info, debug [info]\n"
 		"      --metrics HOST:PORT    serve GET /metrics (Prometheus), /healthz and\n"
 		"                             /readyz over HTTP there; repeatable; HOST:PORT as\n"
@@ -174,7 +178,7 @@ void config_usage(FILE *out)
 		show_size(cb_hi, sizeof(cb_hi), CONN_BUFFER_MAX), BUFFERS_MIN, BUFFERS_MAX,
 		show_size(bs_lo, sizeof(bs_lo), BUFFER_SIZE_MIN),
 		show_size(bs_hi, sizeof(bs_hi), BUFFER_SIZE_MAX), IDLE_TIMEOUT_MAX_S,
-		DRAIN_TIMEOUT_MAX_S);
+		DRAIN_TIMEOUT_MAX_S, DRAIN_TIMEOUT_MAX_S);
 }
 
 /* Digits to a number that saturates at UINT64_MAX instead of wrapping, so a huge value is
@@ -443,7 +447,7 @@ static int check_backend(const char *name, char *err, size_t len)
 }
 
 enum { OPT_LIST = 256, OPT_MAX_CONNS, OPT_CONN_BUFFER, OPT_BUFFERS, OPT_BUFFER_SIZE,
-       OPT_IDLE, OPT_DRAIN, OPT_LOG_LEVEL, OPT_METRICS, OPT_UNIX_MODE, OPT_PROXY, OPT_UDP_RATE,
+       OPT_IDLE, OPT_DRAIN, OPT_GRACE, OPT_LOG_LEVEL, OPT_METRICS, OPT_UNIX_MODE, OPT_PROXY, OPT_UDP_RATE,
        OPT_PROXY_TIMEOUT, OPT_USER };
 
 static const struct option long_opts[] = {
@@ -457,6 +461,7 @@ static const struct option long_opts[] = {
 	{ "buffer-size", required_argument, NULL, OPT_BUFFER_SIZE },
 	{ "idle-timeout", required_argument, NULL, OPT_IDLE },
 	{ "drain-timeout", required_argument, NULL, OPT_DRAIN },
+	{ "drain-grace", required_argument, NULL, OPT_GRACE },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 	{ "metrics", required_argument, NULL, OPT_METRICS },
 	{ "unix-mode", required_argument, NULL, OPT_UNIX_MODE },
@@ -658,6 +663,9 @@ static int apply(struct echod_config *cfg, int c, const char *arg, char *err, si
 	case OPT_DRAIN:
 		return parse_seconds("--drain-timeout", arg, DRAIN_TIMEOUT_MAX_S, "0 = close at once",
 				     &cfg->drain_timeout_ms, err, len);
+	case OPT_GRACE:
+		return parse_seconds("--drain-grace", arg, DRAIN_TIMEOUT_MAX_S, "0 = drain at once",
+				     &cfg->drain_grace_ms, err, len);
 	case OPT_LOG_LEVEL:
 		if (log_level_parse(arg, &cfg->log_level) < 0) {
 			struct shown sh;

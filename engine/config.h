@@ -44,7 +44,7 @@ struct echod_config {
 	uint32_t max_conns;
 	uint32_t conn_buffer;
 	uint32_t buffers, buffer_size;
-	uint32_t idle_timeout_ms, drain_timeout_ms;
+	uint32_t idle_timeout_ms, drain_timeout_ms, drain_grace_ms;
 	enum log_level log_level;
 	int unix_mode;       /* --unix-mode: permissions of unix: socket files; -1: the umask's */
 	bool proxy_protocol; /* --proxy-protocol: TCP and Unix connections begin with a header */

@@ -396,9 +396,10 @@ int server_run(const struct echod_config *cfg)
 	for (int a = 0; a < nmfds; a++)
 		log_msg(LOG_INFO, "metrics", "addr=%s paths=/metrics,/healthz,/readyz", mwhere[a]);
 	log_msg(LOG_INFO, "start", "version=%s backend=%s threads=%u max_conns=%u conn_buffer=%u "
-		"buffers=%u buffer_size=%u idle_timeout_ms=%u drain_timeout_ms=%u fd_limit=%u",
-		ECHOD_VERSION, be->name, n, cfg->max_conns, cfg->conn_buffer, cfg->buffers,
-		cfg->buffer_size, cfg->idle_timeout_ms, cfg->drain_timeout_ms, lcfg.max_fds);
+		"buffers=%u buffer_size=%u idle_timeout_ms=%u drain_timeout_ms=%u drain_grace_ms=%u "
+		"fd_limit=%u", ECHOD_VERSION, be->name, n, cfg->max_conns, cfg->conn_buffer,
+		cfg->buffers, cfg->buffer_size, cfg->idle_timeout_ms, cfg->drain_timeout_ms,
+		cfg->drain_grace_ms, lcfg.max_fds);
 
 	for (; started < n; started++) {
 		struct worker *w = &ws[started];

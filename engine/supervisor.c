@@ -9,16 +9,19 @@
  * eventfd. Counters come back through workers_collect() (one mutex, one condition variable),
  * the same way the metrics thread gets them; whether a worker has exited through an atomic.
  *
- *   TERM, INT  first: graceful drain, bounded by --drain-timeout. Second: cut what is left and
- *              stop now (nginx and HAProxy do the same). Later ones are logged and ignored.
+ *   TERM, INT  first: /readyz turns 503; after --drain-grace (0 by default: at once), during
+ *              which echod serves and accepts as before so a load balancer can move new
+ *              connections elsewhere while the open ones finish, the graceful drain, bounded by
+ *              --drain-timeout. Second: cut what is left and stop now (nginx and HAProxy do the
+ *              same). Later ones are logged and ignored.
  *   HUP        logged and ignored: there is no configuration to reload.
  *   USR1       one event=stats line with the process's counters, each worker's taken by that
  *              worker in its own thread.
  *   USR2, ALRM, PROF  logged and ignored: echod uses none, and none should kill a server
  *              without its drain.
  *
- * Watchdog: the workers must be gone --drain-timeout + 2 s after the first TERM/INT (2 s after
- * a cut). If one is not, the main thread logs which and ends the process with status 1.
+ * Watchdog: the workers must be gone --drain-grace + --drain-timeout + 2 s after the first
+ * TERM/INT (2 s after a cut). If one is not, the main thread logs which and ends the process with status 1.
  *
  * The service manager, when there is one (NOTIFY_SOCKET): READY=1 once every worker listens
  * (each tells the main thread with WORKER_NOTIFY_SIG), STOPPING=1 at the first TERM/INT, and
@@ -75,18 +78,33 @@ static void ask_all(struct supervisor *sv, unsigned req)
 		worker_ask(&sv->ws[i], req);
 }
 
+/* The drain proper: the workers close their listeners and finish their connections. */
+static void begin_drain(struct supervisor *sv)
+{
+	sv->grace_end_ms = 0;
+	ask_all(sv, REQ_STOP);
+	sv->deadline_ms = loop_clock_ms() + sv->cfg->drain_timeout_ms + WATCHDOG_MARGIN_MS;
+}
+
 void supervisor_begin_stop(struct supervisor *sv, int sig)
 {
 	sv->stop_sig = sig;
 	/* Before the workers hear of it: /readyz turns 503 no later than the listeners close. */
 	atomic_store(&sv->sh->draining, true);
-	log_msg(LOG_INFO, "stopping", "signal=%s drain_timeout_ms=%u",
-		sig > 0 ? supervisor_signal_name(sig) : "none", sv->cfg->drain_timeout_ms);
-	ask_all(sv, REQ_STOP);
+	/* A worker that failed gets no grace: the process is already not what it was. */
+	uint32_t grace = sig > 0 ? sv->cfg->drain_grace_ms : 0;
+	log_msg(LOG_INFO, "stopping", "signal=%s drain_grace_ms=%u drain_timeout_ms=%u",
+		sig > 0 ? supervisor_signal_name(sig) : "none", grace, sv->cfg->drain_timeout_ms);
 	sdnotify_send(sv->notify, "STOPPING=1\nSTATUS=draining (signal %s)",
 		      sig > 0 ? supervisor_signal_name(sig) : "none: a worker failed");
 	sv->stop_ms = loop_clock_ms();
-	sv->deadline_ms = sv->stop_ms + sv->cfg->drain_timeout_ms + WATCHDOG_MARGIN_MS;
+	if (grace) {
+		/* 0 means no grace pending, so a clock at 0 cannot be mistaken for one. */
+		sv->grace_end_ms = sv->stop_ms + grace;
+		sv->deadline_ms = sv->grace_end_ms + sv->cfg->drain_timeout_ms + WATCHDOG_MARGIN_MS;
+	} else {
+		begin_drain(sv);
+	}
 }
 
 /* The second TERM/INT: whoever sends it wants the process gone now, not after the drain. The
@@ -94,6 +112,7 @@ void supervisor_begin_stop(struct supervisor *sv, int sig)
 static void begin_cut(struct supervisor *sv, int sig)
 {
 	sv->cut_sig = sig;
+	sv->grace_end_ms = 0;
 	ask_all(sv, REQ_CUT);
 	/* A cut takes no time: a worker still there 2 s later is stuck, not draining. */
 	uint64_t deadline = loop_clock_ms() + WATCHDOG_MARGIN_MS;
@@ -262,14 +281,21 @@ void supervise(struct supervisor *sv)
 			exited += worker_exited(&sv->ws[i]);
 		if (exited && !sv->stop_sig)
 			supervisor_begin_stop(sv, -1); /* a worker failed on its own: stop the rest */
+		else if (exited && sv->grace_end_ms)
+			begin_drain(sv); /* ... also during a grace */
 		if (exited == sv->n)
 			return;
 		uint64_t now = loop_clock_ms();
 		int timeout = -1;
+		if (sv->grace_end_ms && now >= sv->grace_end_ms) {
+			log_msg(LOG_INFO, "drain", "msg=\"grace over: closing listeners, finishing "
+				"connections\"");
+			begin_drain(sv);
+		}
 		if (sv->stop_sig) {
 			if (now >= sv->deadline_ms)
 				watchdog_fire(sv);
-			timeout = ms_until(now, sv->deadline_ms);
+			timeout = ms_until(now, sv->grace_end_ms ? sv->grace_end_ms : sv->deadline_ms);
 		}
 		notify_tick(sv, now);
 		if (sv->ready_sent) {

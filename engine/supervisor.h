@@ -17,6 +17,7 @@ struct supervisor {
 	int stop_sig;          /* the TERM/INT that began the stop; -1: a worker failed; 0: running */
 	int cut_sig;           /* the second one; 0: none */
 	uint64_t stop_ms;      /* when the stop began */
+	uint64_t grace_end_ms; /* --drain-grace: when the workers are asked to drain; 0: asked */
 	uint64_t deadline_ms;  /* the watchdog's, once stopping */
 	/* The service manager (NOTIFY_SOCKET): READY=1 once every worker listens, STATUS= and
 	 * WATCHDOG=1 every notify_every_ms while every worker answers, STOPPING=1 at the stop. */

@@ -64,6 +64,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.buffer_size, 8192);
 	assert_int_equal(cfg.idle_timeout_ms, 0);
 	assert_int_equal(cfg.drain_timeout_ms, 5000);
+	assert_int_equal(cfg.drain_grace_ms, 0);
 	assert_int_equal(cfg.log_level, LOG_INFO);
 }
 
@@ -75,7 +76,8 @@ static void test_every_flag(void **state)
 	const char *args[] = { "--listen", "127.0.0.1:7", "-l", "[::1]:8", "--backend", "epoll",
 			       "--threads", "4", "--max-conns", "77", "--conn-buffer", "1M",
 			       "--buffers", "512", "--buffer-size", "16K", "--idle-timeout", "2.5",
-			       "--drain-timeout", "0", "--log-level", "debug", NULL };
+			       "--drain-timeout", "0", "--drain-grace", "12.5", "--log-level",
+			       "debug", NULL };
 	assert_int_equal(parse(&cfg, err, args), CONFIG_RUN);
 	assert_int_equal(cfg.nlisten, 2);
 	assert_string_equal(cfg.listen[0].addr, "127.0.0.1:7");
@@ -88,6 +90,7 @@ static void test_every_flag(void **state)
 	assert_int_equal(cfg.buffer_size, 16384);
 	assert_int_equal(cfg.idle_timeout_ms, 2500);
 	assert_int_equal(cfg.drain_timeout_ms, 0);
+	assert_int_equal(cfg.drain_grace_ms, 12500);
 	assert_int_equal(cfg.log_level, LOG_DEBUG);
 	const char *eq[] = { "--backend=epoll", "--max-conns=5", NULL };
 	assert_int_equal(parse(&cfg, err, eq), CONFIG_RUN);
@@ -249,6 +252,13 @@ static void test_timeouts(void **state)
 		     "--idle-timeout: 86400.001 is out of range (0 to 86400)");
 	expect_error((const char *[]){ "--drain-timeout", "3601", NULL },
 		     "--drain-timeout: 3601 is out of range (0 to 3600)");
+	expect_error((const char *[]){ "--drain-grace", "3600.5", NULL },
+		     "--drain-grace: 3600.5 is out of range (0 to 3600)");
+	expect_error((const char *[]){ "--drain-grace", "-1", NULL },
+		     "--drain-grace: -1 is out of range (0 to 3600)");
+	expect_error((const char *[]){ "--drain-grace", "soon", NULL },
+		     "--drain-grace: soon is not a number of seconds (expected 0 to 3600, decimals "
+		     "like 1.5 allowed; 0 = drain at once)");
 	expect_error((const char *[]){ "--drain-timeout", "99999999999999999999999", NULL },
 		     "--drain-timeout: 99999999999999999999999 is out of range (0 to 3600)");
 	static const struct { const char *in; uint32_t ms; } ok[] = {

@@ -464,6 +464,85 @@ static void test_threads_readyz_turns_at_sigterm(void **state)
 	proc_cleanup(&s.c);
 }
 
+/* --drain-grace: from the SIGTERM /readyz says 503, yet for the grace echod serves as before,
+ * new connections included, so a balancer can move new clients away while open ones finish;
+ * then the drain: an idle client gets its EOF, and the process exits 0. */
+static void test_drain_grace_serves_then_drains(void **state)
+{
+	(void)state;
+	struct server s;
+	start_server(&s, (const char *const[]){ "--drain-grace", "0.8", "--drain-timeout", "1",
+						NULL });
+	int ready = 0;
+	for (uint64_t until = now_ms() + 2000; now_ms() < until; usleep(5000))
+		if ((ready = http(s.mport, "GET", "/readyz", NULL)) == 200)
+			break;
+	assert_int_equal(ready, 200);
+	int open_fd = tcp_connect(s.c.port);
+	assert_true(open_fd >= 0);
+	char back[8];
+	assert_int_equal(send_all(open_fd, "before", 6), 0);
+	assert_int_equal(recv_exact(open_fd, back, 6), 6);
+	uint64_t t0 = now_ms();
+	assert_int_equal(kill(s.c.pid, SIGTERM), 0);
+	for (uint64_t until = now_ms() + 500; now_ms() < until; usleep(5000))
+		if ((ready = http(s.mport, "GET", "/readyz", NULL)) == 503)
+			break;
+	assert_int_equal(ready, 503);
+	/* Inside the grace: the open connection echoes, a new one is accepted and echoes. */
+	assert_int_equal(send_all(open_fd, "during", 6), 0);
+	assert_int_equal(recv_exact(open_fd, back, 6), 6);
+	assert_memory_equal(back, "during", 6);
+	int late_fd = tcp_connect(s.c.port);
+	assert_true(late_fd >= 0);
+	assert_int_equal(send_all(late_fd, "late", 4), 0);
+	assert_int_equal(recv_exact(late_fd, back, 4), 4);
+	assert_memory_equal(back, "late", 4);
+	assert_true(now_ms() - t0 < 800); /* all of that inside the grace */
+	/* The grace over: the drain half-closes both; EOF, not a reset, and not before. */
+	assert_int_equal(recv(open_fd, back, 1, 0), 0);
+	uint64_t eof_ms = now_ms() - t0;
+	assert_int_equal(recv(late_fd, back, 1, 0), 0);
+	print_message("  [%s] EOF %llu ms after SIGTERM (grace 800 ms)\n", test_backend_name(),
+		      (unsigned long long)eof_ms);
+	assert_true(eof_ms >= 790);
+	close(open_fd);
+	close(late_fd);
+	assert_int_equal(proc_wait(&s.c, 3000), 0);
+	char *log = proc_log(&s.c);
+	assert_non_null(strstr(log, "event=stopping signal=TERM drain_grace_ms=800"));
+	assert_non_null(strstr(log, "event=drain msg=\"grace over"));
+	free(log);
+	proc_cleanup(&s.c);
+}
+
+/* A second SIGTERM during a long grace stops at once, as during a drain: a cut. */
+static void test_second_signal_cuts_the_grace(void **state)
+{
+	(void)state;
+	struct server s;
+	start_server(&s, (const char *const[]){ "--drain-grace", "30", NULL });
+	int fd = tcp_connect(s.c.port);
+	assert_true(fd >= 0);
+	char back[2];
+	assert_int_equal(send_all(fd, "hi", 2), 0);
+	assert_int_equal(recv_exact(fd, back, 2), 2);
+	assert_int_equal(kill(s.c.pid, SIGTERM), 0);
+	int ready = 0;
+	for (uint64_t until = now_ms() + 1000; now_ms() < until; usleep(5000))
+		if ((ready = http(s.mport, "GET", "/readyz", NULL)) == 503)
+			break;
+	assert_int_equal(ready, 503);
+	uint64_t t0 = now_ms();
+	assert_int_equal(kill(s.c.pid, SIGTERM), 0);
+	assert_int_equal(proc_wait(&s.c, 3000), 0);
+	print_message("  [%s] exit %llu ms after the second SIGTERM\n", test_backend_name(),
+		      (unsigned long long)(now_ms() - t0));
+	assert_true(proc_log_has(&s.c, "event=cut signal=TERM conns=1"));
+	close(fd);
+	proc_cleanup(&s.c);
+}
+
 /* Once, on the default backend: a bad request to the metrics port costs the echo path nothing.
  * Malformed lines, 100 KB of headers, a thousand connections and a one-byte-a-second client at
  * once, while echoload measures; the rate stays within noise of the unloaded one and echod's
@@ -608,6 +687,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_promtool_accepts_scrape, test_kill_strays),
 		cmocka_unit_test_teardown(test_hostile_scrapers, test_kill_strays),
 		cmocka_unit_test_teardown(test_udp_and_proxy_reasons, test_kill_strays),
+		cmocka_unit_test_teardown(test_drain_grace_serves_then_drains, test_kill_strays),
+		cmocka_unit_test_teardown(test_second_signal_cuts_the_grace, test_kill_strays),
 	};
 	failed += cmocka_run_group_tests_name("metrics/once", once, NULL, NULL);
 	const struct CMUnitTest cli[] = {
