@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static char bin_dir[PATH_MAX];
+static char bin_dir[PATH_MAX + 4]; /* argv0's directory + "/.." */
 
 void proc_init(const char *argv0)
 {
@@ -116,7 +116,7 @@ static pid_t spawn(const char *const *argv, struct child *c, int nofile)
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			_exit(127);
 	}
-	execv(argv[0], (char *const *)argv);
+	execvp(argv[0], (char *const *)argv);
 	_exit(127);
 }
 
