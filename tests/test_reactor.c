@@ -1422,7 +1422,7 @@ static void test_close_and_reuse_fd(void **state)
 		nonblock(sv[0]);
 		struct trk *t = new_trk(OP_RECV, sv[0]);
 		assert_int_equal(sub(t), 0);
-		char msg[8];
+		char msg[16];
 		snprintf(msg, sizeof(msg), "r%d", round);
 		put(sv[1], msg, 2);
 		RUN_UNTIL(t->len == 2, 2000);
