@@ -128,9 +128,15 @@ int proc_spawn(struct child *c, const char *const *argv)
 
 static char *slurp(const char *path)
 {
+	char *data = proc_read_file(path);
+	return data ? data : strdup("");
+}
+
+char *proc_read_file(const char *path)
+{
 	FILE *f = fopen(path, "r");
 	if (!f)
-		return strdup("");
+		return NULL;
 	char *data = NULL;
 	size_t len = 0;
 	FILE *m = open_memstream(&data, &len);

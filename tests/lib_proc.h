@@ -43,6 +43,8 @@ int proc_kill_strays(void);
 /* Whole content of the child's stderr log (malloc'd, NUL-terminated). */
 char *proc_log(const struct child *c);
 bool proc_log_has(const struct child *c, const char *needle);
+/* A whole file (malloc'd, NUL-terminated), or NULL if it cannot be opened. */
+char *proc_read_file(const char *path);
 
 long proc_rss_kb(pid_t pid);
 /* utime + stime in milliseconds. */

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "lib_backends.h"
+#include "lib_haproxy.h"
 
 #define HOSTS 3
 #define SPARE (HOSTS + 1)
@@ -164,47 +165,13 @@ static double accepted(int i)
 	return sum;
 }
 
-/* HAProxy's view of server svname ("h1"): its status ("UP", "DOWN", ...) into status, and its
- * open sessions (scur); -1 when the stats socket does not answer. */
+/* HAProxy's view of server svname ("h1"): its status into status, its open sessions as the
+ * result (-1: no answer). */
 static int server_stat(const char *svname, char *status, size_t len)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	snprintf(a.sun_path, sizeof(a.sun_path), "%.64s/haproxy.sock", dir);
-	struct timeval tv = { .tv_sec = 2 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-	    send_all(fd, "show stat\n", 10) < 0) {
-		close(fd);
-		return -1;
-	}
-	static char csv[1 << 16];
-	size_t n = 0;
-	ssize_t got;
-	while (n + 1 < sizeof(csv) && (got = recv(fd, csv + n, sizeof(csv) - 1 - n, 0)) > 0)
-		n += (size_t)got;
-	close(fd);
-	csv[n] = '\0';
-	char want[40];
-	snprintf(want, sizeof(want), "\nechod,%s,", svname);
-	const char *line = strstr(csv, want);
-	if (!line)
-		return -1;
-	/* pxname,svname,qcur,qmax,scur,smax,slim,stot,...,status is the 18th field */
-	const char *f = line + 1;
-	int scur = 0;
-	for (int field = 1; field < 18 && f; field++) {
-		if (field == 5)
-			scur = atoi(f);
-		f = strchr(f, ',');
-		if (f)
-			f++;
-	}
-	if (!f)
-		return -1;
-	size_t k = strcspn(f, ",\n");
-	snprintf(status, len, "%.*s", (int)k, f);
-	return scur;
+	char sock[128];
+	snprintf(sock, sizeof(sock), "%.64s/haproxy.sock", dir);
+	return haproxy_server(sock, "echod", svname, status, len);
 }
 
 /* Milliseconds until HAProxy shows svname with status want ("UP", "DOWN"; not "UP 1/2", which
@@ -299,20 +266,6 @@ static int echoload_end(struct child *c, char **json, int expected)
 	}
 	proc_cleanup(c);
 	return rc;
-}
-
-/* A whole file (malloc'd, NUL-terminated), or NULL. */
-static char *read_text(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return NULL;
-	size_t cap = 1 << 20, n;
-	char *buf = malloc(cap);
-	n = fread(buf, 1, cap - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	return buf;
 }
 
 static double jnum(const char *json, const char *key)
@@ -475,7 +428,7 @@ static void test_drain(void **state)
 	assert_false(alive(pid));
 	char path[128];
 	snprintf(path, sizeof(path), "%s/h2.log", dir);
-	char *text = read_text(path);
+	char *text = proc_read_file(path);
 	assert_non_null(text);
 	const char *stop = strstr(text, "event=stopped");
 	assert_non_null(stop);

@@ -17,23 +17,11 @@
 #include <unistd.h>
 
 #include "lib_backends.h"
+#include "lib_haproxy.h"
 
 #define HAPROXY_CFG "tools/deploy/haproxy.cfg"
 #define KEEPALIVED_CONF "tools/deploy/keepalived.conf"
 #define K8S_YAML "tools/deploy/kubernetes.yaml"
-
-static char *read_text(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return NULL;
-	size_t cap = 1 << 20;
-	char *buf = malloc(cap);
-	size_t n = fread(buf, 1, cap - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	return buf;
-}
 
 static void write_text(const char *path, const char *text)
 {
@@ -93,12 +81,6 @@ static void port_str(int port, char *buf, size_t len)
 
 /* --- HAProxy ---------------------------------------------------------------------------- */
 
-static const char *haproxy(void)
-{
-	static const char *const where[] = { "/usr/sbin/haproxy", "/usr/bin/haproxy", NULL };
-	return which(where);
-}
-
 /* The example's commented tcp-check variant, uncommented: "# backend echod" to the end. */
 static char *tcp_check_variant(const char *example)
 {
@@ -121,7 +103,7 @@ static char *tcp_check_variant(const char *example)
 /* The example with its backend replaced: `backend` (a whole section), and loopback ports. */
 static char *example_with(const char *backend, int front, int stats, const char *sock)
 {
-	char *cfg = read_text(HAPROXY_CFG);
+	char *cfg = proc_read_file(HAPROXY_CFG);
 	assert_non_null(cfg);
 	char *cut = strstr(cfg, "# --- the backend ---");
 	assert_non_null(cut);
@@ -145,13 +127,13 @@ static char *example_with(const char *backend, int front, int stats, const char 
 static void test_haproxy_example_valid(void **state)
 {
 	(void)state;
-	const char *hp = haproxy();
+	const char *hp = haproxy_path();
 	if (!hp) {
 		printf("  skipped: haproxy is not installed (tools/install-deps installs it)\n");
 		return;
 	}
 	assert_int_equal(run((const char *[]){ hp, "-c", "-q", "-f", HAPROXY_CFG, NULL }, 0), 0);
-	char *example = read_text(HAPROXY_CFG);
+	char *example = proc_read_file(HAPROXY_CFG);
 	char *variant = tcp_check_variant(example);
 	assert_non_null(strstr(variant, "tcp-check expect string"));
 	char *cfg = example_with(variant, 7, 8404, "/tmp/unused.sock");
@@ -165,36 +147,11 @@ static void test_haproxy_example_valid(void **state)
 	free(example);
 }
 
-/* HAProxy's status of server echod/h1 from its stats socket ("UP", "DOWN", ...), or "". */
-static void h1_status(const char *sock, char *status, size_t len)
-{
-	status[0] = '\0';
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock);
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || send_all(fd, "show stat\n", 10)) {
-		close(fd);
-		return;
-	}
-	char csv[16384];
-	size_t n = 0;
-	ssize_t got;
-	while (n + 1 < sizeof(csv) && (got = recv(fd, csv + n, sizeof(csv) - 1 - n, 0)) > 0)
-		n += (size_t)got;
-	close(fd);
-	csv[n] = '\0';
-	const char *f = strstr(csv, "\nechod,h1,");
-	for (int field = 1; f && field <= 17; field++) /* status is the 18th field */
-		f = strchr(f + 1, ',');
-	if (f)
-		snprintf(status, len, "%.*s", (int)strcspn(f + 1, ",\n"), f + 1);
-}
-
 static bool wait_h1(const char *sock, const char *want, int timeout_ms)
 {
 	char st[32] = "";
 	for (uint64_t end = now_ms() + (uint64_t)timeout_ms; now_ms() < end; usleep(20000)) {
-		h1_status(sock, st, sizeof(st));
+		haproxy_server(sock, "echod", "h1", st, sizeof(st));
 		if (strcmp(st, want) == 0)
 			return true;
 	}
@@ -207,14 +164,14 @@ static bool wait_h1(const char *sock, const char *want, int timeout_ms)
 static void test_haproxy_tcp_check_variant_runs(void **state)
 {
 	(void)state;
-	const char *hp = haproxy();
+	const char *hp = haproxy_path();
 	if (!hp) {
 		printf("  skipped: haproxy is not installed (tools/install-deps installs it)\n");
 		return;
 	}
 	struct child e;
 	test_start_echod(&e, (const char *const[]){ "--proxy-protocol", NULL });
-	char *example = read_text(HAPROXY_CFG);
+	char *example = proc_read_file(HAPROXY_CFG);
 	char *variant = tcp_check_variant(example);
 	char addr[32];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d\n", e.port);
@@ -262,7 +219,7 @@ static char *keepalived_complaints(const char *kd, const char *file)
 	/* Its exit status says nothing (it ends by signalling itself); its log says it all. */
 	proc_run((const char *[]){ kd, opt, "-f", file, NULL }, 20000, &c);
 	proc_cleanup(&c);
-	char *text = read_text(log);
+	char *text = proc_read_file(log);
 	unlink(log);
 	return text ? text : strdup("");
 }
@@ -272,7 +229,7 @@ static void test_keepalived_example(void **state)
 	(void)state;
 	static const char *const where[] = { "/usr/sbin/keepalived", "/sbin/keepalived", NULL };
 	const char *kd = which(where);
-	char *conf = read_text(KEEPALIVED_CONF);
+	char *conf = proc_read_file(KEEPALIVED_CONF);
 	assert_non_null(conf);
 	if (!kd) {
 		printf("  skipped keepalived --config-test: keepalived is not installed "
@@ -336,7 +293,7 @@ static double flag_value(const char *text, const char *flag)
 static void test_kubernetes_manifest(void **state)
 {
 	(void)state;
-	char *y = read_text(K8S_YAML);
+	char *y = proc_read_file(K8S_YAML);
 	assert_non_null(y);
 	static const char *const where[] = { "/usr/bin/yamllint", "/usr/local/bin/yamllint", NULL };
 	const char *lint = which(where);

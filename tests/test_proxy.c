@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "lib_backends.h"
+#include "lib_haproxy.h"
 
 static const uint8_t v2_sig[12] = { 0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
 				    0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a };
@@ -223,16 +224,6 @@ static void test_unix_listener(void **state)
 }
 
 /* ---- HAProxy in front ---------------------------------------------------------------------- */
-
-static const char *haproxy_path(void)
-{
-	static const char *const where[] = { "/usr/sbin/haproxy", "/usr/bin/haproxy",
-					     "/usr/local/sbin/haproxy" };
-	for (size_t i = 0; i < sizeof(where) / sizeof(where[0]); i++)
-		if (access(where[i], X_OK) == 0)
-			return where[i];
-	return NULL;
-}
 
 /* HAProxy is listening on port once a bind there fails. (Not a connect: a probe through the
  * balancer would reach echod as a connection that never sends a header.) */
