@@ -36,11 +36,9 @@ int haproxy_server(const char *sock, const char *backend, const char *server, ch
 		close(fd);
 		return -1;
 	}
-	size_t cap = 1 << 16, n = 0;
+	size_t cap = 1 << 16;
 	char *csv = malloc(cap);
-	ssize_t got;
-	while (n + 1 < cap && (got = recv(fd, csv + n, cap - 1 - n, 0)) > 0)
-		n += (size_t)got;
+	size_t n = recv_to_eof(fd, csv, cap - 1);
 	close(fd);
 	csv[n] = '\0';
 	/* pxname,svname,qcur,qmax,scur,...: scur is the 5th field, status the 18th */

@@ -95,6 +95,9 @@ int proc_kill_strays(void)
 	return n;
 }
 
+const char *const *proc_echod_env;
+static const char *const *spawn_env; /* proc_echod_env while an echod is being spawned */
+
 static pid_t spawn(const char *const *argv, struct child *c, int nofile)
 {
 	static int seq;
@@ -116,6 +119,9 @@ static pid_t spawn(const char *const *argv, struct child *c, int nofile)
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			_exit(127);
 	}
+	for (const char *const *e = spawn_env; e && *e; e++)
+		if (putenv((char *)*e) != 0)
+			_exit(127);
 	execvp(argv[0], (char *const *)argv);
 	_exit(127);
 }
@@ -237,7 +243,9 @@ static int start_echod(struct child *c, const char *wrapper, int nofile, int *st
 		argv[n++] = args[i];
 	argv[n] = NULL;
 	memset(c, 0, sizeof(*c));
+	spawn_env = proc_echod_env;
 	c->pid = spawn(argv, c, nofile);
+	spawn_env = NULL;
 	if (c->pid < 0)
 		return -1;
 	uint64_t end = now_ms() + 5000;
@@ -320,6 +328,33 @@ long proc_cpu_ms(pid_t pid)
 {
 	long ticks = stat_field_sum(pid, 14, 15);
 	return ticks < 0 ? -1 : ticks * 1000 / sysconf(_SC_CLK_TCK);
+}
+
+long long proc_cpu_ns(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	long long total = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char stat[128];
+		snprintf(stat, sizeof(stat), "/proc/%d/task/%.16s/schedstat", (int)pid, e->d_name);
+		FILE *f = fopen(stat, "r");
+		long long ns = 0;
+		if (f) {
+			if (fscanf(f, "%lld", &ns) != 1)
+				ns = 0;
+			fclose(f);
+		}
+		total += ns;
+	}
+	closedir(d);
+	return total;
 }
 
 long proc_rss_kb(pid_t pid)
@@ -445,6 +480,20 @@ ssize_t recv_exact(int fd, void *buf, size_t len)
 		got += (size_t)n;
 	}
 	return (ssize_t)got;
+}
+
+size_t recv_to_eof(int fd, void *buf, size_t cap)
+{
+	size_t got = 0;
+	while (got < cap) {
+		ssize_t n = recv(fd, (char *)buf + got, cap - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	return got;
 }
 
 bool hello_echoed(int port)

@@ -25,6 +25,11 @@ const char *proc_bin(const char *name);
 int echod_start(struct child *c, int nofile, int *status, const char *const *args);
 /* The same, with echod run by a wrapper program (wrapper ECHOD ARGS...), e.g. helper_nouring. */
 int echod_start_via(struct child *c, const char *wrapper, int *status, const char *const *args);
+/* Extra environment for every echod started from here on (the two above, and so lib_backends'
+ * starts): "NAME=value" strings, NULL-terminated, put into the child just before exec. NULL,
+ * the default: echod inherits the test's environment as it is. test_faults preloads its fault
+ * shim this way, into echod only, never into echoload or the test itself. */
+extern const char *const *proc_echod_env;
 /* Start a program in the background, stdout and stderr to the child's files; 0 or -1. */
 int proc_spawn(struct child *c, const char *const *argv);
 /* Wait up to timeout_ms for the child's stdout to contain needle. */
@@ -49,6 +54,8 @@ char *proc_read_file(const char *path);
 long proc_rss_kb(pid_t pid);
 /* utime + stime in milliseconds. */
 long proc_cpu_ms(pid_t pid);
+/* On-CPU time of all its threads in nanoseconds (schedstat: no 10 ms ticks); -1 if gone. */
+long long proc_cpu_ns(pid_t pid);
 int proc_count_fds(pid_t pid);
 
 /* Sockets, all with deadlines so a broken server fails a test instead of hanging it. */
@@ -62,6 +69,10 @@ int free_port(int socktype);
 extern const char *proc_unix_path;
 int send_all(int fd, const void *buf, size_t len);        /* 0 or -errno */
 ssize_t recv_exact(int fd, void *buf, size_t len);         /* bytes read before EOF/error */
+/* Everything until EOF, an error or cap bytes: how many. Like recv_exact, it reads on after
+ * EINTR, which a recv with SO_RCVTIMEO returns whenever the task is interrupted, handler or
+ * not (closing an io_uring, as lib_backends' runs_here() does, interrupts it a few ms later). */
+size_t recv_to_eof(int fd, void *buf, size_t cap);
 /* The tutorial's exchange on a fresh connection: "Hello, world" sent, the same 12 bytes back. */
 bool hello_echoed(int port);
 void set_nonblock(int fd);

@@ -126,11 +126,8 @@ static char *host_get(int i, const char *path)
 	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr);
 	size_t cap = 1 << 16, len = 0;
 	char *buf = malloc(cap);
-	if (send_all(fd, req, (size_t)n) == 0) {
-		ssize_t got;
-		while (len + 1 < cap && (got = recv(fd, buf + len, cap - 1 - len, 0)) > 0)
-			len += (size_t)got;
-	}
+	if (send_all(fd, req, (size_t)n) == 0)
+		len = recv_to_eof(fd, buf, cap - 1);
 	close(fd);
 	buf[len] = '\0';
 	if (!len) {

@@ -201,9 +201,7 @@ static char *http_get(int port, const char *path)
 	assert_int_equal(send_all(fd, req, (size_t)n), 0);
 	size_t cap = 1 << 20, len = 0;
 	char *body = malloc(cap);
-	ssize_t k;
-	while (len + 1 < cap && (k = recv(fd, body + len, cap - 1 - len, 0)) > 0)
-		len += (size_t)k;
+	len = recv_to_eof(fd, body, cap - 1);
 	body[len] = '\0';
 	close(fd);
 	return body;
