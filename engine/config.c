@@ -694,7 +694,8 @@ static void bad_option(const char *arg, char *err, size_t len)
 {
 	struct shown sh;
 	if (strncmp(arg, "--", 2) != 0) {
-		fail(err, len, "unknown option '-%c'", optopt);
+		char opt[2] = { (char)optopt, '\0' }; /* a control byte too: shown escaped */
+		fail(err, len, "unknown option '-%s'", show(&sh, opt));
 		return;
 	}
 	const char *name = arg + 2;
@@ -759,7 +760,8 @@ enum config_action config_parse(struct echod_config *cfg, int argc, char **argv,
 		}
 	}
 	if (optind < argc) {
-		fail(err, errlen, "unexpected argument '%s'", argv[optind]);
+		struct shown sh;
+		fail(err, errlen, "unexpected argument '%s'", show(&sh, argv[optind]));
 		return CONFIG_ERROR;
 	}
 	if (cfg->conn_buffer < cfg->buffer_size) {

@@ -74,10 +74,11 @@ struct conn {
 
 const char *const echo_close_reason_names[ECHO_CLOSE_REASONS] = {
 	[ECHO_CLOSE_EOF] = "eof",     [ECHO_CLOSE_RESET] = "reset", [ECHO_CLOSE_IDLE] = "idle",
-	[ECHO_CLOSE_DRAIN] = "drain", [ECHO_CLOSE_ERROR] = "error",
+	[ECHO_CLOSE_DRAIN] = "drain", [ECHO_CLOSE_ERROR] = "error", [ECHO_CLOSE_NOMEM] = "nomem",
 };
 
 static void conn_step(struct conn *c);
+static void conn_nomem(struct conn *c, const char *what);
 static void conns_unreserve(struct echo_server *srv);
 static void refusals_flush(struct echo_server *srv);
 static bool conn_all_acked(const struct conn *c);
@@ -179,24 +180,27 @@ static void seg_release(struct conn *c, struct seg *s)
 	}
 }
 
+enum spill { SPILL_ROOM, SPILL_FULL, SPILL_NOMEM };
+
 /* Room for n more bytes at the end of the spill, allocating it if the queue has none. The
  * spill only grows at its end: a send in flight may be reading its front. */
-static bool spill_room(struct conn *c, uint32_t n)
+static enum spill spill_room(struct conn *c, uint32_t n)
 {
 	if (!c->spill.base) {
 		uint32_t cap = c->srv->lim.conn_buffer;
 		if (n > cap)
-			return false;
+			return SPILL_FULL;
 		c->spill.base = malloc(cap);
 		if (!c->spill.base)
-			return false;
+			return SPILL_NOMEM;
 		c->spill_cap = cap;
 		c->spill.off = c->spill.len = 0;
 		c->spill.bid = -1;
 		queue_push(c, &c->spill);
-		return true;
+		return SPILL_ROOM;
 	}
-	return c->qtail == &c->spill && c->spill.off + c->spill.len + n <= c->spill_cap;
+	bool room = c->qtail == &c->spill && c->spill.off + c->spill.len + n <= c->spill_cap;
+	return room ? SPILL_ROOM : SPILL_FULL;
 }
 
 static void spill_append(struct conn *c, const char *data, uint32_t n)
@@ -210,7 +214,15 @@ static void conn_enqueue(struct conn *c, const struct buf *b)
 {
 	struct echo_server *srv = c->srv;
 	bool backlogged = c->qhead != NULL;
-	if (backlogged && c->held >= conn_share(srv) && spill_room(c, b->len)) {
+	enum spill sp = backlogged && c->held >= conn_share(srv) ? spill_room(c, b->len)
+								   : SPILL_FULL;
+	if (sp == SPILL_NOMEM) {
+		/* Holding the pool's buffers instead would starve everyone once the pool is dry. */
+		loop_buf_release(srv->loop, b->bid);
+		conn_nomem(c, "its echo buffer (--conn-buffer)");
+		return;
+	}
+	if (sp == SPILL_ROOM) {
 		spill_append(c, b->base, b->len);
 		loop_buf_release(srv->loop, b->bid);
 	} else {
@@ -256,8 +268,10 @@ static void conn_migrate(struct conn *c)
 	if (total > cap)
 		return;
 	char *mem = malloc(cap);
-	if (!mem)
+	if (!mem) {
+		conn_nomem(c, "its echo buffer (--conn-buffer)"); /* its buffers go back */
 		return;
+	}
 	uint32_t off = 0;
 	for (struct seg *s = from; s;) {
 		struct seg *next = s->next;
@@ -291,9 +305,19 @@ static void pool_reclaim(struct echo_server *srv)
 		return;
 	}
 	srv->migrated_at_ms = loop->now_ms;
-	for (struct conn *o = srv->head; o; o = o->next)
-		if (!o->closing)
-			conn_migrate(o);
+	for (struct conn *o = srv->head, *next; o; o = next) {
+		next = o->next;
+		if (o->closing)
+			continue;
+		conn_migrate(o);
+		if (o->closing)
+			conn_step(o); /* out of memory: cancel its ops (and free it, if none is armed) */
+	}
+	/* Buffers under sends younger than SEND_STALL_MS stay where they are: if that left the
+	 * pool dry, a waiter (no recv armed, so no later ENOBUFS to call us) needs another
+	 * sweep, or it waits for ever. */
+	if (srv->waiting && srv->migrate_timer.deadline_ms == 0)
+		loop_timer_start(loop, &srv->migrate_timer, MIGRATE_INTERVAL_MS);
 }
 
 /* --- closing ------------------------------------------------------------------------------- */
@@ -381,6 +405,22 @@ static void conn_abort(struct conn *c, enum echo_close_reason why)
 	c->closing = true;
 }
 
+/* Memory ran out for this connection's echo buffer: it is closed, not the server, and the
+ * others keep theirs. Counted (closed_nomem), logged once a second at most with the count. */
+static void conn_nomem(struct conn *c, const char *what)
+{
+	struct echo_server *srv = c->srv;
+	srv->nomem_unlogged++;
+	uint64_t now = srv->loop->now_ms;
+	if (!srv->nomem_logged_at || now - srv->nomem_logged_at >= REFUSAL_LOG_MS) {
+		log_msg(LOG_WARN, "closed_nomem", "fd=%d queued=%u count=%llu msg=\"no memory for "
+			"%s\"", c->fd, c->queued, (unsigned long long)srv->nomem_unlogged, what);
+		srv->nomem_unlogged = 0;
+		srv->nomem_logged_at = now;
+	}
+	conn_abort(c, ECHO_CLOSE_NOMEM);
+}
+
 /* A failed recv or send: the peer's reset, or something else. */
 static enum echo_close_reason error_reason(int res)
 {
@@ -405,7 +445,9 @@ static void conn_send_head(struct conn *c)
 	c->tx.buf = (struct buf){ .base = s->base + s->off, .len = s->len, .bid = 0 };
 	c->tx_at_ms = c->srv->loop->now_ms;
 	int rc = loop_submit(c->srv->loop, &c->tx);
-	if (rc < 0) {
+	if (rc == -ENOMEM) {
+		conn_nomem(c, "the backend to watch its fd"); /* counted and rate-limited */
+	} else if (rc < 0) {
 		log_msg(LOG_WARN, "submit_failed", "op=send error=\"%s\"", strerror(-rc));
 		conn_abort(c, ECHO_CLOSE_ERROR);
 	}
@@ -426,7 +468,9 @@ static bool rx_blocked(const struct conn *c)
 static void conn_update_rx(struct conn *c)
 {
 	struct echo_server *srv = c->srv;
-	uint32_t room = srv->lim.conn_buffer - c->queued; /* recvs never overfill the budget */
+	/* Saturating: a recv racing its cancel may bring max_bytes (at least 1: 0 means no bound)
+	 * past a spent budget, and a wrapped room would lift the bound altogether. */
+	uint32_t room = c->queued < srv->lim.conn_buffer ? srv->lim.conn_buffer - c->queued : 0;
 	if (!c->paused && rx_blocked(c)) {
 		c->paused = true;
 		srv->stats.paused++;
@@ -438,7 +482,10 @@ static void conn_update_rx(struct conn *c)
 	c->rx.max_bytes = room ? room : 1;
 	if (want && !loop_op_armed(&c->rx)) {
 		int rc = loop_submit(srv->loop, &c->rx);
-		if (rc < 0) {
+		if (rc == -ENOMEM) {
+			conn_nomem(c, "the backend to watch its fd"); /* its fd table could not grow */
+			conn_step(c);
+		} else if (rc < 0) {
 			log_msg(LOG_WARN, "submit_failed", "op=recv error=\"%s\"", strerror(-rc));
 			conn_abort(c, ECHO_CLOSE_ERROR);
 			conn_step(c);
@@ -547,7 +594,7 @@ static void conn_step(struct conn *c)
 	}
 	/* The steady state, twice per echo: receiving, room left, no spill; only the budget
 	 * moves (armed implies not waiting for buffers; room and no spill: not blocked). */
-	uint32_t room = c->srv->lim.conn_buffer - c->queued; /* recvs never overfill it */
+	uint32_t lim = c->srv->lim.conn_buffer, room = c->queued < lim ? lim - c->queued : 0;
 	if (loop_op_armed(&c->rx) && room && !c->spill.base && !c->paused)
 		c->rx.max_bytes = room;
 	else

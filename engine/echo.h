@@ -35,6 +35,7 @@ enum echo_close_reason {
 	ECHO_CLOSE_IDLE,  /* --idle-timeout */
 	ECHO_CLOSE_DRAIN, /* the server's stop: drained and half-closed by us, or cut */
 	ECHO_CLOSE_ERROR, /* any other error on the socket or in the server */
+	ECHO_CLOSE_NOMEM, /* no memory for its echo buffer: this one closed, the others served */
 	ECHO_CLOSE_REASONS
 };
 extern const char *const echo_close_reason_names[ECHO_CLOSE_REASONS];
@@ -96,6 +97,8 @@ struct echo_server {
 	struct preamble_list preambles;  /* connections whose PROXY header is still arriving */
 	uint64_t proxy_logged_at;
 	uint64_t proxy_unlogged;         /* rejections since the last line about them */
+	uint64_t nomem_logged_at;
+	uint64_t nomem_unlogged;         /* connections closed for memory since the last line */
 	uint32_t backoff_ms;
 	uint64_t migrated_at_ms;
 	bool draining;

@@ -283,7 +283,7 @@ void worker_stats_format(char *out, size_t len, const struct echo_stats *s)
 {
 	snprintf(out, len, "accepted=%llu refused_limit=%llu refused_fd=%llu refused_nomem=%llu "
 		 "closed=%llu closed_eof=%llu closed_reset=%llu closed_idle=%llu closed_drain=%llu "
-		 "closed_error=%llu "
+		 "closed_error=%llu closed_nomem=%llu "
 		 "aborted=%llu idle_closed=%llu bytes_in=%llu bytes_out=%llu spilled_bytes=%llu "
 		 "discarded_bytes=%llu paused=%llu enobufs=%llu accept_backoffs=%llu "
 		 "proxy_accepted=%llu proxy_rejected=%llu proxy_timeouts=%llu worker_conns_peak=%u",
@@ -295,6 +295,7 @@ void worker_stats_format(char *out, size_t len, const struct echo_stats *s)
 		 (unsigned long long)s->closed_by[ECHO_CLOSE_IDLE],
 		 (unsigned long long)s->closed_by[ECHO_CLOSE_DRAIN],
 		 (unsigned long long)s->closed_by[ECHO_CLOSE_ERROR],
+		 (unsigned long long)s->closed_by[ECHO_CLOSE_NOMEM],
 		 (unsigned long long)s->aborted, (unsigned long long)s->idle_closed,
 		 (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 		 (unsigned long long)s->spilled_bytes, (unsigned long long)s->discarded_bytes,

@@ -150,6 +150,15 @@ static void test_bad_values(void **state)
 	expect_error((const char *[]){ "--a b", NULL }, "unknown option '--a b'");
 	expect_error((const char *[]){ "--backend", NULL }, "option '--backend' needs a value");
 	expect_error((const char *[]){ "stray", NULL }, "unexpected argument 'stray'");
+	/* Control bytes in what is quoted back are escaped: one line, always (fuzz_config). */
+	static const char *const raw[][2] = { { "foo\nbar", NULL }, { "-\n", NULL },
+					      { "-\x1b", NULL } };
+	for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++) {
+		char err[1024];
+		refuse(raw[i], err);
+		for (const char *p = err; *p; p++)
+			assert_true((unsigned char)*p >= 0x20);
+	}
 }
 
 /* Issue: "--buffer-size 18014398509481985K" was taken as 1024, because the K multiply wrapped

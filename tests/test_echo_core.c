@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -66,6 +67,13 @@ static int teardown(void **state)
 		close(f->peer);
 	free(f);
 	return 0;
+}
+
+static uint64_t now_ms_real(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static bool fd_is_open(int fd)
@@ -224,6 +232,38 @@ static void test_backpressure_pauses_and_resumes(void **state)
  * the next connection finds it dry. The core must move the stuck connections' queued bytes
  * into their own spill buffers, hand the pool back, and wake the waiting connection; and the
  * stuck connections still echo every byte in order. */
+/* Found by fuzz_echo_core: every pool buffer under a send submitted in the same millisecond
+ * (so not yet "stalled") when a 17th connection's recv finds the pool dry. The reclaim sweep
+ * then frees nothing, and the waiter (no recv armed, so no later ENOBUFS) used to wait for
+ * ever, however long those sends then stalled. Now the sweep comes again while anyone waits. */
+static void test_pool_dry_under_young_sends_is_reclaimed_later(void **state)
+{
+	(void)state;
+	struct fixture *f = setup_with(16, 512, 8192, 100);
+	f->peer = -1;
+	int fds[17], peers[17];
+	char data[512];
+	memset(data, 'x', sizeof(data));
+	for (int i = 0; i < 17; i++)
+		fds[i] = new_conn(f, &peers[i]);
+	for (int i = 0; i < 16; i++) /* each buffer goes straight out as its echo, never done */
+		fake_recv(&f->loop, fds[i], data, sizeof(data), true);
+	assert_int_equal(f->loop.pool.nfree, 0);
+	assert_int_equal(fake_recv(&f->loop, fds[16], "y", 1, true), -1); /* -ENOBUFS: waits */
+	uint64_t until = now_ms_real() + 1000;
+	while (!f->fk->rd[fds[16]] && now_ms_real() < until) {
+		usleep(5000);
+		fake_run(&f->loop);
+	}
+	assert_non_null(f->fk->rd[fds[16]]); /* receiving again: a stalled send gave way */
+	assert_true(f->loop.pool.nfree > 0);
+	for (int i = 0; i < 17; i++)
+		close(peers[i]);
+	echo_server_fini(&f->srv);
+	loop_fini(&f->loop);
+	free(f);
+}
+
 static void test_pool_exhaustion_and_recovery(void **state)
 {
 	(void)state;
@@ -477,6 +517,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_backpressure_pauses_and_resumes, setup,
 						teardown),
 		cmocka_unit_test(test_pool_exhaustion_and_recovery),
+		cmocka_unit_test(test_pool_dry_under_young_sends_is_reclaimed_later),
 		cmocka_unit_test(test_max_conns_refuses_and_counts),
 		cmocka_unit_test_setup_teardown(test_stop_drains_queue_then_stops_loop, setup,
 						teardown),
