@@ -133,6 +133,16 @@ void fake_send(struct loop *loop, int fd, uint32_t n, void *out)
 	loop_complete(loop, op, (int)n, 0);
 }
 
+void fake_send_result(struct loop *loop, int fd, int res)
+{
+	struct fake_state *st = fake_of(loop);
+	struct op *op = st->wr[fd];
+	if (!op)
+		return;
+	st->wr[fd] = NULL;
+	loop_complete(loop, op, res, 0);
+}
+
 void fake_accept(struct loop *loop, int lfd, int newfd)
 {
 	struct op *op = fake_of(loop)->rd[lfd];

@@ -29,6 +29,8 @@ int fake_recv(struct loop *loop, int fd, const void *data, uint32_t len, bool mo
 void fake_recv_result(struct loop *loop, int fd, int res);
 /* Complete fd's armed send, saying `n` bytes went out; copies them to out (if non-NULL). */
 void fake_send(struct loop *loop, int fd, uint32_t n, void *out);
+/* Complete fd's armed send with an error (-errno): nothing went out. */
+void fake_send_result(struct loop *loop, int fd, int res);
 void fake_accept(struct loop *loop, int lfd, int newfd);
 /* Run what the core deferred (its cancels) without waiting. */
 void fake_run(struct loop *loop);
