@@ -75,6 +75,14 @@ int test_try_start_echod(struct child *c, const char *const *extra, int *status)
 		args[n++] = "--backend";
 		args[n++] = test_backend->name;
 	}
+	/* ECHOD_TEST_THREADS=N: every echod a suite starts here runs N workers (a case that
+	 * gives its own --threads, later on the line, keeps it): the whole integration suite
+	 * across threads, e.g. under ThreadSanitizer (make tsan-check). */
+	const char *threads = getenv("ECHOD_TEST_THREADS");
+	if (threads && *threads) {
+		args[n++] = "--threads";
+		args[n++] = threads;
+	}
 	char unix_listen[128];
 	if (proc_unix_path) {
 		snprintf(unix_listen, sizeof(unix_listen), "unix:%s", proc_unix_path);
