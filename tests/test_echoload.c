@@ -601,10 +601,19 @@ static void test_progress_only_on_a_terminal(void **state)
 	const char *args[] = { "--port", port, "--connections", "4", "--duration", "1.3",
 			       "--warmup", "0", "--json", NULL };
 	run_echoload(args, &o);
-	helper_stop();
 	assert_int_equal(o.status, 0);
 	if (strstr(o.err, "msgs/s"))
 		fail_msg("progress on a non-terminal stderr: %s", o.err);
+
+	/* ... unless asked for (--progress, what a soak test samples): with the totals. */
+	const char *forced[] = { "--port", port, "--connections", "4", "--duration", "1.3",
+				 "--warmup", "0", "--json", "--progress", NULL };
+	run_echoload(forced, &o);
+	helper_stop();
+	assert_int_equal(o.status, 0);
+	const char *line = strstr(o.err, "msgs/s");
+	assert_non_null(line);
+	assert_non_null(strstr(line, "errors 0  msgs "));
 }
 
 /* --- refusals ------------------------------------------------------------------------------ */

@@ -67,12 +67,15 @@ static const char usage_text[] =
 	"                           message, from echod's http://HOST:PORT/metrics\n"
 	"      --label TEXT         copied into the JSON and CSV output\n"
 	"      --json, --csv        the result as one JSON object, or a CSV header and row\n"
+	"      --progress           the progress line also when stderr is not a terminal\n"
+	"                           (a log a soak test samples)\n"
 	"  -q, --quiet              no progress line, no per-error details\n"
 	"  -h, --help               -V, --version\n"
 	"\n"
-	"Progress goes to stderr once a second when it is a terminal. Exit status: 0 every echo\n"
-	"verified (UDP: every reply; lost datagrams are not errors), 1 errors in the echoes\n"
-	"(counted in the result) or cannot connect, 64 bad usage, 69 the engine cannot run here.\n";
+	"Progress goes to stderr once a second when it is a terminal (or with --progress).\n"
+	"Exit status: 0 every echo verified (UDP: every reply; lost datagrams are not errors),\n"
+	"1 errors in the echoes (counted in the result) or cannot connect, 64 bad usage, 69 the\n"
+	"engine cannot run here.\n";
 
 static volatile sig_atomic_t interrupted;
 
@@ -86,7 +89,7 @@ uint64_t now_ns(void)
 /* --- the command line ---------------------------------------------------------------------- */
 
 enum { OPT_DURATION = 256, OPT_WARMUP, OPT_SERVER_PID, OPT_SERVER_METRICS, OPT_LABEL, OPT_JSON,
-       OPT_CSV, OPT_UDP_TIMEOUT };
+       OPT_CSV, OPT_UDP_TIMEOUT, OPT_PROGRESS };
 
 static const struct option long_opts[] = {
 	{ "host", required_argument, NULL, 'H' },
@@ -107,6 +110,7 @@ static const struct option long_opts[] = {
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "csv", no_argument, NULL, OPT_CSV },
 	{ "quiet", no_argument, NULL, 'q' },
+	{ "progress", no_argument, NULL, OPT_PROGRESS },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -230,6 +234,7 @@ static int parse_one(struct options *o, int opt, const char *arg)
 	case OPT_JSON: o->json = true; return 0;
 	case OPT_CSV: o->csv = true; return 0;
 	case 'q': o->quiet = true; return 0;
+	case OPT_PROGRESS: o->progress = true; return 0;
 	}
 	return EXIT_USAGE;
 }
@@ -542,10 +547,12 @@ static void show_progress(struct run *r, struct progress *p, uint64_t now)
 	char lost[48] = "";
 	if (r->opt.udp)
 		snprintf(lost, sizeof(lost), "  lost %llu", (unsigned long long)c.dg_lost);
-	fprintf(stderr, "echoload: %6.1f s  %10.0f msgs/s  %8.2f MB/s  p99 %s µs  errors %llu%s%s\n",
-		(double)(now - r->t_begin) / 1e9, (double)(c.msgs_all - p->last.msgs_all) / dt,
+	fprintf(stderr, "echoload: %6.1f s  %10.0f msgs/s  %8.2f MB/s  p99 %s µs  errors %llu  "
+		"msgs %llu%s%s\n", (double)(now - r->t_begin) / 1e9,
+		(double)(c.msgs_all - p->last.msgs_all) / dt,
 		(double)(c.rx_bytes - p->last.rx_bytes) / dt / 1e6, p99,
-		(unsigned long long)c.errors, lost, now < r->t_meas ? "  (warm-up)" : "");
+		(unsigned long long)c.errors, (unsigned long long)c.msgs_all, lost,
+		now < r->t_meas ? "  (warm-up)" : "");
 	p->last = c;
 	p->last_at = now;
 }
@@ -569,7 +576,7 @@ static bool server_scrape(const struct options *o, struct scrape *s, const char 
  * the workers keep their own time. */
 static void supervise(struct run *r)
 {
-	bool show = !r->opt.quiet && isatty(STDERR_FILENO);
+	bool show = !r->opt.quiet && (r->opt.progress || isatty(STDERR_FILENO));
 	struct progress p = { .last_at = r->t_begin };
 	if (show && hist_init(&p.lat, r->w[0].lat.max_trackable, r->w[0].lat.bits) < 0)
 		show = false;

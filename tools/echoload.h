@@ -51,6 +51,7 @@ struct options {
 	const char *server_metrics;    /* --server-metrics URL as given; NULL: not given */
 	struct scrape_url metrics;     /* ... parsed */
 	bool json, csv, quiet;
+	bool progress;                 /* --progress: the progress line without a terminal */
 	const char *label;
 	bool udp;                      /* --udp: datagrams instead of a stream */
 	uint64_t udp_timeout_ns;       /* --udp-timeout: a datagram unanswered this long is lost */
