@@ -70,7 +70,7 @@ TEST_HELPERS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/helper_*.
 TESTLIB_SRC := $(wildcard tests/lib_*.c)
 TESTLIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(TESTLIB_SRC))
 
-.PHONY: all deps run test check test-plain test-san bench compare install uninstall clean
+.PHONY: all deps run test check test-plain test-san tsan-check soak bench compare install uninstall clean
 all: $(BIN) $(TEST_BIN) $(TEST_HELPERS)
 
 deps:
@@ -95,6 +95,14 @@ $(BUILD)/echoload: $(patsubst %.c,$(BUILD)/%.o,$(ECHOLOAD_SRC))
 $(BUILD)/tests/helper_%: $(BUILD)/tests/helper_%.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
+# The fault-injection shim test_faults preloads into echod (LD_PRELOAD). Never sanitized: it
+# wraps the allocator ASan replaces and runs before ASan's own set-up; test_faults says how it
+# loads into an ASan echod.
+$(BUILD)/tests/fault_shim.so: tests/fault_shim.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -std=c11 $(WARN) $(CFLAGS) -fPIC -shared -o $@ $< -ldl
+$(BUILD)/tests/test_faults: | $(BUILD)/tests/fault_shim.so
+
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TESTLIB_OBJ) $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(URING_LIBS) $(MHD_LIBS) -lcmocka $(LDLIBS) -lm
 
@@ -110,7 +118,7 @@ run: deps
 # where threads meet: signals (main thread and workers), and the integration, metrics, UDP and
 # systemd cases with several workers (the metrics thread asks them; UDP workers share a port
 # group; workers share a passed listener), on the uring and epoll backends;
-# then a short run of the PROXY parser's fuzzer. The cluster behind HAProxy (test_cluster) and
+# then a short run of each fuzz harness. The cluster behind HAProxy (test_cluster) and
 # the deployment examples (test_deploy) run on the plain build only. cmocka's summary per
 # binary, then one
 # `N passed, N failed` line per build and a total.
@@ -133,11 +141,36 @@ test: deps
 	@$(MAKE) $(TEST_JOBS) --no-print-directory HAVE_URING= HAVE_MHD= BUILD=$(NOURING_BUILD) all
 	@$(MAKE) $(TEST_JOBS) --no-print-directory SANITIZE=thread BUILD=$(TSAN_BUILD) $(TSAN_TESTS)
 	@$(MAKE) --no-print-directory fuzz-build
-	@tests/run-suite --compare-smoke --fuzz $(FUZZ_BIN) $(FUZZ_SMOKE_SECONDS) \
-		--tsan $(TSAN_BUILD) --light $(NOURING_BUILD) $(BUILD) $(SAN_BUILD)
+	@tests/run-suite --compare-smoke \
+		$(foreach b,$(FUZZ_BINS),--fuzz $(b) $(FUZZ_SMOKE_SECONDS)) \
+		--tsan $(TSAN_BUILD) --san $(SAN_BUILD) --light $(NOURING_BUILD) $(BUILD) $(SAN_BUILD)
 
 test-plain: all
 	@tests/run-suite $(BUILD)
+
+# The whole suite under ASan+UBSan on all five backends (make test runs its end-to-end suites
+# there on uring, epoll and select only, to stay within ten minutes): about six minutes more.
+test-san: deps
+	@$(MAKE) $(TEST_JOBS) --no-print-directory SANITIZE=address,undefined BUILD=$(SAN_BUILD) \
+		CFLAGS="$(SAN_CFLAGS)" all
+	@tests/run-suite $(SAN_BUILD)
+
+# The whole integration suite, every backend, every echod with 4 worker threads, on the
+# ThreadSanitizer build: a data race anywhere on the way is a failure (halt_on_error: echod
+# exits 66 and the case that stops it fails). Several minutes: not part of make test, whose
+# TSan round runs the multi-threaded cases only.
+tsan-check: deps
+	@$(MAKE) $(TEST_JOBS) --no-print-directory SANITIZE=thread BUILD=$(TSAN_BUILD) $(TSAN_TESTS) \
+		$(TSAN_BUILD)/echoclient
+	TSAN_OPTIONS=halt_on_error=1 ECHOD_TEST_THREADS=4 $(TSAN_BUILD)/tests/test_integration
+
+# make soak MINUTES=N: echod under ~10,000 mixed connections for N minutes (tests/soak says
+# what load); fails on a wrong byte or on memory, descriptors or pool use drifting upward.
+MINUTES ?= 5
+soak: deps
+	@$(MAKE) $(TEST_JOBS) --no-print-directory all $(BUILD)/tests/helper_stuckclients \
+		$(BUILD)/tests/helper_churn
+	tests/soak --minutes $(MINUTES) --build $(BUILD)
 
 check: test
 
@@ -163,33 +196,58 @@ compare: deps
 	bench/compare $(if $(QUICK),--quick) --build $(BUILD)
 
 # --- fuzzing ---------------------------------------------------------------------------------
-# libFuzzer harness of the PROXY protocol parser, built with clang (ASan+UBSan). `make fuzz`
-# runs it for FUZZ_SECONDS on build/fuzz/corpus, a copy of the seeds in tests/corpus/proxy_proto
-# that keeps what it finds (the repo's seeds are never written); crashes land in build/fuzz/.
-# make test runs it for FUZZ_SMOKE_SECONDS (run-suite --fuzz), or says it is skipped without
-# clang.
+# libFuzzer harnesses, tests/fuzz_<name>.c, built with clang (ASan+UBSan) into
+# build/fuzz/fuzz_<name>: proxy_proto (the PROXY header parser), config (the command line),
+# echo_core (the echo core driven through tests/lib_fake_backend.c). `make fuzz` runs each for
+# FUZZ_SECONDS (`make fuzz FUZZ=config` runs one) on build/fuzz/corpus-<name>, a copy of the
+# seeds in tests/corpus/<name> that keeps what it finds (the repo's seeds are never written);
+# a crashing input lands in build/fuzz/<name>-crash-*. make test runs each for
+# FUZZ_SMOKE_SECONDS (run-suite --fuzz), or says they are skipped without clang.
+# The engine files a harness needs are compiled with the fuzz flags into build/fuzz/, with two
+# calls renamed so that a run is hermetic and replays exactly: config.c's getaddrinfo (the
+# harness answers numeric hosts and localhost, never a DNS query) and reactor.c's
+# clock_gettime (the loop's clock is the harness's, advanced by the input).
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 600
-FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 5
+FUZZ_HARNESSES := proxy_proto config echo_core
+FUZZ         ?= $(FUZZ_HARNESSES)
 FUZZ_BUILD   := $(BUILD)/fuzz
-FUZZ_BIN     := $(FUZZ_BUILD)/fuzz_proxy_proto
+FUZZ_BINS    := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_HARNESSES))
 FUZZ_CFLAGS  := -std=c11 $(WARN) -O1 -g -fno-omit-frame-pointer \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_LOOP    := engine/reactor.c engine/bufpool.c engine/backends.c $(BACKEND_SRC)
+FUZZ_SRC_proxy_proto := engine/proxy_proto.c
+FUZZ_SRC_config      := engine/config.c engine/log.c $(FUZZ_LOOP)
+FUZZ_SRC_echo_core   := engine/echo.c engine/udp.c engine/preamble.c engine/proxy_proto.c \
+			engine/log.c $(FUZZ_LOOP) tests/lib_fake_backend.c
 .PHONY: fuzz fuzz-build
 
-$(FUZZ_BIN): tests/fuzz_proxy_proto.c engine/proxy_proto.c engine/proxy_proto.h
+$(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -D_GNU_SOURCE -Iengine $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
+	$(FUZZ_CC) $(CPPFLAGS) -Itests $(FUZZ_RENAME) $(FUZZ_CFLAGS) -c -o $@ $<
+$(FUZZ_BUILD)/engine/config.o: FUZZ_RENAME := -Dgetaddrinfo=fuzz_getaddrinfo
+$(FUZZ_BUILD)/engine/reactor.o: FUZZ_RENAME := -Dclock_gettime=fuzz_clock_gettime
+
+define FUZZ_LINK
+$(FUZZ_BUILD)/fuzz_$(1): $(patsubst %.c,$(FUZZ_BUILD)/%.o,tests/fuzz_$(1).c $(FUZZ_SRC_$(1)))
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $$@ $$^ $(if $(filter $(FUZZ_LOOP),$(FUZZ_SRC_$(1))),$(URING_LIBS))
+endef
+$(foreach h,$(FUZZ_HARNESSES),$(eval $(call FUZZ_LINK,$(h))))
 
 fuzz-build:
-	@if command -v $(FUZZ_CC) >/dev/null 2>&1; then $(MAKE) --no-print-directory $(FUZZ_BIN); fi
+	@if command -v $(FUZZ_CC) >/dev/null 2>&1; then \
+		$(MAKE) $(TEST_JOBS) --no-print-directory $(FUZZ_BINS); fi
 
 fuzz: deps
-	@$(MAKE) --no-print-directory $(FUZZ_BIN)
-	@mkdir -p $(FUZZ_BUILD)/corpus
-	@cp -R tests/corpus/proxy_proto/. $(FUZZ_BUILD)/corpus/
-	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=1200 -print_final_stats=1 \
-		-artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_BUILD)/corpus
+	@$(MAKE) $(TEST_JOBS) --no-print-directory $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ))
+	@for h in $(FUZZ); do \
+		mkdir -p $(FUZZ_BUILD)/corpus-$$h && cp -R tests/corpus/$$h/. $(FUZZ_BUILD)/corpus-$$h/ && \
+		echo "fuzz_$$h: $(FUZZ_SECONDS) s on $(FUZZ_BUILD)/corpus-$$h" && \
+		$(FUZZ_BUILD)/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=1200 \
+			-print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/$$h- \
+			$(FUZZ_BUILD)/corpus-$$h || exit 1; \
+	done
 
 # --- installing ------------------------------------------------------------------------------
 # make install [PREFIX=/usr] [DESTDIR=stage] [BUILD=dir]: the three programs, their manual pages
