@@ -357,19 +357,25 @@ long long proc_cpu_ns(pid_t pid)
 	return total;
 }
 
-long proc_rss_kb(pid_t pid)
+long proc_status_kb(pid_t pid, const char *field)
 {
-	char path[64], line[256];
+	char path[64], line[256], fmt[48];
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	snprintf(fmt, sizeof(fmt), "%s: %%ld kB", field);
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return -1;
 	long kb = -1;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+		if (sscanf(line, fmt, &kb) == 1)
 			break;
 	fclose(f);
 	return kb;
+}
+
+long proc_rss_kb(pid_t pid)
+{
+	return proc_status_kb(pid, "VmRSS");
 }
 
 int proc_count_fds(pid_t pid)

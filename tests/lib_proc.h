@@ -52,6 +52,8 @@ bool proc_log_has(const struct child *c, const char *needle);
 char *proc_read_file(const char *path);
 
 long proc_rss_kb(pid_t pid);
+/* A "NAME: N kB" line of /proc/PID/status (VmRSS, VmSize, ...); -1 if absent. */
+long proc_status_kb(pid_t pid, const char *field);
 /* utime + stime in milliseconds. */
 long proc_cpu_ms(pid_t pid);
 /* On-CPU time of all its threads in nanoseconds (schedstat: no 10 ms ticks); -1 if gone. */

@@ -15,21 +15,6 @@
 
 #include "lib_backends.h"
 
-static long vm_size_kb(pid_t pid)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	long kb = -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmSize: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
-}
-
 /* 40 stuck clients want 4 MiB of echo buffer each (--conn-buffer 4M: 160 MiB in all, more
  * than the 64 MiB heap glibc reserves per thread) while echod may map only 8 MiB more than it
  * has: most of them cannot get it. Each that cannot is closed, counted and logged (at most
@@ -48,7 +33,7 @@ static void test_address_space_runs_out(void **state)
 	test_start_echod(&c, (const char *const[]){ "--buffers", "64", "--buffer-size", "8K",
 					 "--conn-buffer", "4M", "--drain-timeout", "0.5", NULL });
 	assert_true(hello_echoed(c.port));
-	long vm = vm_size_kb(c.pid);
+	long vm = proc_status_kb(c.pid, "VmSize");
 	assert_true(vm > 0);
 	struct rlimit rl = { .rlim_cur = (rlim_t)(vm + 8192) * 1024,
 			     .rlim_max = (rlim_t)(vm + 8192) * 1024 };
