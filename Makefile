@@ -70,7 +70,8 @@ TEST_HELPERS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/helper_*.
 TESTLIB_SRC := $(wildcard tests/lib_*.c)
 TESTLIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(TESTLIB_SRC))
 
-.PHONY: all deps run test check test-plain test-san tsan-check soak bench compare install uninstall clean
+.PHONY: all deps run test check test-plain test-san test-freeze tsan-check soak bench compare \
+	install uninstall clean
 all: $(BIN) $(TEST_BIN) $(TEST_HELPERS)
 
 deps:
@@ -154,6 +155,14 @@ test-san: deps
 	@$(MAKE) $(TEST_JOBS) --no-print-directory SANITIZE=address,undefined BUILD=$(SAN_BUILD) \
 		CFLAGS="$(SAN_CFLAGS)" all
 	@tests/run-suite $(SAN_BUILD)
+
+# The plain suite with every test process group stopped and continued every 3 ms or so
+# (tests/helper_freezer): what a frozen cgroup, a debugger or a busy CI host does to a process.
+# Its waits then end in EINTR whatever its handlers; echod and the tests must take that in
+# their stride. About twice as long as test-plain: not part of make test.
+FREEZE_PERIOD_US ?= 3000
+test-freeze: all
+	@tests/run-suite --wrap "$(BUILD)/tests/helper_freezer $(FREEZE_PERIOD_US)" $(BUILD)
 
 # The whole integration suite, every backend, every echod with 4 worker threads, on the
 # ThreadSanitizer build: a data race anywhere on the way is a failure (halt_on_error: echod

@@ -60,7 +60,10 @@ static int dial(bool nonblock)
 	struct timeval tv = { .tv_sec = STALL_MS / 1000 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&server, sizeof(server)) < 0 && errno != EINPROGRESS) {
+	/* EINTR (a stop-and-continue, with SO_SNDTIMEO) leaves the connect going on, like
+	 * EINPROGRESS; a blocking send then waits for it. */
+	if (connect(fd, (struct sockaddr *)&server, sizeof(server)) < 0 && errno != EINPROGRESS &&
+	    errno != EINTR) {
 		close(fd);
 		return -1;
 	}
@@ -122,8 +125,13 @@ static bool reset_midway(uint32_t seed)
 		return false;
 	uint8_t out[4096], in[512];
 	fill(out, seed, 0, sizeof(out));
-	bool ok = send(fd, out, sizeof(out), MSG_NOSIGNAL) == (ssize_t)sizeof(out);
-	ssize_t n = ok ? recv(fd, in, sizeof(in), 0) : -1;
+	/* Blocking, with SO_RCVTIMEO/SO_SNDTIMEO: a stop-and-continue ends a call with EINTR. */
+	ssize_t n;
+	while ((n = send(fd, out, sizeof(out), MSG_NOSIGNAL)) < 0 && errno == EINTR)
+		;
+	bool ok = n == (ssize_t)sizeof(out);
+	while (ok && (n = recv(fd, in, sizeof(in), 0)) < 0 && errno == EINTR)
+		;
 	ok = n > 0 && memcmp(in, out, (size_t)n) == 0;
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));

@@ -40,8 +40,13 @@ int main(int argc, char **argv)
 		}
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		char b = 0;
+		ssize_t got = -1;
 		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-		    send(fd, "h", 1, MSG_NOSIGNAL) == 1 && recv(fd, &b, 1, 0) == 1 && b == 'h')
+		    send(fd, "h", 1, MSG_NOSIGNAL) == 1)
+			/* SO_RCVTIMEO makes a stop-and-continue end the recv with EINTR */
+			while ((got = recv(fd, &b, 1, 0)) < 0 && errno == EINTR)
+				;
+		if (got == 1 && b == 'h')
 			held++;
 		else
 			close(fd);

@@ -32,7 +32,7 @@ int haproxy_server(const char *sock, const char *backend, const char *server, ch
 	snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock);
 	struct timeval tv = { .tv_sec = 2 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || send_all(fd, "show stat\n", 10)) {
+	if (connect_retry(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || send_all(fd, "show stat\n", 10)) {
 		close(fd);
 		return -1;
 	}

@@ -180,6 +180,23 @@ bool proc_wait_out(const struct child *c, const char *needle, int timeout_ms)
 	}
 }
 
+int proc_udp_port(const struct child *c)
+{
+	char *log = proc_log(c);
+	const char *p = strstr(log, "addr=udp:");
+	int port = -1;
+	if (p) {
+		const char *end = strchr(p, '\n');
+		const char *colon = p;
+		for (const char *q = p; *q && (!end || q < end); q++)
+			if (*q == ':')
+				colon = q;
+		port = atoi(colon + 1);
+	}
+	free(log);
+	return port;
+}
+
 bool proc_log_has(const struct child *c, const char *needle)
 {
 	char *log = proc_log(c);
@@ -432,24 +449,7 @@ int tcp_connect(int port)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	if (!proc_unix_path)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	int err = 0;
-	if (connect(fd, to, tolen) < 0) {
-		/* A signal can interrupt the connect; it goes on in the kernel: wait for it,
-		 * bounded, instead of failing. */
-		err = errno;
-		uint64_t end = now_ms() + 5000;
-		while (err == EINTR && now_ms() < end) {
-			struct pollfd p = { .fd = fd, .events = POLLOUT };
-			int n = poll(&p, 1, (int)(end - now_ms()));
-			if (n < 0 && errno == EINTR)
-				continue;
-			socklen_t len = sizeof(err);
-			if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-				err = errno;
-			else if (n == 0)
-				err = ETIMEDOUT;
-		}
-	}
+	int err = connect_retry(fd, to, tolen) < 0 ? errno : 0;
 	if (err) {
 		fprintf(stderr, "tcp_connect: 127.0.0.1:%d: %s\n", port, strerror(err));
 		close(fd);
@@ -459,13 +459,93 @@ int tcp_connect(int port)
 	return fd;
 }
 
+int connect_retry(int fd, const struct sockaddr *to, socklen_t len)
+{
+	if (connect(fd, to, len) == 0)
+		return 0;
+	/* The connect goes on in the kernel after EINTR: wait for it, bounded, and take its
+	 * outcome from SO_ERROR (calling connect again would only say EALREADY). */
+	int err = errno;
+	uint64_t end = now_ms() + 5000;
+	while (err == EINTR && now_ms() < end) {
+		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		int n = poll(&p, 1, (int)(end - now_ms()));
+		if (n < 0 && errno == EINTR)
+			continue;
+		socklen_t elen = sizeof(err);
+		if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+			err = errno;
+		else if (n == 0)
+			err = ETIMEDOUT;
+	}
+	errno = err;
+	return err ? -1 : 0;
+}
+
+/* After an EINTR: false once the socket's own timeout (opt: SO_RCVTIMEO or SO_SNDTIMEO) has
+ * passed since the call began (start); errno is then EAGAIN, what the uninterrupted call would
+ * have said. Restarting the whole timeout at every interruption would never time out under
+ * frequent ones. */
+static bool retry_in_time(int fd, int opt, uint64_t start)
+{
+	if (errno != EINTR)
+		return false;
+	uint64_t now = now_ms();
+	struct timeval tv = { 0 };
+	socklen_t len = sizeof(tv);
+	if (getsockopt(fd, SOL_SOCKET, opt, &tv, &len) < 0 || (tv.tv_sec == 0 && tv.tv_usec == 0))
+		return true; /* no timeout: the call would wait on */
+	if (now - start < (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000)
+		return true;
+	errno = EAGAIN;
+	return false;
+}
+
+ssize_t recv_retry(int fd, void *buf, size_t len, int flags)
+{
+	ssize_t n;
+	uint64_t start = now_ms();
+	while ((n = recv(fd, buf, len, flags)) < 0 && retry_in_time(fd, SO_RCVTIMEO, start))
+		;
+	return n;
+}
+
+ssize_t recvfrom_retry(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
+		       socklen_t *fromlen)
+{
+	ssize_t n;
+	uint64_t start = now_ms();
+	while ((n = recvfrom(fd, buf, len, flags, from, fromlen)) < 0 &&
+	       retry_in_time(fd, SO_RCVTIMEO, start))
+		;
+	return n;
+}
+
+ssize_t send_retry(int fd, const void *buf, size_t len, int flags)
+{
+	ssize_t n;
+	uint64_t start = now_ms();
+	while ((n = send(fd, buf, len, flags)) < 0 && retry_in_time(fd, SO_SNDTIMEO, start))
+		;
+	return n;
+}
+
+ssize_t sendto_retry(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
+		     socklen_t tolen)
+{
+	ssize_t n;
+	uint64_t start = now_ms();
+	while ((n = sendto(fd, buf, len, flags, to, tolen)) < 0 &&
+	       retry_in_time(fd, SO_SNDTIMEO, start))
+		;
+	return n;
+}
+
 int send_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
 	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
+		ssize_t n = send_retry(fd, p, len, MSG_NOSIGNAL);
 		if (n < 0)
 			return -errno;
 		p += n;
@@ -478,9 +558,7 @@ ssize_t recv_exact(int fd, void *buf, size_t len)
 {
 	size_t got = 0;
 	while (got < len) {
-		ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
+		ssize_t n = recv_retry(fd, (char *)buf + got, len - got, 0);
 		if (n <= 0)
 			break;
 		got += (size_t)n;
@@ -492,9 +570,7 @@ size_t recv_to_eof(int fd, void *buf, size_t cap)
 {
 	size_t got = 0;
 	while (got < cap) {
-		ssize_t n = recv(fd, (char *)buf + got, cap - got, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
+		ssize_t n = recv_retry(fd, (char *)buf + got, cap - got, 0);
 		if (n <= 0)
 			break;
 		got += (size_t)n;

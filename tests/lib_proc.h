@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 struct child {
@@ -45,6 +46,8 @@ void proc_cleanup(struct child *c);
 /* Kill and clean up every child started here and not yet reaped (a test's teardown: a failed
  * assertion leaves its children behind). Returns how many there were. */
 int proc_kill_strays(void);
+/* The port of echod's UDP listener, from its `event=listening addr=udp:HOST:PORT`; -1. */
+int proc_udp_port(const struct child *c);
 /* Whole content of the child's stderr log (malloc'd, NUL-terminated). */
 char *proc_log(const struct child *c);
 bool proc_log_has(const struct child *c, const char *needle);
@@ -69,11 +72,24 @@ int free_port(int socktype);
  * socket instead, and test_start_echod() also listens there: a suite's stream cases run over
  * a Unix listener unchanged. */
 extern const char *proc_unix_path;
+/* Blocking socket calls that go on after EINTR. Linux ends recv, send and connect on a socket
+ * with SO_RCVTIMEO/SO_SNDTIMEO (which every socket here has) with EINTR whenever the task is
+ * interrupted, handler or not (signal(7)): when it is stopped and continued (a frozen cgroup,
+ * a debugger), or when an io_uring it closed finishes tearing down a few ms later (lib_backends'
+ * runs_here()). Each calls again until the socket's own timeout has passed since the first
+ * call (then -1, EAGAIN, as the uninterrupted call would have ended). connect_retry waits for
+ * a connect that EINTR left going on (up to 5 s), its outcome in errno. */
+int connect_retry(int fd, const struct sockaddr *to, socklen_t len); /* 0 or -1 */
+ssize_t recv_retry(int fd, void *buf, size_t len, int flags);
+ssize_t recvfrom_retry(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
+		       socklen_t *fromlen);
+ssize_t send_retry(int fd, const void *buf, size_t len, int flags);
+ssize_t sendto_retry(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
+		     socklen_t tolen);
 int send_all(int fd, const void *buf, size_t len);        /* 0 or -errno */
 ssize_t recv_exact(int fd, void *buf, size_t len);         /* bytes read before EOF/error */
-/* Everything until EOF, an error or cap bytes: how many. Like recv_exact, it reads on after
- * EINTR, which a recv with SO_RCVTIMEO returns whenever the task is interrupted, handler or
- * not (closing an io_uring, as lib_backends' runs_here() does, interrupts it a few ms later). */
+/* Everything until EOF, an error or cap bytes: how many. Like recv_exact and send_all, it goes
+ * on after EINTR (see recv_retry). */
 size_t recv_to_eof(int fd, void *buf, size_t cap);
 /* The tutorial's exchange on a fresh connection: "Hello, world" sent, the same 12 bytes back. */
 bool hello_echoed(int port);

@@ -92,7 +92,7 @@ static int ns_connect(const char *machine, const char *addr, int port)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
 	inet_pton(AF_INET, addr, &a.sin_addr);
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+	if (connect_retry(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
 		close(fd);
 		return -1;
 	}

@@ -934,7 +934,7 @@ static struct fake_server {
 static void fake_write(int fd, const char *p, size_t n)
 {
 	while (n) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		ssize_t w = send_retry(fd, p, n, MSG_NOSIGNAL);
 		if (w <= 0)
 			return; /* the client gave up (too large): fine */
 		p += w;
@@ -1021,7 +1021,7 @@ static void fake_serve(int fd)
 	char req[sizeof(fake.request)];
 	size_t n = 0;
 	while (n + 1 < sizeof(req)) {
-		ssize_t r = recv(fd, req + n, sizeof(req) - 1 - n, 0);
+		ssize_t r = recv_retry(fd, req + n, sizeof(req) - 1 - n, 0);
 		if (r <= 0)
 			break;
 		n += (size_t)r;

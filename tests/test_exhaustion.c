@@ -97,15 +97,15 @@ static void test_ten_thousand_idle_connections(void **state)
 	for (int i = 0; i < N; i++) {
 		fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		assert_true(fds[i] >= 0);
-		assert_int_equal(connect(fds[i], (struct sockaddr *)&to, sizeof(to)), 0);
-		assert_int_equal(send(fds[i], "x", 1, MSG_NOSIGNAL), 1);
+		assert_int_equal(connect_retry(fds[i], (struct sockaddr *)&to, sizeof(to)), 0);
+		assert_int_equal(send_retry(fds[i], "x", 1, MSG_NOSIGNAL), 1);
 	}
 	/* Every byte came back: each connection is held and was served. */
 	int back = 0;
 	for (int i = 0; i < N && now_ms() - t0 < 20000; i++) {
 		char b = 0;
 		ssize_t n;
-		while ((n = recv(fds[i], &b, 1, MSG_DONTWAIT)) < 0 && errno == EAGAIN &&
+		while ((n = recv_retry(fds[i], &b, 1, MSG_DONTWAIT)) < 0 && errno == EAGAIN &&
 		       now_ms() - t0 < 20000)
 			usleep(1000);
 		back += n == 1 && b == 'x';

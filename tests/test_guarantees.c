@@ -199,7 +199,7 @@ static void test_refusal_is_reset_and_logged(void **state)
 	}
 	for (int i = 0; i < 3; i++) {
 		errno = 0;
-		ssize_t r = recv(refused[i], &x, 1, 0);
+		ssize_t r = recv_retry(refused[i], &x, 1, 0);
 		assert_int_equal(r, -1);
 		assert_int_equal(errno, ECONNRESET);
 		close(refused[i]);

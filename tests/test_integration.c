@@ -59,8 +59,8 @@ static void stream_and_verify(int fd, const uint8_t *data, size_t len, bool half
 		struct pollfd p = { .fd = fd, .events = POLLIN | (sent < len ? POLLOUT : 0) };
 		assert_true(poll(&p, 1, 1000) >= 0);
 		if ((p.revents & POLLOUT) && sent < len) {
-			ssize_t n = send(fd, data + sent, len - sent > 65536 ? 65536 : len - sent,
-					 MSG_NOSIGNAL);
+			size_t chunk = len - sent > 65536 ? 65536 : len - sent;
+			ssize_t n = send_retry(fd, data + sent, chunk, MSG_NOSIGNAL);
 			if (n > 0)
 				sent += (size_t)n;
 		}
@@ -69,7 +69,7 @@ static void stream_and_verify(int fd, const uint8_t *data, size_t len, bool half
 			shut = true;
 		}
 		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-			ssize_t n = recv(fd, back + got, len - got, 0);
+			ssize_t n = recv_retry(fd, back + got, len - got, 0);
 			if (n == 0)
 				break;
 			if (n > 0)
@@ -83,7 +83,7 @@ static void stream_and_verify(int fd, const uint8_t *data, size_t len, bool half
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		assert_int_equal(poll(&p, 1, 5000), 1);
 		char x;
-		assert_int_equal(recv(fd, &x, 1, 0), 0);
+		assert_int_equal(recv_retry(fd, &x, 1, 0), 0);
 	}
 	free(back);
 }
@@ -142,7 +142,7 @@ static void test_half_close_before_reading(void **state)
 	assert_int_equal(recv_exact(fd, back, len), (ssize_t)len);
 	assert_memory_equal(back, data, len);
 	char x;
-	assert_int_equal(recv(fd, &x, 1, 0), 0);
+	assert_int_equal(recv_retry(fd, &x, 1, 0), 0);
 	struct child k = { .pid = kid };
 	assert_int_equal(proc_wait(&k, 5000), 0);
 	close(fd);
@@ -234,7 +234,7 @@ static size_t push_unread(int fd, size_t limit, int ms, int stall_ms)
 		struct pollfd p = { .fd = fd, .events = POLLOUT };
 		if (poll(&p, 1, stall_ms && stall_ms < 100 ? stall_ms : 100) <= 0)
 			continue;
-		ssize_t n = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+		ssize_t n = send_retry(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
 		if (n > 0) {
 			sent += (size_t)n;
 			last = now_ms();
@@ -358,7 +358,7 @@ static void test_sigterm_drains(void **state)
 	size_t sent = 0;
 	uint64_t end = now_ms() + 2000;
 	while (sent < len && now_ms() < end) {
-		ssize_t n = send(fd, data + sent, len - sent, MSG_NOSIGNAL);
+		ssize_t n = send_retry(fd, data + sent, len - sent, MSG_NOSIGNAL);
 		if (n > 0)
 			sent += (size_t)n;
 		else
@@ -373,7 +373,7 @@ static void test_sigterm_drains(void **state)
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		if (poll(&p, 1, 200) <= 0)
 			continue;
-		ssize_t n = recv(fd, back + got, len - got, 0);
+		ssize_t n = recv_retry(fd, back + got, len - got, 0);
 		if (n <= 0)
 			break;
 		got += (size_t)n;
@@ -422,7 +422,7 @@ static void test_max_conns_refusal(void **state)
 	for (int i = 0; i < 8; i++) {
 		int rc = send_all(fds[i], "x", 1);
 		char b = 0;
-		ssize_t n = rc == 0 ? recv(fds[i], &b, 1, 0) : -1;
+		ssize_t n = rc == 0 ? recv_retry(fds[i], &b, 1, 0) : -1;
 		if (i < 5)
 			assert_true(n == 1 && b == 'x');
 		else
@@ -449,7 +449,7 @@ static void test_idle_timeout(void **state)
 	uint64_t t0 = now_ms();
 	assert_int_equal(poll(&p, 1, 3000), 1);
 	char b;
-	assert_true(recv(idle, &b, 1, 0) <= 0);
+	assert_true(recv_retry(idle, &b, 1, 0) <= 0);
 	assert_true(now_ms() - t0 >= 200);
 	close(idle);
 	stop_clean(&c);
@@ -477,7 +477,7 @@ static void test_emfile_backs_off(void **state)
 	while (now_ms() - t0 < 500 && storm < 300) {
 		int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		assert_true(s >= 0);
-		(void)connect(s, (struct sockaddr *)&to, sizeof(to));
+		(void)connect_retry(s, (struct sockaddr *)&to, sizeof(to));
 		close(s);
 		storm++;
 		usleep(1500);
@@ -499,12 +499,12 @@ static void test_emfile_backs_off(void **state)
 	while (!served && now_ms() - t0 < 4000) {
 		int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		assert_true(s >= 0);
-		(void)connect(s, (struct sockaddr *)&to, sizeof(to));
+		(void)connect_retry(s, (struct sockaddr *)&to, sizeof(to));
 		struct pollfd p = { .fd = s, .events = POLLOUT };
 		char b = 0;
-		if (poll(&p, 1, 1500) == 1 && send(s, "e", 1, MSG_NOSIGNAL) == 1) {
+		if (poll(&p, 1, 1500) == 1 && send_retry(s, "e", 1, MSG_NOSIGNAL) == 1) {
 			p.events = POLLIN;
-			served = poll(&p, 1, 1000) == 1 && recv(s, &b, 1, 0) == 1 && b == 'e';
+			served = poll(&p, 1, 1000) == 1 && recv_retry(s, &b, 1, 0) == 1 && b == 'e';
 		}
 		close(s);
 	}
@@ -533,7 +533,7 @@ static void test_fd_limit_refusal(void **state)
 	int echoed = 0, refused = 0;
 	for (int i = 0; i < N; i++) {
 		char b = 0;
-		ssize_t n = send_all(fds[i], "e", 1) == 0 ? recv(fds[i], &b, 1, 0) : -1;
+		ssize_t n = send_all(fds[i], "e", 1) == 0 ? recv_retry(fds[i], &b, 1, 0) : -1;
 		if (n == 1 && b == 'e')
 			echoed++;
 		else
@@ -734,10 +734,7 @@ static void test_threads_max_conns_whole_process(void **state)
 	(void)send_all(over, "x", 1); /* fails if the refusal's reset came first */
 	char b = 0;
 	errno = 0;
-	ssize_t n;
-	do
-		n = recv(over, &b, 1, 0); /* bounded by the socket's 5 s timeout */
-	while (n < 0 && errno == EINTR);
+	ssize_t n = recv_retry(over, &b, 1, 0); /* bounded by the socket's 5 s timeout */
 	int err = errno;
 	if (!(n == 0 || (n < 0 && err == ECONNRESET)))
 		print_error("connection %d: recv returned %zd (%s), byte 0x%02x\n", LIMIT + 1, n,

@@ -96,11 +96,7 @@ static int http(int port, const char *method, const char *path, char **body)
 			resp = realloc(resp, cap);
 			assert_non_null(resp);
 		}
-		ssize_t n = recv(fd, resp + used, cap - used - 1, 0);
-		/* With SO_RCVTIMEO set, Linux ends a recv with EINTR when the process was stopped
-		 * and continued (signal(7)), handler or not: a frozen-and-thawed test, not echod. */
-		if (n < 0 && errno == EINTR)
-			continue;
+		ssize_t n = recv_retry(fd, resp + used, cap - used - 1, 0);
 		if (n < 0)
 			err = errno;
 		if (n <= 0)
@@ -210,7 +206,7 @@ static void end_clean(int fd)
 {
 	char b;
 	shutdown(fd, SHUT_WR);
-	assert_int_equal(recv(fd, &b, 1, 0), 0);
+	assert_int_equal(recv_retry(fd, &b, 1, 0), 0);
 	close(fd);
 }
 
@@ -267,7 +263,7 @@ static void test_threads_exact_deltas(void **state)
 	int extra = tcp_connect(s.c.port);
 	assert_true(extra >= 0);
 	char b;
-	assert_true(recv(extra, &b, 1, 0) <= 0);
+	assert_true(recv_retry(extra, &b, 1, 0) <= 0);
 	close(extra);
 	for (int i = 0; i < 6; i++)
 		end_clean(held[i]);
@@ -368,16 +364,13 @@ static void test_udp_and_proxy_reasons(void **state)
 	const char *more[] = { "--listen", "udp:127.0.0.1:0", "--udp-rate", "1", "--proxy-protocol",
 			       NULL };
 	start_server(&s, more);
-	char *log = proc_log(&s.c);
-	const char *p = strstr(log, "addr=udp:127.0.0.1:");
-	assert_non_null(p);
-	int uport = atoi(p + strlen("addr=udp:127.0.0.1:"));
-	free(log);
+	int uport = proc_udp_port(&s.c);
+	assert_true(uport > 0);
 	int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)uport),
 				  .sin_addr.s_addr = htonl(0x7f000001) };
 	for (int i = 0; i < 3; i++) /* one a second: the first answered, two dropped */
-		assert_int_equal(sendto(u, "x", 1, 0, (struct sockaddr *)&to, sizeof(to)), 1);
+		assert_int_equal(sendto_retry(u, "x", 1, 0, (struct sockaddr *)&to, sizeof(to)), 1);
 	int fd = tcp_connect(s.c.port);
 	assert_true(fd >= 0);
 	assert_int_equal(send_all(fd, "PROXY UNKNOWN\r\nab", 17), 0);
@@ -425,7 +418,7 @@ static void test_threads_readyz_turns_at_sigterm(void **state)
 	static char chunk[65536];
 	uint64_t end = now_ms() + 3000, last_progress = now_ms();
 	while (now_ms() < end && now_ms() - last_progress < 150) {
-		ssize_t n = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+		ssize_t n = send_retry(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
 		if (n > 0)
 			last_progress = now_ms();
 		else
@@ -500,9 +493,9 @@ static void test_drain_grace_serves_then_drains(void **state)
 	assert_memory_equal(back, "late", 4);
 	assert_true(now_ms() - t0 < 800); /* all of that inside the grace */
 	/* The grace over: the drain half-closes both; EOF, not a reset, and not before. */
-	assert_int_equal(recv(open_fd, back, 1, 0), 0);
+	assert_int_equal(recv_retry(open_fd, back, 1, 0), 0);
 	uint64_t eof_ms = now_ms() - t0;
-	assert_int_equal(recv(late_fd, back, 1, 0), 0);
+	assert_int_equal(recv_retry(late_fd, back, 1, 0), 0);
 	print_message("  [%s] EOF %llu ms after SIGTERM (grace 800 ms)\n", test_backend_name(),
 		      (unsigned long long)eof_ms);
 	assert_true(eof_ms >= 790);
@@ -574,19 +567,19 @@ static void test_hostile_scrapers(void **state)
 			break;
 		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(s.mport),
 					 .sin_addr.s_addr = htonl(0x7f000001) };
-		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 && errno != EINPROGRESS) {
+		if (connect_retry(fd, (struct sockaddr *)&a, sizeof(a)) < 0 && errno != EINPROGRESS) {
 			close(fd);
 			break;
 		}
 		held[nheld++] = fd;
 	}
 	for (int i = 0; i < nheld; i++)
-		(void)send(held[i], "GET /metr", 9, MSG_NOSIGNAL);
+		(void)send_retry(held[i], "GET /metr", 9, MSG_NOSIGNAL);
 	int loris = tcp_connect(s.mport);
 	assert_true(loris >= 0);
 	static char big[100 * 1024 + 64];
 	for (int i = 0; i < 3; i++) {
-		(void)send(loris, "G", 1, MSG_NOSIGNAL);
+		(void)send_retry(loris, "G", 1, MSG_NOSIGNAL);
 		int bad = tcp_connect(s.mport);
 		if (bad >= 0) {
 			(void)send_all(bad, "\x01\x02 nonsense\r\n\r\n", 15);
@@ -597,7 +590,7 @@ static void test_hostile_scrapers(void **state)
 			int len = snprintf(big, sizeof(big), "GET /metrics HTTP/1.1\r\nX: ");
 			memset(big + len, 'a', sizeof(big) - (size_t)len - 4);
 			memcpy(big + sizeof(big) - 4, "\r\n\r\n", 4);
-			(void)send(bad, big, sizeof(big), MSG_NOSIGNAL);
+			(void)send_retry(bad, big, sizeof(big), MSG_NOSIGNAL);
 			close(bad);
 		}
 		during[i] = echo_rate(s.c.port);

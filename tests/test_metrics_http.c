@@ -121,7 +121,7 @@ static void exchange(int fd, const char *req, size_t len, bool head_only, struct
 	size_t off = 0;
 	uint64_t end = now_ms() + 3000;
 	while (off < len && now_ms() < end) {
-		ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = send_retry(fd, req + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n > 0) {
 			off += (size_t)n;
 			continue;
@@ -141,7 +141,7 @@ static void exchange(int fd, const char *req, size_t len, bool head_only, struct
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		if (poll(&p, 1, (int)(end - now_ms())) <= 0)
 			break;
-		ssize_t n = recv(fd, buf + have, sizeof(buf) - 1 - have, MSG_DONTWAIT);
+		ssize_t n = recv_retry(fd, buf + have, sizeof(buf) - 1 - have, MSG_DONTWAIT);
 		if (n <= 0) {
 			if (n < 0 && (errno == EAGAIN || errno == EINTR))
 				continue;
@@ -187,7 +187,7 @@ static bool closed_within(int fd, int ms)
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		if (poll(&p, 1, (int)(end - now_ms())) <= 0)
 			return false;
-		ssize_t n = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+		ssize_t n = recv_retry(fd, b, sizeof(b), MSG_DONTWAIT);
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
 			return true;
 	}
@@ -345,7 +345,7 @@ static void *slow_loris(void *arg)
 	uint64_t t0 = now_ms();
 	static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaa";
 	for (int i = 0; i < METRICS_HTTP_TIMEOUT_S + 4 && i < (int)sizeof(req) - 1; i++) {
-		if (send(fd, req + i, 1, MSG_NOSIGNAL) != 1) {
+		if (send_retry(fd, req + i, 1, MSG_NOSIGNAL) != 1) {
 			l->dropped_ms = (int64_t)(now_ms() - t0);
 			break;
 		}
@@ -473,7 +473,7 @@ static void test_many_connections(void **state)
 		assert_int_equal(bind(p[i].fd, (struct sockaddr *)&from, sizeof(from)), 0);
 		struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-		int rc = connect(p[i].fd, (struct sockaddr *)&to, sizeof(to));
+		int rc = connect_retry(p[i].fd, (struct sockaddr *)&to, sizeof(to));
 		assert_true(rc == 0 || errno == EINPROGRESS);
 		p[i].events = POLLOUT;
 	}
@@ -488,14 +488,14 @@ static void test_many_connections(void **state)
 			if (p[i].fd < 0 || !p[i].revents)
 				continue;
 			if (!sent[i] && (p[i].revents & POLLOUT)) {
-				sent[i] = send(p[i].fd, req, sizeof(req) - 1, MSG_NOSIGNAL) ==
+				sent[i] = send_retry(p[i].fd, req, sizeof(req) - 1, MSG_NOSIGNAL) ==
 					  (ssize_t)sizeof(req) - 1;
 				p[i].events = POLLIN;
 			}
 			if (!(p[i].revents & (POLLIN | POLLERR | POLLHUP)))
 				continue;
 			char b[512];
-			ssize_t n = recv(p[i].fd, b, sizeof(b) - 1, MSG_DONTWAIT);
+			ssize_t n = recv_retry(p[i].fd, b, sizeof(b) - 1, MSG_DONTWAIT);
 			if (n > 0 && strncmp(b, "HTTP/1.1 200", 12) == 0) {
 				served++;
 				per_source[src[i]]++;

@@ -222,10 +222,7 @@ static void test_slow_header_times_out(void **state)
 	assert_int_equal(send_all(fd, "PROXY TCP4 ", 11), 0);
 	uint64_t t0 = now_ms();
 	char b;
-	ssize_t n;
-	do /* blocks until echod closes it (5 s socket timeout); EINTR: see recv_to_eof */
-		n = recv(fd, &b, 1, 0);
-	while (n < 0 && errno == EINTR);
+	ssize_t n = recv_retry(fd, &b, 1, 0); /* until echod closes it (5 s socket timeout) */
 	uint64_t took = now_ms() - t0;
 	assert_true(n <= 0 && (n == 0 || errno == ECONNRESET));
 	assert_true(took >= 250 && took < 2500);
@@ -310,7 +307,7 @@ static void through_haproxy(int port, const struct child *echod, int *client_por
 		if (ready < 0)
 			continue;
 		if ((p.revents & POLLOUT) && sent < len) {
-			ssize_t n = send(fd, data + sent, len - sent, MSG_NOSIGNAL);
+			ssize_t n = send_retry(fd, data + sent, len - sent, MSG_NOSIGNAL);
 			if (n > 0)
 				sent += (size_t)n;
 		}
@@ -319,7 +316,7 @@ static void through_haproxy(int port, const struct child *echod, int *client_por
 			shut = true;
 		}
 		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-			ssize_t n = recv(fd, back + got, len + 16 - got, 0);
+			ssize_t n = recv_retry(fd, back + got, len + 16 - got, 0);
 			if (n == 0)
 				break;
 			if (n > 0)

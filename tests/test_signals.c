@@ -1,16 +1,19 @@
 /* test_signals.c - what each signal does to a running echod, and the checks made before start.
  *
  * Per backend (the group runs once for each backend in the engine's table that runs here):
- * HUP, USR1, USR2, ALRM and PROF sent mid-load leave echod serving, each with its log line; a
- * second SIGTERM during a drain that would take 30 s stops echod at once. Once: the watchdog
- * ends a process whose worker is stuck (a worker thread stopped from outside with ptrace), and
- * the start-up refusals of select's fd limit and of a buffer pool that cannot be mapped.
- * Every wait is bounded; only children started here are signalled.
+ * HUP, USR1, USR2, ALRM and PROF sent mid-load leave echod serving, each with its log line, and
+ * so do thirty SIGSTOP/SIGCONT pairs; a second SIGTERM during a drain that would take 30 s
+ * stops echod at once. Once: the watchdog ends a process whose worker is stuck (a worker thread
+ * stopped from outside with ptrace), and the start-up refusals of select's fd limit and of a
+ * buffer pool that cannot be mapped. Every wait is bounded; only children started here are
+ * signalled.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <setjmp.h>
 #include <stddef.h>
@@ -127,7 +130,7 @@ static long pump(struct pumper *p, int n, int ms, pid_t pid, int sig)
 			struct pumper *q = &p[i];
 			if (pf[i].revents & POLLOUT) {
 				size_t off = (size_t)((q->sent + q->seed) % PATTERN);
-				ssize_t k = send(q->fd, pattern + off, CHUNK, MSG_NOSIGNAL | MSG_DONTWAIT);
+				ssize_t k = send_retry(q->fd, pattern + off, CHUNK, MSG_NOSIGNAL | MSG_DONTWAIT);
 				if (k < 0 && errno != EAGAIN) {
 					print_error("[%s] connection %d: send: %s\n", test_backend_name(), i,
 						    strerror(errno));
@@ -137,7 +140,7 @@ static long pump(struct pumper *p, int n, int ms, pid_t pid, int sig)
 					q->sent += (uint64_t)k;
 			}
 			if (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) {
-				ssize_t k = recv(q->fd, buf, sizeof(buf), MSG_DONTWAIT);
+				ssize_t k = recv_retry(q->fd, buf, sizeof(buf), MSG_DONTWAIT);
 				if (k < 0 && errno == EAGAIN)
 					continue;
 				if (k <= 0) {
@@ -164,6 +167,17 @@ static long pump(struct pumper *p, int n, int ms, pid_t pid, int sig)
 	}
 }
 
+/* echod with two workers, and four connections to pump through it (their patterns differ). */
+static void start_pumping(struct child *c, struct pumper p[4])
+{
+	const char *extra[] = { "--threads", "2", NULL };
+	test_start_echod(c, extra);
+	for (int i = 0; i < 4; i++) {
+		p[i] = (struct pumper){ .fd = tcp_connect(c->port), .seed = (uint32_t)i * 7919u };
+		assert_true(p[i].fd >= 0);
+	}
+}
+
 static const struct {
 	int sig;
 	const char *name;
@@ -182,13 +196,8 @@ static void test_signals_leave_echod_serving(void **state)
 {
 	(void)state;
 	struct child c;
-	const char *extra[] = { "--threads", "2", NULL };
-	test_start_echod(&c, extra);
 	struct pumper p[4];
-	for (int i = 0; i < 4; i++) {
-		p[i] = (struct pumper){ .fd = tcp_connect(c.port), .seed = (uint32_t)i * 7919u };
-		assert_true(p[i].fd >= 0);
-	}
+	start_pumping(&c, p);
 	for (size_t s = 0; s < sizeof(survivable) / sizeof(survivable[0]); s++) {
 		long after = pump(p, 4, 200, c.pid, survivable[s].sig);
 		if (after <= 0) {
@@ -223,6 +232,64 @@ static void test_signals_leave_echod_serving(void **state)
 	proc_cleanup(&c);
 }
 
+/* --- stopped and continued ----------------------------------------------------------------- */
+
+struct freezer {
+	pid_t pid;
+	atomic_bool done;
+	int rounds;
+};
+
+static void *freeze_loop(void *arg)
+{
+	struct freezer *f = arg;
+	while (!atomic_load(&f->done)) {
+		usleep(15000);
+		kill(f->pid, SIGSTOP);
+		usleep(5000);
+		kill(f->pid, SIGCONT);
+		f->rounds++;
+	}
+	return NULL;
+}
+
+/* A process stopped and continued (a frozen cgroup, docker pause, a debugger) sees its waits
+ * end with EINTR whatever its handlers (signal(7)): epoll_wait, io_uring_enter, sigtimedwait.
+ * echod must take that as a wake-up with nothing to do: thirty stops in 0.6 s of load cost
+ * no byte and no connection, and a TERM sent while it is stopped ends it once continued. */
+static void test_stop_and_continue_leave_echod_serving(void **state)
+{
+	(void)state;
+	struct child c;
+	struct pumper p[4];
+	start_pumping(&c, p);
+	struct freezer f = { .pid = c.pid };
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, freeze_loop, &f), 0);
+	long after = pump(p, 4, 600, c.pid, 0); /* signal 0: no signal, only the freezes */
+	atomic_store(&f.done, true);
+	pthread_join(t, NULL);
+	print_message("  [%s] %d stops; %ld bytes echoed in the second half\n", test_backend_name(),
+		      f.rounds, after);
+	if (after <= 0) {
+		dump_log(&c);
+		fail();
+	}
+	assert_true(f.rounds >= 15);
+	for (int i = 0; i < 4; i++)
+		close(p[i].fd);
+	assert_true(hello_echoed(c.port));
+	assert_int_equal(kill(c.pid, SIGSTOP), 0);
+	usleep(20000);
+	assert_int_equal(kill(c.pid, SIGTERM), 0);
+	usleep(20000);
+	assert_int_equal(kill(c.pid, SIGCONT), 0);
+	assert_int_equal(proc_wait(&c, 10000), 0);
+	assert_true(proc_log_has(&c, "event=stopped accepted=5 "));
+	assert_false(proc_log_has(&c, "event=watchdog"));
+	proc_cleanup(&c);
+}
+
 /* --- the second signal -------------------------------------------------------------------- */
 
 /* A client that reads nothing, with a small receive buffer, sends until the server stops
@@ -237,7 +304,7 @@ static int stalled_client(int port)
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) < 0 ||
-	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	    connect_retry(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		close(fd);
 		return -1;
 	}
@@ -248,7 +315,7 @@ static int stalled_client(int port)
 		struct pollfd p = { .fd = fd, .events = POLLOUT };
 		if (poll(&p, 1, 150) == 0)
 			break; /* 150 ms without room: the server stopped reading */
-		ssize_t n = send(fd, pattern, sizeof(pattern), MSG_NOSIGNAL);
+		ssize_t n = send_retry(fd, pattern, sizeof(pattern), MSG_NOSIGNAL);
 		if (n > 0)
 			sent += (size_t)n;
 		else if (n < 0 && errno != EAGAIN)
@@ -511,6 +578,8 @@ int main(int argc, char **argv)
 	memcpy(pattern + PATTERN, pattern, CHUNK); /* a send may run past the end: it wraps */
 	const struct CMUnitTest per_backend[] = {
 		cmocka_unit_test_teardown(test_signals_leave_echod_serving, test_kill_strays),
+		cmocka_unit_test_teardown(test_stop_and_continue_leave_echod_serving,
+					  test_kill_strays),
 		cmocka_unit_test_teardown(test_second_sigterm_cuts, test_kill_strays),
 		cmocka_unit_test_teardown(test_sigint_after_sigterm_cuts, test_kill_strays),
 	};

@@ -108,7 +108,7 @@ static void test_passed_tcp_ipv6_and_unix(void **state)
 	int fd6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in6 to6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port6),
 				    .sin6_addr = IN6ADDR_LOOPBACK_INIT };
-	assert_int_equal(connect(fd6, (struct sockaddr *)&to6, sizeof(to6)), 0);
+	assert_int_equal(connect_retry(fd6, (struct sockaddr *)&to6, sizeof(to6)), 0);
 	assert_int_equal(send_all(fd6, "over IPv6", 9), 0);
 	char back6[9];
 	assert_int_equal(recv_exact(fd6, back6, 9), 9);
@@ -150,8 +150,8 @@ static void test_passed_udp(void **state)
 	for (int i = 0; i < 20; i++) {
 		char msg[16], back[16];
 		int n = snprintf(msg, sizeof(msg), "datagram %d", i);
-		assert_int_equal(sendto(fd, msg, (size_t)n, 0, (struct sockaddr *)&to, sizeof(to)), n);
-		assert_int_equal(recv(fd, back, sizeof(back), 0), n);
+		assert_int_equal(sendto_retry(fd, msg, (size_t)n, 0, (struct sockaddr *)&to, sizeof(to)), n);
+		assert_int_equal(recv_retry(fd, back, sizeof(back), 0), n);
 		assert_memory_equal(back, msg, (size_t)n);
 	}
 	close(fd);
@@ -173,7 +173,7 @@ static void test_passed_unix_datagram_refused(void **state)
 	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_un un = { .sun_family = AF_UNIX };
 	snprintf(un.sun_path, sizeof(un.sun_path), "%s", path);
-	assert_int_equal(sendto(fd, "x", 1, 0, (struct sockaddr *)&un, sizeof(un)), 1);
+	assert_int_equal(sendto_retry(fd, "x", 1, 0, (struct sockaddr *)&un, sizeof(un)), 1);
 	close(fd);
 	assert_int_equal(proc_wait(&c, 5000), 71);
 	assert_true(proc_log_has(&c, "echod: passed fd 3 is a Unix datagram socket; echod serves "
@@ -279,7 +279,7 @@ static void next_note(int fd, char *buf, size_t len, int timeout_ms)
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	if (poll(&p, 1, timeout_ms) != 1)
 		return;
-	ssize_t n = recv(fd, buf, len - 1, 0);
+	ssize_t n = recv_retry(fd, buf, len - 1, 0);
 	buf[n > 0 ? n : 0] = '\0';
 }
 

@@ -140,23 +140,6 @@ static void test_rate_table_bounded(void **state)
 /* ---- the real echod ---------------------------------------------------------------------- */
 
 /* The port of echod's UDP listener, from its `listening addr=udp:HOST:PORT` line. */
-static int udp_port(const struct child *c)
-{
-	char *log = proc_log(c);
-	const char *p = strstr(log, "addr=udp:");
-	int port = -1;
-	if (p) {
-		const char *end = strchr(p, '\n');
-		const char *colon = p;
-		for (const char *q = p; *q && (!end || q < end); q++)
-			if (*q == ':')
-				colon = q;
-		port = atoi(colon + 1);
-	}
-	free(log);
-	return port;
-}
-
 static void start_udp(struct child *c, const char *host, const char *const *more)
 {
 	char listen[64];
@@ -167,7 +150,7 @@ static void start_udp(struct child *c, const char *host, const char *const *more
 		args[n++] = more[i];
 	args[n] = NULL;
 	test_start_echod(c, args);
-	assert_true(udp_port(c) > 0);
+	assert_true(proc_udp_port(c) > 0);
 }
 
 /* A UDP socket with a 2 s receive timeout, bound to `family`'s loopback, any port. */
@@ -208,8 +191,8 @@ static void roundtrip(int family, int port, size_t len)
 	socklen_t tolen = server_addr(family, port, &to), fromlen = sizeof(from);
 	uint8_t *out = malloc(len + 1), *back = malloc(70000);
 	pattern_fill(out, len + 1, (uint32_t)len);
-	assert_int_equal(sendto(fd, out, len, 0, (struct sockaddr *)&to, tolen), (ssize_t)len);
-	ssize_t n = recvfrom(fd, back, 70000, MSG_TRUNC, (struct sockaddr *)&from, &fromlen);
+	assert_int_equal(sendto_retry(fd, out, len, 0, (struct sockaddr *)&to, tolen), (ssize_t)len);
+	ssize_t n = recvfrom_retry(fd, back, 70000, MSG_TRUNC, (struct sockaddr *)&from, &fromlen);
 	if (n != (ssize_t)len)
 		print_error("[%s] %zu bytes sent, %zd back (%s)\n", test_backend_name(), len, n,
 			    n < 0 ? strerror(errno) : "");
@@ -232,7 +215,7 @@ static void test_sizes(void **state)
 	(void)state;
 	struct child c;
 	start_udp(&c, "127.0.0.1", NULL);
-	int port = udp_port(&c);
+	int port = proc_udp_port(&c);
 	size_t sizes[] = { 0, 1, 1472, 8192, 65507 };
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
 		roundtrip(AF_INET, port, sizes[i]);
@@ -247,7 +230,7 @@ static void test_ipv6(void **state)
 	(void)state;
 	struct child c;
 	start_udp(&c, "[::1]", NULL);
-	int port = udp_port(&c);
+	int port = proc_udp_port(&c);
 	roundtrip(AF_INET6, port, 1);
 	roundtrip(AF_INET6, port, 65507);
 	stop_clean(&c);
@@ -266,7 +249,7 @@ static void test_many_sources(void **state)
 	const char *more[] = { "--udp-rate", "0", NULL }; /* one address sends them all */
 	start_udp(&c, "127.0.0.1", more);
 	struct sockaddr_storage to;
-	socklen_t tolen = server_addr(AF_INET, udp_port(&c), &to);
+	socklen_t tolen = server_addr(AF_INET, proc_udp_port(&c), &to);
 	int fds[SOCKS];
 	uint32_t sent[SOCKS] = { 0 }, got[SOCKS] = { 0 };
 	struct pollfd pfd[SOCKS];
@@ -281,8 +264,9 @@ static void test_many_sources(void **state)
 		for (int i = 0; i < SOCKS; i++) {
 			while (sent[i] < PER_SOCK && sent[i] - got[i] < WINDOW) {
 				uint32_t msg[8] = { (uint32_t)i, sent[i], 0xec40d00du };
-				if (sendto(fds[i], msg, sizeof(msg), 0, (struct sockaddr *)&to, tolen) !=
-				    (ssize_t)sizeof(msg))
+				ssize_t n = sendto_retry(fds[i], msg, sizeof(msg), 0,
+							 (struct sockaddr *)&to, tolen);
+				if (n != (ssize_t)sizeof(msg))
 					break;
 				sent[i]++;
 			}
@@ -292,7 +276,7 @@ static void test_many_sources(void **state)
 		for (int i = 0; i < SOCKS; i++) {
 			uint32_t msg[8];
 			ssize_t n;
-			while ((n = recv(fds[i], msg, sizeof(msg), 0)) >= 0) {
+			while ((n = recv_retry(fds[i], msg, sizeof(msg), 0)) >= 0) {
 				if (n != (ssize_t)sizeof(msg) || msg[0] != (uint32_t)i ||
 				    msg[1] != got[i] || msg[2] != 0xec40d00du)
 					wrong++;
@@ -324,7 +308,7 @@ static void test_refused_source_ports(void **state)
 	struct child c;
 	start_udp(&c, "127.0.0.1", NULL);
 	struct sockaddr_storage to;
-	socklen_t tolen = server_addr(AF_INET, udp_port(&c), &to);
+	socklen_t tolen = server_addr(AF_INET, proc_udp_port(&c), &to);
 	int refused = 0;
 	int ports[] = { 2049, 1023 };
 	for (size_t i = 0; i < 2; i++) {
@@ -339,13 +323,13 @@ static void test_refused_source_ports(void **state)
 		}
 		struct timeval tv = { .tv_usec = 300000 };
 		assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-		assert_int_equal(sendto(fd, "ping", 4, 0, (struct sockaddr *)&to, tolen), 4);
+		assert_int_equal(sendto_retry(fd, "ping", 4, 0, (struct sockaddr *)&to, tolen), 4);
 		char back[8];
-		assert_int_equal(recv(fd, back, sizeof(back), 0), -1);
+		assert_int_equal(recv_retry(fd, back, sizeof(back), 0), -1);
 		refused++;
 		close(fd);
 	}
-	roundtrip(AF_INET, udp_port(&c), 4); /* and an ordinary port still is */
+	roundtrip(AF_INET, proc_udp_port(&c), 4); /* and an ordinary port still is */
 	stop_clean(&c);
 	assert_int_equal(test_stop_count(&c, "udp_dropped_source_port="), refused);
 	assert_int_equal(test_stop_count(&c, "udp_echoed="), 1);
@@ -361,14 +345,14 @@ static void rate_capped(const char *threads)
 	const char *more[] = { "--udp-rate", "50", "--threads", threads, NULL };
 	start_udp(&c, "127.0.0.1", more);
 	struct sockaddr_storage to;
-	socklen_t tolen = server_addr(AF_INET, udp_port(&c), &to);
+	socklen_t tolen = server_addr(AF_INET, proc_udp_port(&c), &to);
 	enum { NSOCK = 16, EACH = 15 };
 	int fds[NSOCK];
 	uint64_t t0 = now_ms();
 	for (int i = 0; i < NSOCK; i++) {
 		fds[i] = udp_socket(AF_INET);
 		for (int k = 0; k < EACH; k++)
-			assert_int_equal(sendto(fds[i], "x", 1, 0, (struct sockaddr *)&to, tolen), 1);
+			assert_int_equal(sendto_retry(fds[i], "x", 1, 0, (struct sockaddr *)&to, tolen), 1);
 	}
 	uint64_t took = now_ms() - t0;
 	int replies = 0;
@@ -381,7 +365,7 @@ static void rate_capped(const char *threads)
 	while (poll(pfd, NSOCK, 300) > 0) {
 		char b[4];
 		for (int i = 0; i < NSOCK; i++)
-			while (recv(fds[i], b, sizeof(b), 0) == 1)
+			while (recv_retry(fds[i], b, sizeof(b), 0) == 1)
 				replies++;
 	}
 	for (int i = 0; i < NSOCK; i++)
@@ -417,7 +401,7 @@ static void test_threads_udp_and_tcp(void **state)
 	struct child c;
 	const char *more[] = { "--threads", "3", "--udp-rate", "0", NULL };
 	start_udp(&c, "127.0.0.1", more);
-	int port = udp_port(&c);
+	int port = proc_udp_port(&c);
 	for (int i = 0; i < 60; i++)
 		roundtrip(AF_INET, port, (size_t)i * 7);
 	assert_true(hello_echoed(c.port)); /* TCP beside it */
@@ -435,7 +419,7 @@ static void test_busy_udp_port(void **state)
 	const char *more[] = { "--threads", "2", NULL };
 	start_udp(&a, "127.0.0.1", more);
 	char addr[48];
-	snprintf(addr, sizeof(addr), "udp:127.0.0.1:%d", udp_port(&a));
+	snprintf(addr, sizeof(addr), "udp:127.0.0.1:%d", proc_udp_port(&a));
 	const char *args[] = { "--listen", addr, "--threads", "2", "--backend", test_backend_name(),
 			       NULL };
 	int st = -1;
@@ -444,7 +428,7 @@ static void test_busy_udp_port(void **state)
 	assert_true(proc_log_has(&b, "cannot listen on udp:127.0.0.1:"));
 	assert_true(proc_log_has(&b, "Address already in use"));
 	proc_cleanup(&b);
-	roundtrip(AF_INET, udp_port(&a), 10); /* the first one still has all of it */
+	roundtrip(AF_INET, proc_udp_port(&a), 10); /* the first one still has all of it */
 	stop_clean(&a);
 	proc_cleanup(&a);
 }
@@ -457,12 +441,12 @@ static void test_stop_under_load(void **state)
 	const char *more[] = { "--udp-rate", "0", NULL };
 	start_udp(&c, "127.0.0.1", more);
 	struct sockaddr_storage to;
-	socklen_t tolen = server_addr(AF_INET, udp_port(&c), &to);
+	socklen_t tolen = server_addr(AF_INET, proc_udp_port(&c), &to);
 	int fd = udp_socket(AF_INET);
 	set_nonblock(fd);
 	char buf[1400] = { 0 };
 	for (int i = 0; i < 2000; i++)
-		(void)sendto(fd, buf, sizeof(buf), 0, (struct sockaddr *)&to, tolen);
+		(void)sendto_retry(fd, buf, sizeof(buf), 0, (struct sockaddr *)&to, tolen);
 	uint64_t t0 = now_ms();
 	assert_int_equal(proc_stop(&c, SIGTERM, 5000), 0);
 	assert_true(now_ms() - t0 < 3000);

@@ -147,7 +147,7 @@ static void test_abstract_namespace(void **state)
 	struct sockaddr_un un = { .sun_family = AF_UNIX };
 	memcpy(un.sun_path + 1, name, strlen(name));
 	socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name));
-	assert_int_equal(connect(fd, (struct sockaddr *)&un, len), 0);
+	assert_int_equal(connect_retry(fd, (struct sockaddr *)&un, len), 0);
 	assert_int_equal(send_all(fd, "abstract", 8), 0);
 	char back[8];
 	assert_int_equal(recv_exact(fd, back, 8), 8);
