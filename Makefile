@@ -118,7 +118,8 @@ run: deps
 # own, so run-suite --light skips them there); then, on a ThreadSanitizer build, the suites
 # where threads meet: signals (main thread and workers), and the integration, metrics, UDP and
 # systemd cases with several workers (the metrics thread asks them; UDP workers share a port
-# group; workers share a passed listener), on the uring and epoll backends;
+# group; workers share a passed listener), on the uring and epoll backends, and the worker
+# thread's own suite (test_worker: the main thread's requests);
 # then a short run of each fuzz harness. The cluster behind HAProxy (test_cluster) and
 # the deployment examples (test_deploy) run on the plain build only. cmocka's summary per
 # binary, then one
@@ -131,7 +132,8 @@ NOURING_BUILD := build/nouring
 TSAN_BUILD := build/tsan
 TSAN_TESTS := $(TSAN_BUILD)/echod $(TSAN_BUILD)/echoload $(TSAN_BUILD)/tests/test_signals \
 	      $(TSAN_BUILD)/tests/test_integration $(TSAN_BUILD)/tests/test_metrics \
-	      $(TSAN_BUILD)/tests/test_udp $(TSAN_BUILD)/tests/test_systemd
+	      $(TSAN_BUILD)/tests/test_udp $(TSAN_BUILD)/tests/test_systemd \
+	      $(TSAN_BUILD)/tests/test_worker
 # The four builds compile on every core (a plain `make test` would compile them one file at a
 # time, a fifth of the ten minutes the suite may take); a -j given by the caller wins.
 TEST_JOBS := $(if $(filter -j%,$(MAKEFLAGS)),,-j$(shell nproc 2>/dev/null || echo 2))

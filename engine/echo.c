@@ -905,11 +905,28 @@ static void accept_one(struct echo_server *srv, const struct listener *l, int fd
 	}
 }
 
+/* Out of fds or memory, or a listener that could not be armed: retrying at once would spin;
+ * back off, doubling, and re-arm every idle listener when the timer fires (on_backoff). */
+static void accept_backoff(struct echo_server *srv, struct listener *l, const char *event,
+			   int err)
+{
+	srv->stats.accept_backoffs++;
+	srv->backoff_ms = srv->backoff_ms ? srv->backoff_ms * 2 : BACKOFF_MIN_MS;
+	if (srv->backoff_ms > BACKOFF_MAX_MS)
+		srv->backoff_ms = BACKOFF_MAX_MS;
+	log_msg(LOG_WARN, event, "error=\"%s\" retry_ms=%u conns=%u fd=%d", strerror(-err),
+		srv->backoff_ms, srv->stats.conns, l->fd);
+	if (loop_op_armed(&l->acc))
+		loop_cancel(srv->loop, &l->acc);
+	loop_timer_start(srv->loop, &srv->backoff_timer, srv->backoff_ms);
+}
+
+/* A listener left unarmed would accept nobody again, with nothing in the log to say why. */
 static void listener_arm(struct listener *l)
 {
 	int rc = loop_submit(l->srv->loop, &l->acc);
 	if (rc < 0)
-		log_msg(LOG_ERROR, "accept_failed", "fd=%d error=\"%s\"", l->fd, strerror(-rc));
+		accept_backoff(l->srv, l, "accept_arm_failed", rc);
 }
 
 static void on_backoff(struct loop *loop, struct loop_timer *t)
@@ -918,7 +935,7 @@ static void on_backoff(struct loop *loop, struct loop_timer *t)
 	struct echo_server *srv = t->owner;
 	for (int i = 0; i < srv->nlisteners; i++) {
 		struct listener *l = &srv->listeners[i];
-		if (!l->closing && !loop_op_armed(&l->acc))
+		if (!l->closing && l->fd >= 0 && !loop_op_armed(&l->acc))
 			listener_arm(l);
 	}
 }
@@ -935,17 +952,8 @@ static void on_accept(struct loop *loop, struct op *op, int res, unsigned cflags
 			accept_one(srv, l, res);
 		}
 	} else if (res != -ECANCELED && !l->closing) {
-		/* Out of fds or memory: retrying at once would spin; back off, doubling. (A
-		 * closing listener's final completion closes it, whatever it says.) */
-		srv->stats.accept_backoffs++;
-		srv->backoff_ms = srv->backoff_ms ? srv->backoff_ms * 2 : BACKOFF_MIN_MS;
-		if (srv->backoff_ms > BACKOFF_MAX_MS)
-			srv->backoff_ms = BACKOFF_MAX_MS;
-		log_msg(LOG_WARN, "accept_backoff", "error=\"%s\" retry_ms=%u conns=%u",
-			strerror(-res), srv->backoff_ms, srv->stats.conns);
-		if (loop_op_armed(&l->acc))
-			loop_cancel(loop, &l->acc);
-		loop_timer_start(loop, &srv->backoff_timer, srv->backoff_ms);
+		/* (A closing listener's final completion closes it, whatever it says.) */
+		accept_backoff(srv, l, "accept_backoff", res);
 		return;
 	}
 	if (res >= 0)

@@ -38,16 +38,16 @@ static void counters_of(struct worker_counters *c, const struct echo_server *srv
 	c->buffers_held = srv->bufs_held;
 }
 
-/* The main thread's requests arrive here, in the worker's own thread, where its echo server
- * may be touched. The read is re-armed so a later request (a cut, USR1 during a drain) is
- * heard too; once the loop is ending it is left alone and worker_main cancels it. */
-static void on_wake(struct loop *loop, struct op *op, int res, unsigned cflags)
+/* A wake-up read that could not be armed (or failed) is tried again this much later, doubling:
+ * meanwhile the retry itself takes the requests, so a stop is still heard. */
+#define WAKE_RETRY_MIN_MS 10
+#define WAKE_RETRY_MAX_MS 1000
+
+/* The main thread's requests (worker_ask), taken in the worker's own thread, where its echo
+ * server may be touched. */
+static void take_requests(struct worker *w, struct loop *loop)
 {
-	(void)cflags;
-	struct worker *w = op->owner;
 	struct echo_server *srv = loop->user;
-	if (res == -ECANCELED)
-		return; /* worker_main is shutting the loop down */
 	unsigned req = atomic_exchange(&w->requests, 0u);
 	if (req & REQ_STATS) {
 		struct worker_counters c;
@@ -60,17 +60,55 @@ static void on_wake(struct loop *loop, struct op *op, int res, unsigned cflags)
 	} else if (req & REQ_STOP) {
 		echo_server_stop(srv);
 	}
+}
+
+/* Arm the wake-up read again, or retry later. A worker that cannot read its wake-ups would
+ * hear no stop: re-arming at once would spin, giving up would leave the stop to the
+ * watchdog's kill. */
+static void wake_arm(struct worker *w, struct loop *loop, int failed)
+{
+	if (failed == 0) {
+		failed = loop_submit(loop, &w->wake_op);
+		if (failed == 0) {
+			w->wake_retry_ms = 0;
+			return;
+		}
+	}
+	if (w->wake_retry_ms == 0) /* one line per outage, not per retry */
+		log_msg(LOG_ERROR, "wake_failed", "worker=%d error=\"%s\" retry_ms=%d", w->index,
+			strerror(-failed), WAKE_RETRY_MIN_MS);
+	w->wake_retry_ms = w->wake_retry_ms ? w->wake_retry_ms * 2 : WAKE_RETRY_MIN_MS;
+	if (w->wake_retry_ms > WAKE_RETRY_MAX_MS)
+		w->wake_retry_ms = WAKE_RETRY_MAX_MS;
+	loop_timer_start(loop, &w->wake_retry, w->wake_retry_ms);
+}
+
+static void on_wake_retry(struct loop *loop, struct loop_timer *t)
+{
+	struct worker *w = t->owner;
 	if (worker_loop_over(w) || loop_stopped(loop))
 		return;
-	/* -EAGAIN/-EINTR: the read found nothing yet; read again. Re-arming a read that fails
-	 * otherwise would spin; the watchdog ends a stop this worker can no longer hear. */
-	if (res < 0 && res != -EAGAIN && res != -EINTR) {
-		log_msg(LOG_ERROR, "wake_failed", "worker=%d error=\"%s\"", w->index, strerror(-res));
+	take_requests(w, loop);
+	if (worker_loop_over(w) || loop_stopped(loop))
 		return;
-	}
-	int rc = loop_submit(loop, &w->wake_op);
-	if (rc < 0)
-		log_msg(LOG_ERROR, "wake_failed", "worker=%d error=\"%s\"", w->index, strerror(-rc));
+	if (!loop_op_armed(&w->wake_op))
+		wake_arm(w, loop, 0);
+}
+
+/* The wake-up read completed: take the requests, and read again so a later one (a cut, USR1
+ * during a drain) is heard too; once the loop is ending it is left alone and worker_main
+ * cancels it. */
+static void on_wake(struct loop *loop, struct op *op, int res, unsigned cflags)
+{
+	(void)cflags;
+	struct worker *w = op->owner;
+	if (res == -ECANCELED)
+		return; /* worker_main is shutting the loop down */
+	take_requests(w, loop);
+	if (worker_loop_over(w) || loop_stopped(loop))
+		return;
+	/* -EAGAIN/-EINTR: the read found nothing yet; read again. */
+	wake_arm(w, loop, res < 0 && res != -EAGAIN && res != -EINTR ? res : 0);
 }
 
 void *worker_main(void *arg)
@@ -100,6 +138,7 @@ void *worker_main(void *arg)
 		goto out_loop;
 	w->wake_op = (struct op){ .code = OP_READ, .fd = w->wake_fd, .done = on_wake, .owner = w,
 				  .buf = { .base = (char *)&w->wake_val, .len = sizeof(w->wake_val) } };
+	w->wake_retry = (struct loop_timer){ .fire = on_wake_retry, .owner = w };
 	rc = loop_submit(&loop, &w->wake_op);
 	for (int i = 0; i < w->nfds && rc == 0; i++) {
 		if (w->kinds[i] == LISTEN_UDP) {
@@ -135,6 +174,7 @@ void *worker_main(void *arg)
 		for (int i = 0; i < 100 && loop_op_armed(&w->wake_op); i++)
 			loop_run_once(&loop, 10);
 	}
+	loop_timer_stop(&loop, &w->wake_retry);
 	echo_server_fini(&srv);
 	counters_of(&final, &srv, &loop); /* after fini: its closes are counted too */
 out_loop:

@@ -69,6 +69,8 @@ struct worker {
 	int wake_fd;
 	uint64_t wake_val;
 	struct op wake_op;
+	struct loop_timer wake_retry; /* re-arms wake_op when arming it failed */
+	unsigned wake_retry_ms;       /* its current backoff; 0 while wake_op arms fine */
 	_Atomic unsigned requests; /* REQ_* bits, set by the main thread before it writes wake_fd */
 	/* Under sh->lock: the counters as the worker last published them, and how many times it
 	 * has (an answer to REQ_STATS, and the final counters at exit). */

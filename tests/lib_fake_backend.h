@@ -1,6 +1,8 @@
 /* lib_fake_backend.h - an in-memory backend for testing and benchmarking the echo core with
  * no syscalls: it records what the core submits and cancels, and the test decides every
- * completion (how many bytes a recv delivers, how much of a send "went out"). */
+ * completion (how many bytes a recv delivers, how much of a send "went out"). The one
+ * exception is OP_READ (a worker's wake-up eventfd): a wait reads it for real, so a worker
+ * thread can run on this backend and hear its requests. */
 #ifndef ECHOD_TEST_FAKE_BACKEND_H
 #define ECHOD_TEST_FAKE_BACKEND_H
 
@@ -17,9 +19,15 @@ struct fake_state {
 	int cancel_res[FAKE_MAX_FDS];  /* nonzero: a cancel's final carries this instead of
 					* -ECANCELED (the op's own error won the race) */
 	int cancel_busy[FAKE_MAX_FDS]; /* cancels on fd refused with -EBUSY before one is taken */
+	/* After submit_ok[fd] more submits on fd are taken, the next submit_fail[fd] are refused
+	 * with -ENOMEM (epoll_ctl or an io_uring submit out of memory, say). */
+	int submit_ok[FAKE_MAX_FDS], submit_fail[FAKE_MAX_FDS];
 };
 
 extern const struct backend fake_backend;
+/* Called with each new loop's state, in the thread that creates the loop: a test sets up
+ * submit failures for a loop it cannot reach (a worker thread's). NULL: nothing. */
+extern void (*fake_on_init)(struct fake_state *st);
 
 struct fake_state *fake_of(struct loop *loop);
 /* Deliver `len` bytes to fd's armed recv (from a pool buffer); returns the bid or -1 when the

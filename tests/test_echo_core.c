@@ -504,6 +504,40 @@ static void test_fini_waits_for_finals_before_freeing(void **state)
 	assert_int_equal(echo_server_init(&f->srv, &f->loop, &lim), 0); /* for teardown */
 }
 
+/* A listener whose re-arm fails (epoll_ctl or an io_uring submit out of memory) used to stay
+ * unarmed for good: echod accepted nobody again, after one log line. Now it backs off, as for
+ * EMFILE, and arms again when the back-off timer fires. */
+static void test_listener_rearm_failure_backs_off_and_retries(void **state)
+{
+	(void)state;
+	struct fixture *f = setup_with(16, 512, 4096, 10);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	assert_true(lfd >= 0 && lfd < FAKE_MAX_FDS);
+	assert_int_equal(echo_server_listen(&f->srv, lfd), 0);
+	int sv[2][2];
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv[i]), 0);
+	f->fk->submit_fail[lfd] = 2;
+	fake_recv_result(&f->loop, lfd, sv[0][0]); /* an accept's final completion: re-arm */
+	assert_int_equal(f->srv.stats.conns, 1);
+	assert_null(f->fk->rd[lfd]); /* the re-arm was refused */
+	assert_int_equal(f->srv.stats.accept_backoffs, 1);
+	uint64_t until = now_ms_real() + 2000;
+	while (!f->fk->rd[lfd] && now_ms_real() < until) {
+		usleep(2000);
+		fake_run(&f->loop);
+	}
+	assert_non_null(f->fk->rd[lfd]); /* armed again, on the second retry */
+	assert_int_equal(f->fk->submit_fail[lfd], 0);
+	assert_int_equal(f->srv.stats.accept_backoffs, 2);
+	fake_accept(&f->loop, lfd, sv[1][0]);
+	assert_int_equal(f->srv.stats.conns, 2);
+	for (int i = 0; i < 2; i++)
+		close(sv[i][1]);
+	f->peer = -1;
+	teardown((void **)&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -525,6 +559,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test(test_buffer_waiters_woken_in_order),
 		cmocka_unit_test(test_stop_closes_listener_whose_final_is_an_error),
+		cmocka_unit_test(test_listener_rearm_failure_backs_off_and_retries),
 		cmocka_unit_test_setup_teardown(test_stop_closes_conn_whose_final_is_an_error, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_refused_cancel_is_retried, setup, teardown),
