@@ -15,10 +15,12 @@
  *    callback that cancels the recvmsg (or closes the fd) mid-batch leaves datagrams already
  *    read: they are dropped, as a full socket buffer would have, and their buffers go back.
  *  - sendmmsg() that sends k < n returns k and loses the error of message k + 1: the next call
- *    starts at that message and reports it. A full buffer (EAGAIN, ENOBUFS) fails the rest of
- *    the fd's queue at once, with -EAGAIN: waiting would need write interest, and UDP replies
- *    are droppable. Any other error (ECONNREFUSED from an ICMP on a connected socket, EPERM
- *    from a firewall, EINVAL, EMSGSIZE) is that datagram's alone: the next one is tried.
+ *    starts at that message and reports it. EINTR sends the same batch again, a few times (a
+ *    send that may not block has nowhere to be interrupted: rare, and not worth a datagram).
+ *    A full buffer (EAGAIN, ENOBUFS) fails the rest of the fd's queue at once, with -EAGAIN:
+ *    waiting would need write interest, and UDP replies are droppable. Any other error
+ *    (ECONNREFUSED from an ICMP on a connected socket, EPERM from a firewall, EINVAL,
+ *    EMSGSIZE) is that datagram's alone: the next one is tried.
  */
 #include "readiness.h"
 
@@ -33,6 +35,7 @@
 #define ACCEPT_BATCH 64
 #define RD_INITIAL_SLOTS 256
 #define RECVMMSG_BATCH 32 /* datagrams per recvmmsg(), if the pool has that many free */
+#define SENDMMSG_EINTR_TRIES 4
 #define SENDMMSG_BATCH 32
 
 static __attribute__((noinline)) struct rd_slot *slot_grow(struct readiness *r, int fd)
@@ -158,7 +161,7 @@ static int sq_send(struct readiness *r, int fd)
 	s->sq_head = s->sq_tail = NULL;
 	struct mmsghdr v[SENDMMSG_BATCH];
 	struct op *ops[SENDMMSG_BATCH];
-	int n = 0, done = 0;
+	int n = 0, done = 0, eintr = 0;
 	while (rest || n) {
 		while (rest && n < SENDMMSG_BATCH) {
 			ops[n] = rest;
@@ -171,6 +174,8 @@ static int sq_send(struct readiness *r, int fd)
 		/* MSG_DONTWAIT: never block, whatever the fd's flags (reactor.h: never waits). */
 		int k = sendmmsg(fd, v, (unsigned)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 		int err = k < 0 ? errno : EAGAIN; /* 0 is not expected with n > 0: never loop on it */
+		if (err == EINTR && k < 0 && ++eintr < SENDMMSG_EINTR_TRIES)
+			continue;
 		if (k > 0) {
 			for (int i = 0; i < k; i++)
 				loop_defer(loop, ops[i], (int)v[i].msg_len, 0);

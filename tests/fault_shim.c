@@ -13,9 +13,11 @@
  * Probabilities are per call:
  *   short_read    recv, read, recvmsg, readv on a stream socket return fewer bytes than are
  *                 queued, down to 1: the real call with a smaller length (FIONREAD says what
- *                 is queued), so no byte is ever lost
+ *                 is queued), so no byte is ever lost; recvmmsg (datagrams) fills fewer
+ *                 messages than it was given room for, down to 1
  *   short_write   send, write, sendmsg, writev on a stream socket take fewer bytes, down to 1:
- *                 the real call with a shorter length
+ *                 the real call with a shorter length; sendmmsg sends fewer of its datagrams,
+ *                 down to 1, and the caller must send the rest
  *   eintr         any of those, and accept/accept4: EINTR without calling the real function
  *   eagain        the same, EAGAIN, on a non-blocking socket only; eagain_read, eagain_write
  *                 and eagain_accept set one family (an edge-style backend cannot take all)
@@ -27,10 +29,11 @@
  *
  * Only sockets are touched (echod's log writes to a file, its wake-ups read an eventfd; a short
  * read of an eventfd is EINVAL, not a fault), and short lengths only on stream sockets (a short
- * datagram would be a lost one). The failing calls return without calling the kernel, so an
- * EMFILE leaves the connection queued, as the real one does; an injected ECONNABORTED leaves it
- * too (the real one had already taken a dead connection off the queue), so every client is
- * served in the end and a test can demand byte-exact echoes of all of them.
+ * datagram would be a lost one; batches of datagrams are cut by whole datagrams). The failing
+ * calls return without calling the kernel, so an EMFILE leaves the connection queued, as the
+ * real one does; an injected ECONNABORTED leaves it too (the real one had already taken a dead
+ * connection off the queue), so every client is served in the end and a test can demand
+ * byte-exact echoes of all of them.
  *
  * Allocations: only those whose caller is echod's executable fail (the return address is
  * checked against its executable segments), never the shim's own, dlsym's, or those libc,
@@ -125,6 +128,8 @@ static ssize_t (*real_send)(int, const void *, size_t, int);
 static ssize_t (*real_write)(int, const void *, size_t);
 static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
 static ssize_t (*real_writev)(int, const struct iovec *, int);
+static int (*real_recvmmsg)(int, struct mmsghdr *, unsigned, int, struct timespec *);
+static int (*real_sendmmsg)(int, struct mmsghdr *, unsigned, int);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
 static void *(*real_malloc)(size_t);
@@ -180,6 +185,8 @@ static void resolve(void)
 	RESOLVE(write);
 	RESOLVE(sendmsg);
 	RESOLVE(writev);
+	RESOLVE(recvmmsg);
+	RESOLVE(sendmmsg);
 	RESOLVE(accept);
 	RESOLVE(accept4);
 	busy--;
@@ -490,48 +497,56 @@ static size_t iov_total(const struct iovec *iov, int n)
 	return t;
 }
 
+/* The start of every I/O hook: this thread's slot when faults may be injected now (else NULL),
+ * and in *err an EINTR or EAGAIN to fail the call with instead (else 0). */
+static struct slot *io_hook(enum family family, int fd, int flags, int *err)
+{
+	struct slot *s = hook(family);
+	*err = s ? io_error(s, family, fd, flags) : 0;
+	return s;
+}
+
+/* A call failed without reaching the kernel. */
+static int injected(int err)
+{
+	errno = err;
+	return -1;
+}
+
 /* --- reads --------------------------------------------------------------------------------- */
 
 EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
 	NEED(recv);
-	struct slot *s = hook(C_READ);
-	if (s) {
-		int err = io_error(s, C_READ, fd, flags);
-		if (err) {
-			errno = err;
-			return -1;
-		}
+	int err;
+	struct slot *s = io_hook(C_READ, fd, flags, &err);
+	if (err)
+		return injected(err);
+	if (s)
 		len = read_len(s, fd, len);
-	}
 	return real_recv(fd, buf, len, flags);
 }
 
 EXPORT ssize_t read(int fd, void *buf, size_t len)
 {
 	NEED(read);
-	struct slot *s = hook(C_READ);
-	if (s) {
-		int err = io_error(s, C_READ, fd, 0);
-		if (err) {
-			errno = err;
-			return -1;
-		}
+	int err;
+	struct slot *s = io_hook(C_READ, fd, 0, &err);
+	if (err)
+		return injected(err);
+	if (s)
 		len = read_len(s, fd, len);
-	}
 	return real_read(fd, buf, len);
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 {
 	NEED(readv);
-	struct slot *s = hook(C_READ);
+	int err;
+	struct slot *s = io_hook(C_READ, fd, 0, &err);
+	if (err)
+		return injected(err);
 	if (s && n > 0 && n <= IOV_CUT) {
-		int err = io_error(s, C_READ, fd, 0);
-		if (err) {
-			errno = err;
-			return -1;
-		}
 		size_t total = iov_total(iov, n), want = read_len(s, fd, total);
 		if (want < total) {
 			struct iovec cut[IOV_CUT];
@@ -544,13 +559,11 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
 	NEED(recvmsg);
-	struct slot *s = hook(C_READ);
+	int err;
+	struct slot *s = io_hook(C_READ, fd, flags, &err);
+	if (err)
+		return injected(err);
 	if (s && msg && msg->msg_iovlen > 0 && msg->msg_iovlen <= IOV_CUT) {
-		int err = io_error(s, C_READ, fd, flags);
-		if (err) {
-			errno = err;
-			return -1;
-		}
 		int n = (int)msg->msg_iovlen;
 		size_t total = iov_total(msg->msg_iov, n), want = read_len(s, fd, total);
 		if (want < total) {
@@ -569,48 +582,61 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 	return real_recvmsg(fd, msg, flags);
 }
 
+/* Of a batch of n datagrams, how many a call may take: fewer when the dice (p) say so. */
+static unsigned batch_len(struct slot *s, enum fault f, uint64_t p, unsigned n)
+{
+	if (n < 2 || !roll(s, p))
+		return n;
+	count(s, f, 0);
+	return (unsigned)shorter(s, n);
+}
+
+EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *timeout)
+{
+	NEED(recvmmsg);
+	int err;
+	struct slot *s = io_hook(C_READ, fd, flags, &err);
+	if (err)
+		return injected(err);
+	if (s)
+		n = batch_len(s, F_SHORT_READ, cfg.short_read, n);
+	return real_recvmmsg(fd, v, n, flags, timeout);
+}
+
 /* --- writes -------------------------------------------------------------------------------- */
 
 EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
 {
 	NEED(send);
-	struct slot *s = hook(C_WRITE);
-	if (s) {
-		int err = io_error(s, C_WRITE, fd, flags);
-		if (err) {
-			errno = err;
-			return -1;
-		}
+	int err;
+	struct slot *s = io_hook(C_WRITE, fd, flags, &err);
+	if (err)
+		return injected(err);
+	if (s)
 		len = write_len(s, fd, len);
-	}
 	return real_send(fd, buf, len, flags);
 }
 
 EXPORT ssize_t write(int fd, const void *buf, size_t len)
 {
 	NEED(write);
-	struct slot *s = hook(C_WRITE);
-	if (s) {
-		int err = io_error(s, C_WRITE, fd, 0);
-		if (err) {
-			errno = err;
-			return -1;
-		}
+	int err;
+	struct slot *s = io_hook(C_WRITE, fd, 0, &err);
+	if (err)
+		return injected(err);
+	if (s)
 		len = write_len(s, fd, len);
-	}
 	return real_write(fd, buf, len);
 }
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 {
 	NEED(writev);
-	struct slot *s = hook(C_WRITE);
+	int err;
+	struct slot *s = io_hook(C_WRITE, fd, 0, &err);
+	if (err)
+		return injected(err);
 	if (s && n > 0 && n <= IOV_CUT) {
-		int err = io_error(s, C_WRITE, fd, 0);
-		if (err) {
-			errno = err;
-			return -1;
-		}
 		size_t total = iov_total(iov, n), want = write_len(s, fd, total);
 		if (want < total) {
 			struct iovec cut[IOV_CUT];
@@ -623,13 +649,11 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
 	NEED(sendmsg);
-	struct slot *s = hook(C_WRITE);
+	int err;
+	struct slot *s = io_hook(C_WRITE, fd, flags, &err);
+	if (err)
+		return injected(err);
 	if (s && msg && msg->msg_iovlen > 0 && msg->msg_iovlen <= IOV_CUT) {
-		int err = io_error(s, C_WRITE, fd, flags);
-		if (err) {
-			errno = err;
-			return -1;
-		}
 		int n = (int)msg->msg_iovlen;
 		size_t total = iov_total(msg->msg_iov, n), want = write_len(s, fd, total);
 		if (want < total) {
@@ -641,6 +665,18 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 		}
 	}
 	return real_sendmsg(fd, msg, flags);
+}
+
+EXPORT int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+	NEED(sendmmsg);
+	int err;
+	struct slot *s = io_hook(C_WRITE, fd, flags, &err);
+	if (err)
+		return injected(err);
+	if (s)
+		n = batch_len(s, F_SHORT_WRITE, cfg.short_write, n);
+	return real_sendmmsg(fd, v, n, flags);
 }
 
 /* --- accepting ----------------------------------------------------------------------------- */

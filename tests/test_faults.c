@@ -12,6 +12,9 @@
  *   short_write, eagain on send             -      x        x        x      x
  *   eintr (recv, send, accept)              -      x        x        x      x
  *   accept_abort, accept_emfile/enfile      -      x        x        x      x
+ *   UDP: short batches from recvmmsg        -      x        -        x      x
+ *   UDP: short batches from sendmmsg        -      x        x        x      x
+ *   UDP: eintr, eagain on recvmmsg          -      x     eintr       x      x
  *   malloc (echod's own allocations)        x      x        x        x      x
  *
  *  - uring receives, sends and accepts inside the kernel (io_uring requests), and liburing
@@ -30,6 +33,11 @@
  *    spurious EAGAIN on send is fine: it arms a one-shot POLLOUT poll, which the kernel checks
  *    against the socket's state when armed. EINTR on recv puts the fd on the retry list, and on
  *    accept it is skipped like ECONNABORTED.
+ *  - Datagrams (test_udp_faults) are read by recvmmsg() and sent by sendmmsg() on every
+ *    readiness backend. A short batch is to a datagram socket what a short read is to a stream:
+ *    the same rule applies. Spurious EAGAIN on sendmmsg is left out everywhere: it drops the
+ *    rest of the queue on purpose (UDP replies are droppable, backends/readiness.c), so no
+ *    test could then ask for every reply.
  *
  * Allocations (echod's own only): test_alloc_faults arms them with a file once echoload's
  * connections are in, so that only new connections meet them; test_alloc_faults_table_growth
@@ -54,6 +62,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -85,6 +94,12 @@ static const char *io_faults(enum model m)
 {
 	return m == EDGE ? "short_write=0.3,eintr=0.05,eagain_write=0.05"
 			 : "short_read=0.3,short_write=0.3,eintr=0.05,eagain=0.05";
+}
+
+static const char *udp_faults(enum model m)
+{
+	return m == EDGE ? "short_write=0.3,eintr=0.05"
+			 : "short_read=0.3,short_write=0.3,eintr=0.05,eagain_read=0.05";
 }
 
 /* EMFILE/ENFILE bursts of 2: echod backs off 50 then 100 ms, so each costs 150 ms. */
@@ -675,6 +690,87 @@ static void test_alloc_faults_table_growth(void **state)
 	proc_cleanup(&c);
 }
 
+/* Datagrams under the same faults: every one echoed once, whole, in order, to the socket that
+ * sent it, from bursts of up to UDP_WINDOW per socket so that batches form. */
+#define UDP_SOCKS 16
+#define UDP_PER_SOCK 150
+#define UDP_WINDOW 4
+#define UDP_MAX 1000 /* 16 x 4 in flight fit echod's receive buffer (no real drop) */
+
+static size_t udp_len(int sock, uint32_t seq)
+{
+	return 1 + (size_t)(((uint32_t)sock * 7919u + seq * 104729u) % UDP_MAX);
+}
+
+static void test_udp_faults(void **state)
+{
+	(void)state;
+	enum model m = model_of(test_backend_name());
+	const char *faults = udp_faults(m);
+	const char *more[] = { "--listen", "udp:127.0.0.1:0", "--udp-rate", "0", NULL };
+	struct child c;
+	start_under(&c, faults, NULL, more);
+	int port = proc_udp_port(&c);
+	assert_true(port > 0);
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fds[UDP_SOCKS];
+	uint32_t sent[UDP_SOCKS] = { 0 }, got[UDP_SOCKS] = { 0 };
+	struct pollfd pfd[UDP_SOCKS];
+	for (int i = 0; i < UDP_SOCKS; i++) {
+		fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		assert_true(fds[i] >= 0);
+		pfd[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+	}
+	static uint8_t out[UDP_MAX], back[UDP_MAX + 1];
+	uint32_t total = 0, wrong = 0;
+	uint64_t deadline = now_ms() + 20000;
+	while (total < UDP_SOCKS * UDP_PER_SOCK && now_ms() < deadline) {
+		for (int i = 0; i < UDP_SOCKS; i++) {
+			while (sent[i] < UDP_PER_SOCK && sent[i] - got[i] < UDP_WINDOW) {
+				size_t len = udp_len(i, sent[i]);
+				pattern_fill(out, len, (uint32_t)i << 16 | sent[i]);
+				if (sendto_retry(fds[i], out, len, 0, (struct sockaddr *)&to,
+						 sizeof(to)) != (ssize_t)len)
+					break;
+				sent[i]++;
+			}
+		}
+		if (poll(pfd, UDP_SOCKS, 2000) == 0)
+			break; /* nothing for 2 s: lost, counted below */
+		for (int i = 0; i < UDP_SOCKS; i++) {
+			ssize_t n;
+			while ((n = recv_retry(fds[i], back, sizeof(back), 0)) >= 0) {
+				size_t len = udp_len(i, got[i]);
+				pattern_fill(out, len, (uint32_t)i << 16 | got[i]);
+				if ((size_t)n != len || memcmp(back, out, len) != 0)
+					wrong++;
+				got[i]++;
+				total++;
+			}
+		}
+	}
+	for (int i = 0; i < UDP_SOCKS; i++)
+		close(fds[i]);
+	if (wrong || total != UDP_SOCKS * UDP_PER_SOCK) {
+		char why[96];
+		snprintf(why, sizeof(why), "%u of %u datagrams echoed, %u of them wrong", total,
+			 UDP_SOCKS * UDP_PER_SOCK, wrong);
+		fail_with_log(&c, why);
+	}
+	const char *summary = stop_and_summary(&c);
+	assert_int_equal(test_stop_count(&c, "udp_echoed="), UDP_SOCKS * UDP_PER_SOCK);
+	if (m == COMPLETION) {
+		/* io_uring receives and sends the datagrams (its writes are echod's log lines) */
+		assert_true(shim_count(summary, "calls_read") == 0);
+		assert_true(shim_count(summary, "short_write") == 0);
+		assert_true(shim_count(summary, "eintr") == 0);
+	} else {
+		assert_injected(summary, faults);
+	}
+	proc_cleanup(&c);
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -690,6 +786,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_accept_fault_bursts, teardown),
 		cmocka_unit_test_teardown(test_alloc_faults, teardown),
 		cmocka_unit_test_teardown(test_alloc_faults_table_growth, teardown),
+		cmocka_unit_test_teardown(test_udp_faults, teardown),
 	};
 	return test_run_per_backend("faults", tests, sizeof(tests) / sizeof(tests[0])) ? 1 : 0;
 }
