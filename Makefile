@@ -104,6 +104,7 @@ $(BUILD)/tests/fault_shim.so: tests/fault_shim.c
 	$(CC) $(CPPFLAGS) -std=c11 $(WARN) $(CFLAGS) -fPIC -shared -o $@ $< -ldl
 $(BUILD)/tests/test_faults: | $(BUILD)/tests/fault_shim.so
 
+$(BUILD)/tests/test_hist: $(BUILD)/tools/hist.o
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TESTLIB_OBJ) $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(URING_LIBS) $(MHD_LIBS) -lcmocka $(LDLIBS) -lm
 

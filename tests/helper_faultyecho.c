@@ -2,6 +2,7 @@
  * prove that echoload notices.
  *
  *   helper_faultyecho [--port P] [--mode MODE] [--every N] [--split B] [--seed S]
+ *                     [--after MS] [--for MS]
  *
  * Prints `port=N` on stdout once listening (--port 0, the default, picks a free port), then
  * echoes each chunk it reads (one recv) unchanged, except every Nth chunk counted over all
@@ -12,6 +13,12 @@
  *   close    the connection closed instead of echoing
  *   lose     the whole chunk left out   repeat   the whole chunk sent twice
  *   swap     the chunk held back and sent after the connection's next one
+ *   half     only the first half of the chunk echoed (every N: use --every 1 for all)
+ * and, by time rather than by chunk, counted from the first connection accepted:
+ *   silent   echoes until --after MS, then reads and discards everything (a server that
+ *            stops answering and never resumes)
+ *   pause    echoes, but at --after MS the whole server stops for --for MS, as if sent
+ *            SIGSTOP, then goes on where it was (a stall that ends)
  * Byte changes land in the middle of the chunk, or with --seed S at pseudo-random places.
  * --split B sends echoes at most B bytes per send(), so the client sees partial reads.
  * Single-threaded epoll; exits 0 on SIGTERM/SIGINT. */
@@ -28,14 +35,16 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CHUNK (64u << 10)
 #define OUT_HIGH (4u << 20) /* stop reading a client that does not read its echoes */
 
-enum mode { M_NONE, M_DROP, M_DUP, M_FLIP, M_REORDER, M_CLOSE, M_LOSE, M_REPEAT, M_SWAP };
-static const char *const mode_names[] = { "none", "drop", "dup", "flip", "reorder",
-					  "close", "lose", "repeat", "swap" };
+enum mode { M_NONE, M_DROP, M_DUP, M_FLIP, M_REORDER, M_HALF, M_CLOSE, M_LOSE, M_REPEAT,
+	    M_SWAP, M_SILENT, M_PAUSE };
+static const char *const mode_names[] = { "none", "drop", "dup", "flip", "reorder", "half",
+					  "close", "lose", "repeat", "swap", "silent", "pause" };
 
 struct client {
 	int fd;
@@ -54,7 +63,23 @@ struct server {
 	bool fault_due;  /* the Nth chunk could not take the change (reorder): do it on the next */
 	size_t split;
 	uint64_t seed;   /* 0: changes in the middle of the chunk */
+	long after_ms, for_ms; /* silent, pause: when (from the first accept), and how long */
+	int64_t t0;      /* ms of the first accept; -1 before it */
+	bool paused;     /* pause: done with it */
 };
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* silent, pause: whether their time has come */
+static bool time_is_up(const struct server *s)
+{
+	return s->t0 >= 0 && mono_ms() >= s->t0 + s->after_ms;
+}
 
 static void die(const char *what)
 {
@@ -65,7 +90,7 @@ static void die(const char *what)
 static int usage(const char *msg)
 {
 	fprintf(stderr, "helper_faultyecho: %s\nusage: helper_faultyecho [--port P] "
-		"[--mode MODE] [--every N] [--split B] [--seed S]\n", msg);
+		"[--mode MODE] [--every N] [--split B] [--seed S] [--after MS] [--for MS]\n", msg);
 	return 64;
 }
 
@@ -134,6 +159,9 @@ static bool damage(struct server *s, uint8_t *buf, size_t *n)
 		return true;
 	case M_FLIP:
 		buf[mid] ^= (uint8_t)(1u << (count % 8));
+		return true;
+	case M_HALF:
+		*n /= 2;
 		return true;
 	case M_REORDER:
 		for (size_t i = mid ? mid - 1 : 0; i + 1 < *n; i++)
@@ -205,7 +233,9 @@ static bool on_readable(struct server *s, struct client *c)
 	if (n <= 0)
 		return false;
 	size_t len = (size_t)n;
-	bool fault = s->mode != M_NONE && ++s->chunks % s->every == 0;
+	if (s->mode == M_SILENT && time_is_up(s))
+		return true; /* read, never answered */
+	bool fault = s->mode != M_NONE && s->mode < M_SILENT && ++s->chunks % s->every == 0;
 	if (fault && s->mode == M_CLOSE)
 		return false;
 	if (fault && s->mode >= M_LOSE) {
@@ -239,6 +269,8 @@ static void on_accept(struct server *s)
 		close(fd);
 		return;
 	}
+	if (s->t0 < 0)
+		s->t0 = mono_ms();
 	c->fd = fd;
 	c->reading = true;
 	c->events = EPOLLIN;
@@ -290,6 +322,8 @@ static int parse(int argc, char **argv, struct server *s, int *port)
 		{ "every", required_argument, NULL, 'e' },
 		{ "split", required_argument, NULL, 's' },
 		{ "seed", required_argument, NULL, 'r' },
+		{ "after", required_argument, NULL, 'a' },
+		{ "for", required_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int o;
@@ -307,6 +341,8 @@ static int parse(int argc, char **argv, struct server *s, int *port)
 		case 'e': s->every = (unsigned long)v; break;
 		case 's': s->split = (size_t)v; break;
 		case 'r': s->seed = (uint64_t)v; break;
+		case 'a': s->after_ms = v; break;
+		case 'f': s->for_ms = v; break;
 		case 'm':
 			s->mode = (enum mode)-1;
 			for (size_t i = 0; i < sizeof(mode_names) / sizeof(*mode_names); i++)
@@ -325,7 +361,7 @@ static int parse(int argc, char **argv, struct server *s, int *port)
 
 int main(int argc, char **argv)
 {
-	struct server s = { .mode = M_NONE, .every = 100, .split = CHUNK * 2 };
+	struct server s = { .mode = M_NONE, .every = 100, .split = CHUNK * 2, .t0 = -1 };
 	int port = 0;
 	if (parse(argc, argv, &s, &port))
 		return 64;
@@ -341,7 +377,20 @@ int main(int argc, char **argv)
 		die("epoll_ctl");
 	for (;;) {
 		struct epoll_event ev[64];
-		int n = epoll_wait(s.ep, ev, 64, -1);
+		int timeout = -1;
+		if (s.mode == M_PAUSE && !s.paused && s.t0 >= 0) {
+			int64_t left = s.t0 + s.after_ms - mono_ms();
+			if (left <= 0) {
+				struct timespec ts = { .tv_sec = s.for_ms / 1000,
+						       .tv_nsec = s.for_ms % 1000 * 1000000L };
+				while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+					;
+				s.paused = true;
+				continue;
+			}
+			timeout = (int)left;
+		}
+		int n = epoll_wait(s.ep, ev, 64, timeout);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)

@@ -3,7 +3,15 @@
  * helper_faultyecho damages echoes in each way echoload claims to detect (a byte dropped,
  * duplicated, bit-flipped, two bytes swapped, a message repeated, the connection closed); each
  * run must fail with the matching counter in its JSON, and a faultless run must pass with
- * every counter at zero. An echo that never comes must not count as an error, only a stall.
+ * every counter at zero.
+ *
+ * What does not come back: an echo lost for good, half of every message echoed, a server that
+ * goes silent near the end of an open loop (every connection stalled): each fails the run with
+ * one FAILED line that says what was missing, and the open loop's percentiles show the stall.
+ * A stall that ends in the drain passes, with its latency in the percentiles, the sends it held
+ * back in the send lag, and the result marked valid=0 for the rate it did not keep. --cpu-stat's
+ * columns, and the server's CPU in nanoseconds (a short, light run that ticks would read as 0).
+ *
  * Also: partial sends and reads, pipelining over two threads, the open loop's rate, CSV, the
  * server CPU figure and backend, the progress line (on a terminal only), usage errors, an
  * unreachable port, the io_uring engine where it runs and its refusal where it cannot
@@ -38,6 +46,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
@@ -333,21 +342,217 @@ static void test_repeat_is_duplicated_message(void **state)
 	expect_fault("epoll", "repeat", "dup_msgs");
 }
 
-/* A whole chunk never echoed: at depth 1 nothing more comes on that connection, which cannot
- * be told from a slow server. Not an error, but the stall is reported. */
-static void test_lost_chunk_is_a_stall(void **state)
+/* --- what does not come back -------------------------------------------------------------- */
+
+/* helper_faultyecho in a time mode (silent, pause), or with its own --every and --split. */
+static void helper_start_timed(const char *mode, const char *every, const char *after_ms,
+			       const char *for_ms)
+{
+	const char *argv[] = { helper_bin, "--port", "0", "--mode", mode, "--every", every,
+			       "--after", after_ms, "--for", for_ms, NULL };
+	helper_spawn(argv);
+}
+
+/* echoload against the helper, short; extra args (NULL-terminated) before --json. */
+static void load_short(struct output *o, const char *const *extra)
+{
+	char port[16];
+	snprintf(port, sizeof(port), "%d", helper_port);
+	const char *args[40] = { "--port", port, "--connections", "4" };
+	int n = 4;
+	for (int i = 0; extra[i] && n < 37; i++)
+		args[n++] = extra[i];
+	args[n++] = "--json";
+	args[n] = NULL;
+	run_echoload(args, o);
+}
+
+/* A run that failed for echoes that never came: exit 1, the bytes counted (and no verification
+ * errors: what came was right), all of it said in one FAILED line with `words` in it. */
+static void expect_unanswered(const struct output *o, const char *words)
+{
+	if (o->status != 1 || !(json_num(o->out, "unanswered_bytes") > 0) ||
+	    !(json_num(o->out, "stalled_conns") > 0) ||
+	    !(json_num(o->out, "in_flight_at_stop") > 0) || json_num(o->out, "valid") != 0 ||
+	    json_num(o->out, "errors") != 0 || !strstr(o->err, "echoload: FAILED: ") ||
+	    !strstr(o->err, words) || !strstr(o->err, " bytes never answered"))
+		fail_msg("want exit 1 and '%s'; exit %d\nstderr: %s\nstdout: %s", words, o->status,
+			 o->err, o->out);
+	const char *line = strstr(o->err, "echoload: FAILED: ");
+	assert_null(strstr(line + 1, "echoload: FAILED: ")); /* one line says it all */
+}
+
+/* One chunk in 300 never echoed: at depth 1 its connection waits for it to the end. A lost
+ * echo, not a slow one: the drain gives up on it and the run fails, saying so. */
+static void test_lost_echo_fails(void **state)
 {
 	(void)state;
 	struct output o;
-	helper_start("lose", "2000", "1000000");
-	load(&o, "epoll", "1", "1", "128");
+	helper_start("lose", "300", "1000000");
+	const char *extra[] = { "--duration", "0.2", "--warmup", "0", NULL };
+	load_short(&o, extra);
 	helper_stop();
-	assert_true(o.status == 0 || o.status == 1); /* 1 if every connection stalled early */
-	assert_true(json_num(o.out, "errors") == 0);
-	assert_true(json_num(o.out, "stalled_conns") > 0);
-	assert_true(json_num(o.out, "in_flight_at_stop") > 0);
-	if (!strstr(o.err, "stalled"))
-		fail_msg("stderr: %s", o.err);
+	expect_unanswered(&o, " never echoed");
+	assert_true(json_num(o.out, "msgs") > 0);
+}
+
+/* Half of every message echoed: every byte that came is right, and each connection waits for
+ * the rest. The FAILED line must say that, not just that no message was echoed. */
+static void test_half_echo_fails(void **state)
+{
+	(void)state;
+	struct output o;
+	helper_start("half", "1", "1000000");
+	const char *extra[] = { "--duration", "0.1", "--warmup", "0", NULL };
+	load_short(&o, extra);
+	helper_stop();
+	expect_unanswered(&o, "4 messages came back partly echoed: 256 bytes never answered");
+	assert_true(json_num(o.out, "unanswered_bytes") == 4 * 64);
+	assert_true(json_num(o.out, "stalled_conns") == 4);
+}
+
+/* The open loop's end falls in a silence that never ends: the echoes due, the sends the depth
+ * cap held back, every connection stalled. The percentiles show the silence (those messages
+ * at their lateness when the drain gave up), and the run fails. */
+static void test_open_loop_silence_at_end_fails(void **state)
+{
+	(void)state;
+	struct output o;
+	helper_start_timed("silent", "1", "400", "0");
+	const char *extra[] = { "--rate", "2000", "--depth", "2", "--duration", "0.4",
+				"--warmup", "0.1", NULL };
+	load_short(&o, extra);
+	helper_stop();
+	expect_unanswered(&o, " never echoed");
+	double p99 = json_num(o.out, "lat_p99_us");
+	if (json_num(o.out, "stalled_conns") != 4 || !(json_num(o.out, "never_sent") > 0) ||
+	    !(p99 >= 100000) || !(json_num(o.out, "rate_achieved_pct") < 99))
+		fail_msg("p99 %g\nstderr: %s\nstdout: %s", p99, o.err, o.out);
+	print_message("  silent from 0.4 s: p99 %.0f µs, %.0f never sent, %.0f B unanswered\n", p99,
+		      json_num(o.out, "never_sent"), json_num(o.out, "unanswered_bytes"));
+}
+
+/* The server stops for 0.3 s across the end of the open loop, then goes on. Everything comes
+ * back, in the drain: the messages are those due in the interval, so the stall is in the
+ * percentiles (by completion time it would have fallen after the stop, and the sends held back
+ * never gone out), the held sends are in the send lag, and the rate not kept marks the result
+ * valid=0 with a warning; what came was verified, so the exit is 0. */
+static void test_open_loop_stall_at_end_shows(void **state)
+{
+	(void)state;
+	struct output o;
+	helper_start_timed("pause", "1", "350", "300");
+	const char *extra[] = { "--rate", "2000", "--depth", "2", "--duration", "0.4",
+				"--warmup", "0.1", NULL };
+	load_short(&o, extra);
+	helper_stop();
+	double p99 = json_num(o.out, "lat_p99_us"), lag = json_num(o.out, "send_lag_p99_us");
+	if (o.status != 0 || json_num(o.out, "unanswered_bytes") != 0 ||
+	    json_num(o.out, "never_sent") != 0 || json_num(o.out, "stalled_conns") != 0 ||
+	    !(p99 >= 100000) || !(lag >= 50000) || !(json_num(o.out, "rate_achieved_pct") < 99) ||
+	    json_num(o.out, "valid") != 0 || !strstr(o.err, "echoload: warning: the open loop"))
+		fail_msg("exit %d, p99 %g µs, send lag p99 %g µs\nstderr: %s\nstdout: %s", o.status,
+			 p99, lag, o.err, o.out);
+	assert_no_errors(&o);
+	/* every message due was echoed: the interval's slots, give or take one at its edges */
+	assert_true(fabs(json_num(o.out, "msgs") - 2000 * 0.4) <= 1);
+	print_message("  0.3 s pause across the stop: p99 %.0f µs, send lag p99 %.0f µs, %.1f%% "
+		      "of the rate sent within the interval\n", p99, lag,
+		      json_num(o.out, "rate_achieved_pct"));
+}
+
+static void csv_field(const char *csv, const char *name, char *out, size_t len);
+
+/* Up to two CPUs this test may run on, as a --cpu-stat list; false if none is known. */
+static bool cpu_list(char *buf, size_t len)
+{
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return false;
+	size_t n = 0;
+	int found = 0;
+	buf[0] = '\0';
+	for (int i = 0; i < CPU_SETSIZE && found < 2; i++)
+		if (CPU_ISSET(i, &set))
+			n += (size_t)snprintf(buf + n, len - n, "%s%d", found++ ? "," : "", i);
+	return found > 0;
+}
+
+/* --cpu-stat: six columns per CPU at the end of the CSV, percentages within 0..100 and adding
+ * up to no more (but for rounding), busy time per message where the load ran; and the new
+ * columns before them. */
+static void test_cpu_stat_columns(void **state)
+{
+	(void)state;
+	char cpus[64];
+	assert_true(cpu_list(cpus, sizeof(cpus)));
+	struct output o;
+	helper_start("none", "1", "1000000");
+	char port[16], pid[16];
+	snprintf(port, sizeof(port), "%d", helper_port);
+	snprintf(pid, sizeof(pid), "%d", (int)helper_pid);
+	const char *args[] = { "--port", port, "--connections", "4", "--duration", "0.3",
+			       "--warmup", "0", "--server-pid", pid, "--cpu-stat", cpus, "--csv",
+			       NULL };
+	run_echoload(args, &o);
+	helper_stop();
+	if (o.status != 0 || !strstr(o.out, ",unanswered_bytes,never_sent,send_lag_p99_us,"
+					    "rate_achieved_pct,valid,cpu"))
+		fail_msg("exit %d\nstderr: %s\nstdout: %s", o.status, o.err, o.out);
+	char v[32];
+	csv_field(o.out, "valid", v, sizeof(v));
+	assert_string_equal(v, "1");
+	csv_field(o.out, "unanswered_bytes", v, sizeof(v));
+	assert_string_equal(v, "0");
+	csv_field(o.out, "rate_achieved_pct", v, sizeof(v)); /* closed loop: none */
+	assert_string_equal(v, "");
+	static const char *const pct[] = { "user_pct", "system_pct", "irq_pct", "softirq_pct",
+					   "steal_pct" };
+	double busiest = 0;
+	for (const char *p = cpus; *p;) {
+		int cpu = atoi(p);
+		double sum = 0;
+		char name[64];
+		for (size_t k = 0; k < sizeof(pct) / sizeof(*pct); k++) {
+			snprintf(name, sizeof(name), "cpu%d_%s", cpu, pct[k]);
+			csv_field(o.out, name, v, sizeof(v));
+			double x = strtod(v, NULL);
+			if (!*v || x < 0 || x > 100)
+				fail_msg("%s = '%s'\n%s", name, v, o.out);
+			sum += x;
+		}
+		snprintf(name, sizeof(name), "cpu%d_busy_us_per_msg", cpu);
+		csv_field(o.out, name, v, sizeof(v));
+		double busy = strtod(v, NULL);
+		if (!*v || busy < 0 || sum > 102.5) /* five values, each rounded to its digits */
+			fail_msg("cpu%d: busy %s µs/msg, %g%% in all\n%s", cpu, v, sum, o.out);
+		busiest = busy > busiest ? busy : busiest;
+		p += strcspn(p, ",");
+		p += *p == ',';
+	}
+	if (!(busiest > 0))
+		fail_msg("no busy time on CPUs %s under load:\n%s", cpus, o.out);
+}
+
+/* 20 messages at 100/s: the helper runs well under a 10 ms tick in all, which /proc/PID/stat
+ * would report as no CPU at all; the scheduler's nanoseconds do not. */
+static void test_server_cpu_in_ns(void **state)
+{
+	(void)state;
+	struct output o;
+	helper_start("none", "1", "1000000");
+	char pid[16];
+	snprintf(pid, sizeof(pid), "%d", (int)helper_pid);
+	const char *extra[] = { "--connections", "1", "--rate", "100", "--duration", "0.2",
+				"--warmup", "0", "--server-pid", pid, NULL };
+	load_short(&o, extra);
+	helper_stop();
+	double us = json_num(o.out, "server_cpu_us_per_msg");
+	if (o.status != 0 || !(us > 0) || !(json_num(o.out, "client_cpu_us_per_msg") > 0))
+		fail_msg("exit %d, server_cpu_us_per_msg %g\nstderr: %s\nstdout: %s", o.status, us,
+			 o.err, o.out);
+	print_message("  server %.3f µs per message over %.0f messages\n", us,
+		      json_num(o.out, "msgs"));
 }
 
 /* --- io_uring ------------------------------------------------------------------------------ */
@@ -452,7 +657,7 @@ static void csv_field(const char *csv, const char *name, char *out, size_t len)
 	const char *row = strchr(csv, '\n');
 	assert_non_null(row);
 	char h[64];
-	for (int col = 0; col < 64; col++) {
+	for (int col = 0; col < 512; col++) {
 		csv_nth(csv, col, h, sizeof(h));
 		if (strcmp(h, name) == 0) {
 			csv_nth(row + 1, col, out, len);
@@ -630,6 +835,8 @@ static void test_bad_usage_exits_64(void **state)
 		{ "--udp", "--size", "8" }, { "--udp", "--size", "65508" },
 		{ "--udp", "--depth", "1025" }, { "--udp", "--engine", "uring" },
 		{ "--udp-timeout", "0", NULL }, { "--udp-timeout", "200us", NULL },
+		{ "--cpu-stat", "0,0", NULL }, { "--cpu-stat", "1-0", NULL },
+		{ "--cpu-stat", "4095", NULL }, { "--cpu-stat", "0,", NULL },
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
 		struct output o;
@@ -1284,7 +1491,7 @@ static void test_server_metrics_unavailable(void **state)
 	    !strstr(o.err, "echoload: warning: --server-metrics") ||
 	    !strstr(o.err, "Connection refused") ||
 	    !strstr(o.out, "\"server_syscalls_per_msg\":null,\"server_wakeups_per_msg\":null,"
-			   "\"server_completions_per_wakeup\":null}"))
+			   "\"server_completions_per_wakeup\":null,"))
 		fail_msg("exit %d\nstdout: %s\nstderr: %s", o.status, o.out, o.err);
 	assert_no_errors(&o);
 
@@ -1294,8 +1501,11 @@ static void test_server_metrics_unavailable(void **state)
 	csv_field(o.out, "server_wakeups_per_msg", v, sizeof(v));
 	assert_string_equal(v, "");
 	assert_non_null(strstr(o.out, ",server_syscalls_per_msg,server_wakeups_per_msg,"
-				      "server_completions_per_wakeup\n"));
-	assert_non_null(strstr(o.out, ",,,\n"));
+				      "server_completions_per_wakeup,")); /* more columns follow */
+	csv_field(o.out, "server_syscalls_per_msg", v, sizeof(v));
+	assert_string_equal(v, "");
+	csv_field(o.out, "server_completions_per_wakeup", v, sizeof(v));
+	assert_string_equal(v, "");
 
 	assert_true(fake_start(FAKE_NO_COMPLETIONS, AF_INET));
 	fake_url(url, sizeof(url), "127.0.0.1");
@@ -1705,7 +1915,13 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_reorder_is_reordered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_is_connection_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repeat_is_duplicated_message, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_lost_chunk_is_a_stall, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lost_echo_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_half_echo_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_loop_silence_at_end_fails, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_open_loop_stall_at_end_shows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_stat_columns, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_cpu_in_ns, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_loop_rate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_csv_and_server_cpu, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uring, setup, teardown),

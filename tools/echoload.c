@@ -2,15 +2,16 @@
  *
  *   echoload [--host H] [--port P] [--connections N] [--size B] [--depth D] [--duration S]
  *            [--warmup S] [--threads T] [--rate R] [--engine epoll|uring] [--server-pid PID]
- *            [--server-metrics URL] [--label TEXT] [--json|--csv] [--quiet]
- *            [--udp [--udp-timeout T]]
+ *            [--server-metrics URL] [--cpu-stat LIST] [--label TEXT] [--json|--csv]
+ *            [--quiet] [--udp [--udp-timeout T]]
  *
  * Closed loop by default (each connection keeps D messages outstanding); --rate makes it open
  * loop with latency measured from each message's intended send time, so a stalled server
  * cannot hide its stall by slowing the client down (no coordinated omission). Every message is
  * checked byte for byte; any loss, duplication, corruption, reordering or dropped connection
- * is counted and makes the exit status 1. --udp sends datagrams instead (echoload_udp.c): loss
- * is counted as a rate, damage and misdelivery are errors.
+ * is counted and makes the exit status 1, and so does an echo still missing when the drain
+ * after the stop ends. --udp sends datagrams instead (echoload_udp.c): loss is counted as a
+ * rate, damage and misdelivery are errors.
  *
  * This file: the command line, connecting, the worker threads, the per-second progress line,
  * CPU samples and server scrapes around the measured interval, and the exit status. See
@@ -18,6 +19,7 @@
  */
 #include "echoload.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -25,6 +27,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -65,6 +68,9 @@ static const char usage_text[] =
 	"                           backend, when its command line names one)\n"
 	"      --server-metrics URL also report the server's syscalls and wake-ups per\n"
 	"                           message, from echod's http://HOST:PORT/metrics\n"
+	"      --cpu-stat LIST      also report these CPUs' time (/proc/stat: user, system,\n"
+	"                           irq, softirq, steal) and busy time per message; LIST\n"
+	"                           like 0,1 or 0-3 (the CPUs client and server are pinned to)\n"
 	"      --label TEXT         copied into the JSON and CSV output\n"
 	"      --json, --csv        the result as one JSON object, or a CSV header and row\n"
 	"      --progress           the progress line also when stderr is not a terminal\n"
@@ -74,8 +80,11 @@ static const char usage_text[] =
 	"\n"
 	"Progress goes to stderr once a second when it is a terminal (or with --progress).\n"
 	"Exit status: 0 every echo verified (UDP: every reply; lost datagrams are not errors),\n"
-	"1 errors in the echoes (counted in the result) or cannot connect, 64 bad usage, 69 the\n"
-	"engine cannot run here.\n";
+	"1 errors in the echoes, bytes still unanswered when the drain after the stop ended\n"
+	"(stalled connections), no message echoed, or cannot connect; 64 bad usage, 69 the\n"
+	"engine cannot run here. An open loop that sent less than 99% of --rate within the\n"
+	"measured interval warns and marks the result valid=0, but exits 0: what came back\n"
+	"was verified.\n";
 
 static volatile sig_atomic_t interrupted;
 
@@ -89,7 +98,7 @@ uint64_t now_ns(void)
 /* --- the command line ---------------------------------------------------------------------- */
 
 enum { OPT_DURATION = 256, OPT_WARMUP, OPT_SERVER_PID, OPT_SERVER_METRICS, OPT_LABEL, OPT_JSON,
-       OPT_CSV, OPT_UDP_TIMEOUT, OPT_PROGRESS };
+       OPT_CSV, OPT_UDP_TIMEOUT, OPT_PROGRESS, OPT_CPU_STAT };
 
 static const struct option long_opts[] = {
 	{ "host", required_argument, NULL, 'H' },
@@ -106,6 +115,7 @@ static const struct option long_opts[] = {
 	{ "udp-timeout", required_argument, NULL, OPT_UDP_TIMEOUT },
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
 	{ "server-metrics", required_argument, NULL, OPT_SERVER_METRICS },
+	{ "cpu-stat", required_argument, NULL, OPT_CPU_STAT },
 	{ "label", required_argument, NULL, OPT_LABEL },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "csv", no_argument, NULL, OPT_CSV },
@@ -177,6 +187,40 @@ static int parse_timeout(const char *name, const char *s, uint64_t *ns)
 	return 0;
 }
 
+#define CPU_NUM_MAX 65535u
+
+/* --cpu-stat: CPU numbers and ranges, comma-separated ("0,1", "0-3,8"), each once. */
+static int parse_cpu_list(struct options *o, const char *s)
+{
+	const char *p = s;
+	o->ncpu_stat = 0;
+	for (;;) {
+		char *end;
+		unsigned long a, b;
+		errno = 0;
+		a = b = strtoul(p, &end, 10);
+		if (end != p && *end == '-' && end[1] >= '0' && end[1] <= '9')
+			b = strtoul(end + 1, &end, 10);
+		if (end == p || *p < '0' || *p > '9' || errno || a > b || b > CPU_NUM_MAX ||
+		    (*end != ',' && *end != '\0'))
+			return usage_error("--cpu-stat: '%s' is not a list of CPU numbers like 0,1 "
+					   "or 0-3", s);
+		for (unsigned long n = a; n <= b; n++) {
+			for (unsigned i = 0; i < o->ncpu_stat; i++)
+				if (o->cpu_stat[i] == n)
+					return usage_error("--cpu-stat: CPU %lu is listed twice in '%s'",
+							   n, s);
+			if (o->ncpu_stat == CPU_STAT_MAX)
+				return usage_error("--cpu-stat: more than %u CPUs in '%s'",
+						   CPU_STAT_MAX, s);
+			o->cpu_stat[o->ncpu_stat++] = (unsigned)n;
+		}
+		if (*end == '\0')
+			return 0;
+		p = end + 1;
+	}
+}
+
 static void defaults(struct options *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -228,6 +272,7 @@ static int parse_one(struct options *o, int opt, const char *arg)
 			return usage_error("--server-metrics %s", why);
 		o->server_metrics = arg;
 		return 0;
+	case OPT_CPU_STAT: return parse_cpu_list(o, arg);
 	case 'u': o->udp = true; return 0;
 	case OPT_UDP_TIMEOUT: return parse_timeout("udp-timeout", arg, &o->udp_timeout_ns);
 	case OPT_LABEL: o->label = arg; return 0;
@@ -362,16 +407,77 @@ static int connect_all(const struct options *o, struct conn *conns)
 
 /* --- CPU time ------------------------------------------------------------------------------ */
 
+/* In nanoseconds, all threads: getrusage's figures are sampled at the tick on many kernels. */
 static double self_cpu_s(void)
 {
-	struct rusage ru;
-	if (getrusage(RUSAGE_SELF, &ru) < 0)
+	struct timespec ts;
+	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) < 0)
 		return -1;
-	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* utime + stime of all the process's threads, from /proc/PID/stat; -1 if unreadable. */
+/* The whole of a small /proc file in buf (NUL-terminated); its length, or -1 with errno. */
+static ssize_t read_small(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, len - 1);
+	int err = errno;
+	close(fd);
+	if (n < 0) {
+		errno = err;
+		return -1;
+	}
+	buf[n] = '\0';
+	return n;
+}
+
+/* Run time of all the process's threads in seconds, from each /proc/PID/task/TID/schedstat:
+ * the scheduler's own nanoseconds (/proc/PID/stat has 10 ms ticks, which read 0 for a short
+ * light run, and /proc/PID/schedstat is the main thread's alone). A thread that ends between
+ * the two samples takes its time with it: echod's live as long as it does. -1 if unreadable
+ * (a kernel without CONFIG_SCHED_INFO has no schedstat). */
+static double proc_sched_s(pid_t pid, int *err)
+{
+	char path[96], buf[128];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d) {
+		*err = errno;
+		return -1;
+	}
+	uint64_t ns = 0;
+	int threads = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/schedstat", (int)pid, e->d_name);
+		if (read_small(path, buf, sizeof(buf)) < 0) {
+			if (errno == ENOENT || errno == ESRCH)
+				continue; /* the thread ended after readdir saw it */
+			*err = errno;
+			closedir(d);
+			return -1;
+		}
+		char *end;
+		unsigned long long v = strtoull(buf, &end, 10);
+		if (end == buf) {
+			*err = EINVAL;
+			closedir(d);
+			return -1;
+		}
+		ns += v;
+		threads++;
+	}
+	closedir(d);
+	*err = ESRCH;
+	return threads ? (double)ns / 1e9 : -1;
+}
+
+/* utime + stime of all the process's threads, from /proc/PID/stat, in ticks; -1 if
+ * unreadable. Only where schedstat is missing. */
 static double proc_cpu_s(pid_t pid, int *err)
 {
 	char path[64], buf[1024];
@@ -397,15 +503,61 @@ static double proc_cpu_s(pid_t pid, int *err)
 	return hz > 0 ? (double)(ut + st) / (double)hz : -1;
 }
 
+static long user_hz(void)
+{
+	long hz = sysconf(_SC_CLK_TCK);
+	return hz > 0 ? hz : 100;
+}
+
+/* The listed CPUs' lines of /proc/stat (user nice system idle iowait irq softirq steal, in
+ * USER_HZ ticks). 0, or -1 with the first missing CPU in *missing (-1: unreadable). */
+static int read_cpu_stat(const struct options *o, struct cpu_ticks *out, long *missing)
+{
+	*missing = -1;
+	FILE *f = fopen("/proc/stat", "re");
+	if (!f)
+		return -1;
+	bool found[CPU_STAT_MAX] = { false };
+	char *line = NULL;
+	size_t cap = 0;
+	while (getline(&line, &cap, f) > 0 && strncmp(line, "cpu", 3) == 0) {
+		unsigned n;
+		unsigned long long v[CPU_FIELDS] = { 0 };
+		if (sscanf(line, "cpu%u %llu %llu %llu %llu %llu %llu %llu %llu", &n, &v[0], &v[1],
+			   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 9)
+			continue; /* the "cpu " line: the sum of all */
+		for (unsigned i = 0; i < o->ncpu_stat; i++)
+			if (o->cpu_stat[i] == n) {
+				for (int k = 0; k < CPU_FIELDS; k++)
+					out[i].t[k] = v[k];
+				found[i] = true;
+			}
+	}
+	free(line);
+	fclose(f);
+	for (unsigned i = 0; i < o->ncpu_stat; i++)
+		if (!found[i]) {
+			*missing = o->cpu_stat[i];
+			return -1;
+		}
+	return 0;
+}
+
 struct cpu_sample {
 	double self, server;
+	struct cpu_ticks cpu[CPU_STAT_MAX];
+	bool cpu_ok;
 };
 
-static void cpu_sample(const struct options *o, struct cpu_sample *s)
+static void cpu_sample(const struct options *o, bool server_ticks, struct cpu_sample *s)
 {
 	int err;
+	long missing;
 	s->self = self_cpu_s();
-	s->server = o->server_pid ? proc_cpu_s(o->server_pid, &err) : -1;
+	s->server = !o->server_pid ? -1
+		    : server_ticks ? proc_cpu_s(o->server_pid, &err)
+				   : proc_sched_s(o->server_pid, &err);
+	s->cpu_ok = o->ncpu_stat && read_cpu_stat(o, s->cpu, &missing) == 0;
 }
 
 /* --- the run ------------------------------------------------------------------------------- */
@@ -421,6 +573,7 @@ struct run {
 	uint64_t t_begin, t_meas;
 	struct cpu_sample cpu0, cpu1;
 	uint64_t cpu0_at, cpu1_at;
+	bool server_ticks;    /* no schedstat here: the server's CPU time in /proc/PID/stat ticks */
 	struct scrape scrape0, scrape1; /* --server-metrics at the start and end of the interval */
 	bool scraped0, scraped1;
 	char timestamp[32];
@@ -589,7 +742,7 @@ static void supervise(struct run *r)
 		if (atomic_load(&r->abort_run))
 			break;
 		if (!started && (now >= r->t_meas || now >= stop)) {
-			cpu_sample(&r->opt, &r->cpu0);
+			cpu_sample(&r->opt, r->server_ticks, &r->cpu0);
 			r->cpu0_at = now;
 			if (r->opt.server_metrics)
 				r->scraped0 = server_scrape(&r->opt, &r->scrape0, "start");
@@ -597,7 +750,7 @@ static void supervise(struct run *r)
 			continue; /* the scrape took time: look at the clock again */
 		}
 		if (now >= stop) {
-			cpu_sample(&r->opt, &r->cpu1);
+			cpu_sample(&r->opt, r->server_ticks, &r->cpu1);
 			r->cpu1_at = now;
 			if (r->scraped0) /* a difference needs both ends */
 				r->scraped1 = server_scrape(&r->opt, &r->scrape1, "end");
@@ -636,7 +789,12 @@ static void sum_counters(struct counters *a, const struct counters *b)
 	a->reordered += b->reordered;
 	a->conn_errors += b->conn_errors;
 	a->in_flight += b->in_flight;
+	a->in_flight_partly += b->in_flight_partly;
+	a->unanswered_bytes += b->unanswered_bytes;
 	a->stalled += b->stalled;
+	a->slots_due += b->slots_due;
+	a->sent_in_interval += b->sent_in_interval;
+	a->never_sent += b->never_sent;
 	a->dg_sent += b->dg_sent;
 	a->dg_received += b->dg_received;
 	a->dg_lost += b->dg_lost;
@@ -666,6 +824,102 @@ static void describe_system(struct result *res, const struct run *r)
 	snprintf(res->timestamp, sizeof(res->timestamp), "%s", r->timestamp);
 }
 
+/* Which listed CPUs are echoload's and which the server's: in one's affinity and not in the
+ * other's (bench/compare pins them apart). Neither when both may run there, or unknown. */
+static void cpu_sides(const struct options *o, struct result *res)
+{
+	cpu_set_t self, server;
+	if (!o->server_pid || sched_getaffinity(0, sizeof(self), &self) < 0 ||
+	    sched_getaffinity(o->server_pid, sizeof(server), &server) < 0)
+		return;
+	for (unsigned i = 0; i < o->ncpu_stat; i++) {
+		unsigned n = o->cpu_stat[i];
+		if (n >= CPU_SETSIZE)
+			continue;
+		bool mine = CPU_ISSET(n, &self), its = CPU_ISSET(n, &server);
+		res->cpu_client[i] = mine && !its;
+		res->cpu_server[i] = its && !mine;
+	}
+}
+
+/* --cpu-stat: each CPU's ticks over the measured interval. */
+static void cpu_deltas(const struct run *r, struct result *res)
+{
+	res->tick_s = 1.0 / (double)user_hz();
+	res->cpu_ok = r->cpu0.cpu_ok && r->cpu1.cpu_ok;
+	for (unsigned i = 0; res->cpu_ok && i < r->opt.ncpu_stat; i++)
+		for (int k = 0; k < CPU_FIELDS; k++) {
+			uint64_t a = r->cpu0.cpu[i].t[k], b = r->cpu1.cpu[i].t[k];
+			res->cpu[i].t[k] = b > a ? b - a : 0; /* iowait may go backwards */
+		}
+	cpu_sides(&r->opt, res);
+}
+
+static size_t append(char *buf, size_t len, size_t at, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static size_t append(char *buf, size_t len, size_t at, const char *fmt, ...)
+{
+	if (at >= len)
+		return at;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf + at, len - at, fmt, ap);
+	va_end(ap);
+	return n < 0 ? at : at + (size_t)n;
+}
+
+/* The exit status the result implies; when it is 1, one line that says everything that was
+ * wrong. A short open loop only warns: every echo that came was verified, but the numbers are
+ * not at the rate asked for, and valid=0 says so to scripts. */
+static int verdict(const struct result *res)
+{
+	const struct options *o = res->opt;
+	const struct counters *c = &res->cnt;
+	char why[1024], a[32], b[32], d[32];
+	size_t n = 0;
+	double pct = rate_achieved_pct(res);
+	if (o->rate > 0 && c->msgs && !(pct >= RATE_VALID_PCT))
+		fprintf(stderr, "echoload: warning: the open loop sent only %.1f%% of --rate within "
+			"the measured interval: %s messages went out in it, %s were due, %s never "
+			"went out; the result is marked valid=0\n", isfinite(pct) ? pct : 0.0,
+			grouped(c->sent_in_interval, a, sizeof(a)), grouped(c->slots_due, b, sizeof(b)),
+			grouped(c->never_sent, d, sizeof(d)));
+	if (c->errors && o->udp)
+		n = append(why, sizeof(why), n, "%s errors in the replies (corrupted %llu B, "
+			   "duplicated %llu, misdelivered %llu, sockets failed %llu)",
+			   grouped(c->errors, a, sizeof(a)), (unsigned long long)c->corrupt_bytes,
+			   (unsigned long long)c->dup_msgs, (unsigned long long)c->misdelivered,
+			   (unsigned long long)c->conn_errors);
+	else if (c->errors)
+		n = append(why, sizeof(why), n, "%s errors in the echoes (lost %llu B, duplicated "
+			   "%llu B, corrupted %llu B, reordered %llu, connections failed %llu)",
+			   grouped(c->errors, a, sizeof(a)), (unsigned long long)c->lost_bytes,
+			   (unsigned long long)c->dup_bytes, (unsigned long long)c->corrupt_bytes,
+			   (unsigned long long)c->reordered, (unsigned long long)c->conn_errors);
+	if (c->unanswered_bytes) {
+		uint64_t partly = c->in_flight_partly, none = c->in_flight - partly;
+		n = append(why, sizeof(why), n, "%s", n ? "; " : "");
+		if (partly)
+			n = append(why, sizeof(why), n, "%s message%s came back partly echoed%s",
+				   grouped(partly, a, sizeof(a)), partly == 1 ? "" : "s",
+				   none ? " and " : "");
+		if (none)
+			n = append(why, sizeof(why), n, "%s message%s never echoed",
+				   grouped(none, a, sizeof(a)), none == 1 ? " was" : "s were");
+		n = append(why, sizeof(why), n, ": %s bytes never answered (%s connection%s "
+			   "stalled: open, and still owing echoes when the drain ended)",
+			   grouped(c->unanswered_bytes, a, sizeof(a)),
+			   grouped(c->stalled, b, sizeof(b)), c->stalled == 1 ? "" : "s");
+	}
+	if (c->msgs == 0)
+		n = append(why, sizeof(why), n, "%sno message was echoed intact in the measured "
+			   "interval", n ? "; " : "");
+	if (n == 0)
+		return 0;
+	fprintf(stderr, "echoload: FAILED: %s\n", why);
+	return 1;
+}
+
 /* Prints the result; returns the exit status it implies. */
 static int finish_run(struct run *r)
 {
@@ -675,17 +929,24 @@ static int finish_run(struct run *r)
 			fprintf(stderr, "echoload: %s\n", r->w[i].why);
 			return r->w[i].status;
 		}
-	struct result res = { .opt = o, .lat = &r->w[0].lat };
+	static struct result res; /* static: large, and zeroed */
+	res = (struct result){ .opt = o, .lat = &r->w[0].lat,
+			       .lag = o->rate > 0 ? &r->w[0].lag : NULL };
 	for (uint32_t i = 0; i < o->threads; i++) {
 		sum_counters(&res.cnt, &r->w[i].cnt);
 		if (i)
 			hist_merge(&r->w[0].lat, &r->w[i].lat);
+		if (i && o->rate > 0)
+			hist_merge(&r->w[0].lag, &r->w[i].lag);
 	}
 	uint64_t stop = atomic_load(&r->stop_at);
 	res.measured_s = stop > r->t_meas ? (double)(stop - r->t_meas) / 1e9 : 0;
 	res.client_cpu_s = r->cpu1.self - r->cpu0.self;
 	res.server_cpu_s = r->cpu0.server >= 0 && r->cpu1.server >= 0
 				   ? r->cpu1.server - r->cpu0.server : -1;
+	res.client_cpu_res_s = 1e-9;
+	res.server_cpu_res_s = r->server_ticks ? 1.0 / (double)user_hz() : 1e-9;
+	cpu_deltas(r, &res);
 	server_work_of(r, res.cnt.msgs, &res.work);
 	describe_system(&res, r);
 	if (o->json)
@@ -695,35 +956,7 @@ static int finish_run(struct run *r)
 	else
 		report_human(&res);
 	fflush(stdout);
-	const struct counters *c = &res.cnt;
-	if (c->stalled)
-		fprintf(stderr, "echoload: warning: %llu connection%s stalled: echoes due, nothing "
-			"received for %s at the end (lost echoes or a stuck server)\n",
-			(unsigned long long)c->stalled, c->stalled == 1 ? "" : "s",
-			"1 s or half the run");
-	if (c->errors && o->udp) {
-		fprintf(stderr, "echoload: FAILED: %llu errors in the replies (corrupted %llu B, "
-			"duplicated %llu, misdelivered %llu, sockets failed %llu)\n",
-			(unsigned long long)c->errors, (unsigned long long)c->corrupt_bytes,
-			(unsigned long long)c->dup_msgs, (unsigned long long)c->misdelivered,
-			(unsigned long long)c->conn_errors);
-		return 1;
-	}
-	if (c->errors) {
-		fprintf(stderr, "echoload: FAILED: %llu errors in the echoes (lost %llu B, "
-			"duplicated %llu B, corrupted %llu B, reordered %llu, connections failed "
-			"%llu)\n",
-			(unsigned long long)c->errors, (unsigned long long)c->lost_bytes,
-			(unsigned long long)c->dup_bytes, (unsigned long long)c->corrupt_bytes,
-			(unsigned long long)c->reordered, (unsigned long long)c->conn_errors);
-		return 1;
-	}
-	if (c->msgs == 0) {
-		fprintf(stderr,
-			"echoload: FAILED: no message was echoed in the measured interval\n");
-		return 1;
-	}
-	return 0;
+	return verdict(&res);
 }
 
 static void cleanup(struct run *r)
@@ -781,7 +1014,8 @@ static void learn_server_backend(struct options *o)
 		snprintf(o->server_backend, sizeof(o->server_backend), "%s", value);
 }
 
-static int preflight(const struct options *o)
+/* *server_ticks: the server's CPU time can only be had in ticks here (no schedstat). */
+static int preflight(const struct options *o, bool *server_ticks)
 {
 	char why[256];
 	if (o->engine == ENGINE_URING && uring_probe(why, sizeof(why)) < 0) {
@@ -789,9 +1023,19 @@ static int preflight(const struct options *o)
 		return EXIT_UNAVAILABLE;
 	}
 	int err;
-	if (o->server_pid && proc_cpu_s(o->server_pid, &err) < 0)
-		return usage_error("--server-pid %d: cannot read /proc/%d/stat: %s",
-				   (int)o->server_pid, (int)o->server_pid, strerror(err));
+	if (o->server_pid && proc_sched_s(o->server_pid, &err) < 0) {
+		if (proc_cpu_s(o->server_pid, &err) < 0)
+			return usage_error("--server-pid %d: cannot read /proc/%d/stat: %s",
+					   (int)o->server_pid, (int)o->server_pid, strerror(err));
+		*server_ticks = true;
+	}
+	long missing;
+	static struct cpu_ticks probe[CPU_STAT_MAX];
+	if (o->ncpu_stat && read_cpu_stat(o, probe, &missing) < 0) {
+		if (missing >= 0)
+			return usage_error("--cpu-stat: no CPU %ld in /proc/stat", missing);
+		return usage_error("--cpu-stat: cannot read /proc/stat: %s", strerror(errno));
+	}
 	return 0;
 }
 
@@ -801,7 +1045,7 @@ int main(int argc, char **argv)
 	int rc = parse_args(&r.opt, argc, argv);
 	if (rc)
 		return rc < 0 ? 0 : rc;
-	if ((rc = preflight(&r.opt)) != 0)
+	if ((rc = preflight(&r.opt, &r.server_ticks)) != 0)
 		return rc;
 	if (r.opt.server_pid)
 		learn_server_backend(&r.opt);

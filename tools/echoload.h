@@ -28,7 +28,7 @@
 #include "echoload_scrape.h"
 #include "hist.h"
 
-#define ECHOLOAD_VERSION "0.1.0"
+#define ECHOLOAD_VERSION "0.2.0"
 #define EXIT_USAGE 64       /* bad flag or value (sysexits EX_USAGE) */
 #define EXIT_UNAVAILABLE 69 /* the chosen engine cannot run here (EX_UNAVAILABLE) */
 
@@ -37,7 +37,9 @@
 #define UDP_MSG_MAX 65507u  /* largest --size with --udp: an IPv4 datagram's payload */
 #define UDP_DEPTH_MAX 1024u /* largest --depth with --udp (see echoload_udp.c) */
 #define NS_PER_S 1000000000ull
-#define STALL_NS NS_PER_S   /* see counters.stalled */
+#define CPU_STAT_MAX 64     /* CPUs --cpu-stat may list */
+#define RATE_VALID_PCT 99.0 /* an open loop that achieved less than this % of --rate is not a
+			     * measurement at that rate: valid=0 */
 
 enum engine_kind { ENGINE_EPOLL, ENGINE_URING };
 
@@ -55,12 +57,15 @@ struct options {
 	const char *label;
 	bool udp;                      /* --udp: datagrams instead of a stream */
 	uint64_t udp_timeout_ns;       /* --udp-timeout: a datagram unanswered this long is lost */
+	unsigned ncpu_stat;            /* --cpu-stat: CPUs whose /proc/stat lines are reported */
+	unsigned cpu_stat[CPU_STAT_MAX];
 };
 
 /* Counted by each worker, summed for the report. Every unexpected event adds 1 to errors and
  * to the kind it was classified as, so a misclassified corner case still fails the run. */
 struct counters {
-	uint64_t msgs;        /* intact echoes completed inside the measured interval */
+	uint64_t msgs;        /* intact echoes of messages due inside the measured interval (open
+			       * loop: intended send time; closed: created), whenever they came */
 	uint64_t msgs_all;    /* intact echoes at any time (warm-up, measured, drain) */
 	uint64_t rx_bytes;    /* echoed bytes received, intact or not */
 	uint64_t errors;      /* error events of all kinds */
@@ -69,10 +74,21 @@ struct counters {
 	uint64_t corrupt_bytes;             /* came with other values (bit flips, garbage) */
 	uint64_t reordered;                 /* swapped bytes; a message after a later one */
 	uint64_t conn_errors;               /* closed or reset by the server, or failed */
-	uint64_t in_flight;                 /* at stop: sent, echo not back (not an error) */
-	uint64_t stalled;   /* connections with echoes due that got nothing for STALL_NS (or half
-			     * a shorter run) at the end: lost echoes or a stuck server; reported,
-			     * not an error */
+	/* What the drain did not get back. On a connection still open when it ended, every byte
+	 * sent and not echoed fails the run: lost, or a server that stopped answering. Not
+	 * counted in errors, which are the bytes that did come and came wrong. */
+	uint64_t in_flight;        /* messages at least partly sent, not wholly echoed (the
+				    * result's in_flight_at_stop: a name from when it was counted
+				    * at the stop and excused) */
+	uint64_t in_flight_partly; /* ... of which some bytes did come back */
+	uint64_t unanswered_bytes; /* bytes sent and not echoed */
+	uint64_t stalled;          /* connections with unanswered bytes */
+	/* Open loop. */
+	uint64_t slots_due;        /* pacing slots due inside the measured interval */
+	uint64_t never_sent;       /* ... whose message never went out, not one byte (the
+				    * --depth cap held it back, or its connection failed) */
+	uint64_t sent_in_interval; /* messages that went out (their first byte) inside it, when
+				    * ever due: a steady lag shifts as many in as out */
 	/* --udp only. Datagrams are counted by when they were sent: those sent inside the
 	 * measured interval, and what became of them (during the drain too). */
 	uint64_t dg_sent;       /* sent inside the measured interval */
@@ -119,7 +135,11 @@ struct worker {
 	struct conn *conns;
 	uint32_t nconns;
 	struct counters cnt;
-	struct hist lat;          /* ns, intact echoes completed inside the measured interval */
+	struct hist lat;          /* ns: every message due inside the measured interval, at its
+				   * echo's latency, or, never echoed, at its lateness when the
+				   * drain ended (a lower bound) */
+	struct hist lag;          /* open loop, ns: how late the messages due inside the measured
+				   * interval went out (never: their lateness at the end) */
 	uint64_t t_begin, t_meas; /* CLOCK_MONOTONIC ns: start sending; start measuring */
 	_Atomic uint64_t *stop_at; /* shared: end of the measured interval; no new messages */
 	atomic_bool *abort_run;   /* shared: a worker failed, everybody stops */
@@ -159,7 +179,7 @@ void conn_received(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
 /* Bytes to send next: fills buf with up to cap bytes from c->sent on, returns how many. */
 size_t conn_fill(const struct conn *c, uint8_t *buf, size_t cap);
 /* n more bytes were handed to the kernel: from now on their echoes are expected. */
-void conn_sent(struct conn *c, size_t n);
+void conn_sent(struct worker *w, struct conn *c, size_t n);
 /* Puts c on the worker's list of connections to send on (the engine's flush walks it). */
 void conn_want_send(struct worker *w, struct conn *c);
 /* Call flush(w, engine, c) for each connection marked by conn_want_send() since the last call,
@@ -174,8 +194,11 @@ void conn_advance(struct worker *w, struct conn *c, uint64_t pos, bool damaged);
 void conn_damage(struct conn *c, uint64_t seq);
 /* Creates messages (or datagrams) while the window and, open loop, the pacing allow. */
 void conn_refill(struct worker *w, struct conn *c);
-/* Latency of a message created at stamp, completed now: counted if inside the interval. */
+/* Latency of a message created (open loop: due) at stamp, completed now: counted if stamp is
+ * inside the interval. */
 void worker_completed(struct worker *w, uint64_t stamp);
+/* A message created (open loop: due) at stamp went out now: its send lag (open loop). */
+void worker_sent(struct worker *w, uint64_t stamp);
 /* Report one error event (the first few go to stderr with details). */
 void conn_error(struct worker *w, const struct conn *c, uint64_t pos, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -220,18 +243,42 @@ int uring_run(struct worker *w);
 /* 0 if --engine uring can run here, else -1 with one line in why. */
 int uring_probe(char *why, size_t len);
 
+/* echoload.c: one CPU's /proc/stat line, in USER_HZ ticks */
+enum { CPU_USER, CPU_NICE, CPU_SYSTEM, CPU_IDLE, CPU_IOWAIT, CPU_IRQ, CPU_SOFTIRQ, CPU_STEAL,
+       CPU_FIELDS };
+struct cpu_ticks {
+	uint64_t t[CPU_FIELDS];
+};
+
 /* echoload_report.c */
 struct result {
 	const struct options *opt;
 	struct counters cnt;
 	const struct hist *lat;
+	const struct hist *lag;   /* open loop only; else NULL */
 	double measured_s;        /* the measured interval actually run */
 	double client_cpu_s;      /* user + system of this process over the measured interval */
 	double server_cpu_s;      /* < 0: not measured */
+	double client_cpu_res_s;  /* what one step of each reading is: 1 ns, or a 10 ms tick */
+	double server_cpu_res_s;
+	/* --cpu-stat: each listed CPU's ticks over the measured interval (ok false: unreadable),
+	 * and whose it is: pinned to echoload and not to the server, or the other way round */
+	struct cpu_ticks cpu[CPU_STAT_MAX];
+	bool cpu_ok;
+	bool cpu_client[CPU_STAT_MAX], cpu_server[CPU_STAT_MAX];
+	double tick_s;            /* one /proc/stat tick */
 	struct server_work work;  /* from --server-metrics; NAN where unknown */
 	char timestamp[32], kernel[128];
 };
+/* Open loop: the messages that went out inside the interval, in % of the slots --rate
+ * scheduled in it (the rate achieved over the rate asked for); NAN for a closed loop. */
+double rate_achieved_pct(const struct result *r);
+/* false when the result must not be used: errors, unanswered bytes, stalled connections, no
+ * message, or an open loop short of RATE_VALID_PCT of --rate. */
+bool result_valid(const struct result *r);
 void report_human(const struct result *r);
+/* 1234567 -> "1,234,567" in buf */
+const char *grouped(uint64_t v, char *buf, size_t len);
 void report_json(const struct result *r);
 void report_csv(const struct result *r);
 

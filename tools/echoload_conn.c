@@ -2,7 +2,15 @@
  * (closed loop: when one of its depth echoes completes; open loop: when its pacing slot is due
  * and fewer than depth are outstanding), what it sends next, which echoes completed intact and
  * how long they took, errors, the end of the run and the drain after it. The engines only move
- * bytes and call in here. */
+ * bytes and call in here.
+ *
+ * Which messages a result is made of: those due inside the measured interval (open loop: by
+ * intended send time; closed loop: by creation), whenever their echoes come. Choosing by
+ * completion time would drop exactly the messages a stall at the end delays past the stop, and
+ * report the run as if the stall had not happened. So the drain goes on sending slots due
+ * before the stop that the --depth cap held back, records the echoes it gets, and when it ends
+ * every message due in the interval that was never echoed, or never sent, goes into the
+ * latency histogram at its lateness then (a lower bound on a latency that never ended). */
 #include "echoload.h"
 
 #include <errno.h>
@@ -17,8 +25,8 @@
 #define DRAIN_IDLE_NS (500 * 1000000ull) /* ... or this long without any byte arriving */
 #define PUBLISH_NS (200 * 1000000ull)    /* refresh the copy the progress line reads */
 #define UDP_DRAIN_MARGIN_NS (50 * 1000000ull) /* --udp: drain for the timeout and this */
-#define LAT_MAX_NS (60 * NS_PER_S)       /* histogram range 1 ns .. 60 s, 0.4% error */
-#define LAT_BITS 7
+#define LAT_MAX_NS (60 * NS_PER_S)       /* histogram range 1 ns .. 60 s, 0.1% error */
+#define LAT_BITS HIST_BITS_3_DIGITS
 #ifndef ERRORS_SHOWN
 #define ERRORS_SHOWN 10                  /* detailed error lines on stderr per run */
 #endif
@@ -63,7 +71,8 @@ int worker_setup(struct worker *w)
 		return -1;
 	}
 	if (hist_init(&w->lat, LAT_MAX_NS, LAT_BITS) < 0 ||
-	    hist_init(&w->pub_lat, LAT_MAX_NS, LAT_BITS) < 0)
+	    hist_init(&w->pub_lat, LAT_MAX_NS, LAT_BITS) < 0 ||
+	    (o->rate > 0 && hist_init(&w->lag, LAT_MAX_NS, LAT_BITS) < 0))
 		goto oom;
 	w->dirty = calloc(w->nconns ? w->nconns : 1, sizeof(*w->dirty));
 	if (!w->dirty)
@@ -96,6 +105,8 @@ void worker_teardown(struct worker *w)
 	free(w->dirty);
 	hist_free(&w->lat);
 	hist_free(&w->pub_lat);
+	if (w->opt->rate > 0)
+		hist_free(&w->lag);
 	pthread_mutex_destroy(&w->pub_lock);
 }
 
@@ -131,10 +142,35 @@ void worker_flush_dirty(struct worker *w, void (*flush)(struct worker *, void *,
 	w->ndirty = 0;
 }
 
-/* Open loop: when the k-th slot of connection c was due (slots go round-robin). */
+/* Open loop: when the worker's s-th slot is due. */
+static uint64_t global_slot_time(const struct worker *w, uint64_t s)
+{
+	return w->t_begin + (uint64_t)((double)s * w->slot_ns);
+}
+
+/* ... and the k-th slot of connection c (slots go round-robin). */
 static uint64_t slot_time(const struct worker *w, const struct conn *c, uint64_t k)
 {
-	return w->t_begin + (uint64_t)((double)(k * w->nconns + c->index) * w->slot_ns);
+	return global_slot_time(w, k * w->nconns + c->index);
+}
+
+/* The first of the worker's slots due at or after t. */
+static uint64_t first_slot_at(const struct worker *w, uint64_t t)
+{
+	if (t <= w->t_begin)
+		return 0;
+	uint64_t s = (uint64_t)((double)(t - w->t_begin) / w->slot_ns);
+	while (s > 0 && global_slot_time(w, s - 1) >= t) /* the division rounds either way */
+		s--;
+	while (global_slot_time(w, s) < t)
+		s++;
+	return s;
+}
+
+/* Due (open loop), or created (closed loop), inside the measured interval. */
+static bool in_interval(const struct worker *w, uint64_t stamp)
+{
+	return stamp >= w->t_meas && stamp < w->stop;
 }
 
 /* Room for one more message: fewer than depth outstanding (UDP: its window's own rule). */
@@ -150,7 +186,11 @@ static bool may_create(const struct worker *w, const struct conn *c)
 void conn_refill(struct worker *w, struct conn *c)
 {
 	uint32_t size = w->opt->size, depth = w->opt->depth;
-	if (c->dead || w->stop_seen)
+	if (c->dead)
+		return;
+	/* closed loop: nothing new after the stop; open loop: the credits, granted only for slots
+	 * due before it, are the limit, and the drain sends those the depth cap held back */
+	if (w->opt->rate <= 0 && (w->stop_seen || w->now >= w->stop))
 		return;
 	while (may_create(w, c)) {
 		uint64_t t = w->now;
@@ -173,10 +213,20 @@ void conn_refill(struct worker *w, struct conn *c)
 void worker_completed(struct worker *w, uint64_t stamp)
 {
 	w->cnt.msgs_all++;
-	if (w->now < w->t_meas || w->now >= w->stop)
+	if (!in_interval(w, stamp))
 		return;
 	w->cnt.msgs++;
 	hist_record(&w->lat, w->now > stamp ? w->now - stamp : 0);
+}
+
+void worker_sent(struct worker *w, uint64_t stamp)
+{
+	if (w->opt->rate <= 0)
+		return;
+	if (w->now >= w->t_meas && w->now < w->stop)
+		w->cnt.sent_in_interval++;
+	if (in_interval(w, stamp))
+		hist_record(&w->lag, w->now > stamp ? w->now - stamp : 0);
 }
 
 static void complete(struct worker *w, struct conn *c, uint64_t seq)
@@ -221,9 +271,16 @@ size_t conn_fill(const struct conn *c, uint8_t *buf, size_t cap)
 	return n;
 }
 
-void conn_sent(struct conn *c, size_t n)
+void conn_sent(struct worker *w, struct conn *c, size_t n)
 {
+	uint64_t size = w->opt->size, from = c->sent;
 	c->sent += n;
+	if (w->opt->rate <= 0)
+		return;
+	worker_clock(w); /* the loop's time is from before the sends of this batch */
+	/* the messages whose first byte went out with these */
+	for (uint64_t seq = (from + size - 1) / size; seq * size < c->sent; seq++)
+		worker_sent(w, c->stamp[seq % w->opt->depth]);
 }
 
 void conn_failed(struct worker *w, struct conn *c, int err)
@@ -252,18 +309,19 @@ void conn_failed(struct worker *w, struct conn *c, int err)
 	c->queued = c->sent = c->rx; /* nothing of it is in flight any more */
 }
 
-/* Open loop: grants every slot due by now; returns when the next one is due. */
+/* Open loop: grants every slot due by now, and after the stop every slot due before it (the
+ * loop may wake late); returns when the next is due, UINT64_MAX when none is before the stop. */
 static uint64_t release_slots(struct worker *w)
 {
-	if (w->now >= w->t_begin) {
-		uint64_t due = (uint64_t)((double)(w->now - w->t_begin) / w->slot_ns) + 1;
-		for (; w->next_slot < due; w->next_slot++) {
-			struct conn *c = &w->conns[w->next_slot % w->nconns];
-			c->credits++;
-			conn_refill(w, c);
-		}
+	uint64_t until = w->now < w->stop ? w->now + 1 : w->stop;
+	for (;;) {
+		uint64_t t = global_slot_time(w, w->next_slot);
+		if (t >= until)
+			return t < w->stop ? t : UINT64_MAX;
+		struct conn *c = &w->conns[w->next_slot++ % w->nconns];
+		c->credits++;
+		conn_refill(w, c);
 	}
-	return w->t_begin + (uint64_t)((double)w->next_slot * w->slot_ns);
 }
 
 /* Held bytes nothing new arrived for: decide with what there is. Returns the next deadline. */
@@ -300,31 +358,63 @@ static bool drained(const struct worker *w)
 			continue;
 		if (w->opt->udp ? udp_outstanding(c) > 0 : c->rx < c->queued || verify_pending(c))
 			return false;
+		if (c->credits_used < c->credits) /* open loop: slots due before the stop unsent */
+			return false;
 	}
 	return true;
 }
 
-/* The end: settle what is held; what is still missing is in flight, not lost (the server
- * may just be slow), but connections silent for long are pointed out. */
-static void finish(struct worker *w)
+/* A message due in the interval that never came back, or never went out: its lateness now. */
+static void never_came(struct worker *w, uint64_t stamp, bool unsent)
+{
+	if (!in_interval(w, stamp))
+		return;
+	uint64_t late = w->now > stamp ? w->now - stamp : 0;
+	hist_record(&w->lat, late);
+	if (unsent && w->opt->rate > 0) {
+		w->cnt.never_sent++;
+		hist_record(&w->lag, late);
+	}
+}
+
+/* A connection still open when the drain ended: what it sent and never got back. The drain
+ * waited as long as bytes kept coming, so these are lost (or the server stopped answering). */
+static void count_unanswered(struct worker *w, struct conn *c)
 {
 	uint64_t size = w->opt->size;
-	/* silent for STALL_NS, or for half the run if it was shorter than that */
-	uint64_t silent = w->now > w->t_begin ? (w->now - w->t_begin) / 2 : 0;
-	if (silent > STALL_NS)
-		silent = STALL_NS;
+	if (c->sent > c->rx) {
+		w->cnt.stalled++;
+		w->cnt.unanswered_bytes += c->sent - c->rx;
+		if (c->rx % size)
+			w->cnt.in_flight_partly++;
+	}
+	for (uint64_t seq = c->rx / size; seq * size < c->queued; seq++) {
+		bool unsent = seq * size >= c->sent;
+		if (!unsent)
+			w->cnt.in_flight++;
+		if (seq >= c->bad_until) /* a damaged one is an error already, and has no latency */
+			never_came(w, c->stamp[seq % w->opt->depth], unsent);
+	}
+}
+
+/* The end: settle what is held, then account for what did not come back. */
+static void finish(struct worker *w)
+{
 	for (uint32_t i = 0; i < w->nconns; i++) {
 		struct conn *c = &w->conns[i];
 		verify_settle(w, c);
-		if (c->dead)
-			continue;
-		if (w->opt->udp) { /* a datagram is answered or given up: none stalls */
+		if (w->opt->udp && !c->dead) /* answered or given up by now: loss is a rate */
 			w->cnt.in_flight += udp_outstanding(c);
-			continue;
-		}
-		w->cnt.in_flight += c->queued / size - c->rx / size;
-		if (c->rx < c->sent && w->now - c->last_rx >= silent)
-			w->cnt.stalled++;
+		else if (!c->dead)
+			count_unanswered(w, c);
+		for (uint64_t k = c->credits_used; k < c->credits; k++) /* open loop: held back */
+			never_came(w, slot_time(w, c, k), true);
+	}
+	if (w->opt->rate > 0) {
+		uint64_t hi = first_slot_at(w, w->stop), lo = first_slot_at(w, w->t_meas);
+		if (hi > w->next_slot) /* only slots granted can have been due to this loop */
+			hi = w->next_slot;
+		w->cnt.slots_due = hi > lo ? hi - lo : 0;
 	}
 	publish(w);
 }
@@ -350,11 +440,10 @@ int64_t worker_step(struct worker *w)
 	if (!w->stop_seen && w->now >= w->stop)
 		w->stop_seen = w->now;
 	uint64_t wake = w->now + PUBLISH_NS;
-	if (!w->stop_seen) {
+	if (!w->stop_seen)
 		wake = min_u64(wake, w->stop);
-		if (w->opt->rate > 0)
-			wake = min_u64(wake, release_slots(w));
-	}
+	if (w->opt->rate > 0)
+		wake = min_u64(wake, release_slots(w));
 	if (w->npending)
 		wake = min_u64(wake, settle_idle(w));
 	if (w->opt->udp)

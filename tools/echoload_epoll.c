@@ -51,7 +51,7 @@ static void flush(struct worker *w, struct epoll_engine *e, struct conn *c)
 			return;
 		}
 		if (n > 0)
-			conn_sent(c, (size_t)n);
+			conn_sent(w, c, (size_t)n);
 		if (n < 0 || (size_t)n < len) {
 			if (!c->out_armed)
 				want_out(w, e, c, true);

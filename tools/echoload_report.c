@@ -19,7 +19,7 @@ struct field {
 	int decimals; /* F_NUM with a fraction: digits after the point (0: 3) */
 };
 
-#define MAX_FIELDS 64
+#define MAX_FIELDS (96 + 6 * CPU_STAT_MAX) /* --cpu-stat: 6 per CPU */
 
 struct table {
 	struct field f[MAX_FIELDS];
@@ -90,6 +90,179 @@ static double lat_us(const struct result *r, double p)
 	return r->lat->count ? (double)hist_percentile(r->lat, p) / 1000.0 : NAN;
 }
 
+/* ns rounded to the significant digits the histogram holds (hist.h: a bucket's upper bound is
+ * up to 2^-bits above the truth, so its last nanoseconds are not information); *decimals: the
+ * digits after the point that leaves in µs. */
+static uint64_t lat_round(const struct hist *h, uint64_t ns, int *decimals)
+{
+	unsigned digits = hist_digits(h) ? hist_digits(h) : 1;
+	uint64_t limit = 1, scale = 1;
+	int dropped = 0;
+	for (unsigned i = 0; i < digits; i++)
+		limit *= 10;
+	while (ns / scale >= limit) {
+		scale *= 10;
+		dropped++;
+	}
+	uint64_t q = ns / scale + (ns % scale >= (scale + 1) / 2);
+	if (q == limit) /* 99,960 -> 100,000: one digit more, all of it a zero */
+		dropped++;
+	*decimals = dropped >= 3 ? 0 : 3 - dropped;
+	return q * scale;
+}
+
+/* A percentile for JSON and CSV, to the histogram's digits (min and max are exact: lat_us). */
+static void add_lat(struct table *t, const char *name, const struct result *r, double p)
+{
+	if (!r->lat->count) {
+		add_str(t, name, NULL);
+		return;
+	}
+	int decimals;
+	uint64_t ns = lat_round(r->lat, hist_percentile(r->lat, p), &decimals);
+	add(t, (struct field){ .name = name, .type = F_NUM, .d = (double)ns / 1000.0,
+			       .decimals = decimals });
+}
+
+/* Decimals for a value known to within res: no more digits than the data has (a 10 ms tick
+ * over 1,000 messages is 10 µs per message: none after the point). At most 3. */
+static int digits_for(double res)
+{
+	if (!(res > 0))
+		return 3;
+	double d = floor(-log10(res) + 1e-9);
+	return d < 0 ? 0 : d > 3 ? 3 : (int)d;
+}
+
+/* v to those digits, as JSON and CSV print it. */
+static void add_res(struct table *t, const char *name, double v, double res)
+{
+	int d = digits_for(res);
+	double scale = pow(10, d);
+	add(t, (struct field){ .name = name, .type = isfinite(v) ? F_NUM : F_NULL,
+			       .d = round(v * scale) / scale, .decimals = d ? d : 3 });
+}
+
+/* What one step of a CPU reading is worth per message, in µs; and in % of the interval. */
+static double cpu_res_per_msg(const struct result *r, double res_s)
+{
+	return r->cnt.msgs ? res_s * 1e6 / (double)r->cnt.msgs : NAN;
+}
+
+static double cpu_res_pct(const struct result *r, double res_s)
+{
+	return r->measured_s > 0 ? res_s * 100 / r->measured_s : NAN;
+}
+
+double rate_achieved_pct(const struct result *r)
+{
+	const struct counters *c = &r->cnt;
+	return r->opt->rate > 0 && c->slots_due ? 100.0 * (double)c->sent_in_interval /
+							  (double)c->slots_due
+						: NAN;
+}
+
+bool result_valid(const struct result *r)
+{
+	const struct counters *c = &r->cnt;
+	if (c->errors || c->unanswered_bytes || c->stalled || !c->msgs)
+		return false;
+	return r->opt->rate <= 0 || rate_achieved_pct(r) >= RATE_VALID_PCT;
+}
+
+/* --cpu-stat: one CPU's ticks. Busy is what ran there, interrupts included; idle, iowait and
+ * steal (the hypervisor's, not this machine's work) are not. */
+static uint64_t ticks_total(const struct cpu_ticks *c)
+{
+	uint64_t n = 0;
+	for (int k = 0; k < CPU_FIELDS; k++)
+		n += c->t[k];
+	return n;
+}
+
+static uint64_t ticks_busy(const struct cpu_ticks *c)
+{
+	return c->t[CPU_USER] + c->t[CPU_NICE] + c->t[CPU_SYSTEM] + c->t[CPU_IRQ] +
+	       c->t[CPU_SOFTIRQ];
+}
+
+static double ticks_pct(const struct cpu_ticks *c, uint64_t ticks)
+{
+	uint64_t total = ticks_total(c);
+	return total ? 100.0 * (double)ticks / (double)total : NAN;
+}
+
+static double busy_us_per_msg(const struct result *r, uint64_t ticks)
+{
+	return r->cnt.msgs ? (double)ticks * r->tick_s * 1e6 / (double)r->cnt.msgs : NAN;
+}
+
+enum { CS_USER, CS_SYSTEM, CS_IRQ, CS_SOFTIRQ, CS_STEAL, CS_BUSY, CS_COLS };
+
+/* The --cpu-stat columns of CPU i, in CS_* order; NAN when unknown. user includes nice. */
+static void cpu_stat_values(const struct result *r, unsigned i, double v[CS_COLS])
+{
+	const struct cpu_ticks *c = &r->cpu[i];
+	v[CS_USER] = ticks_pct(c, c->t[CPU_USER] + c->t[CPU_NICE]);
+	v[CS_SYSTEM] = ticks_pct(c, c->t[CPU_SYSTEM]);
+	v[CS_IRQ] = ticks_pct(c, c->t[CPU_IRQ]);
+	v[CS_SOFTIRQ] = ticks_pct(c, c->t[CPU_SOFTIRQ]);
+	v[CS_STEAL] = ticks_pct(c, c->t[CPU_STEAL]);
+	v[CS_BUSY] = busy_us_per_msg(r, ticks_busy(c));
+	if (!r->cpu_ok)
+		for (int k = 0; k < CS_COLS; k++)
+			v[k] = NAN;
+}
+
+static void add_cpu_stat(const struct result *r, struct table *t)
+{
+	static const char *const col[CS_COLS] = { "user_pct", "system_pct", "irq_pct",
+						  "softirq_pct", "steal_pct", "busy_us_per_msg" };
+	static char names[CPU_STAT_MAX][CS_COLS][40];
+	const struct options *o = r->opt;
+	for (unsigned i = 0; i < o->ncpu_stat; i++) {
+		double v[CS_COLS];
+		cpu_stat_values(r, i, v);
+		uint64_t total = ticks_total(&r->cpu[i]);
+		for (int k = 0; k < CS_COLS; k++) {
+			snprintf(names[i][k], sizeof(names[i][k]), "cpu%u_%s", o->cpu_stat[i],
+				 col[k]);
+			add_res(t, names[i][k], v[k], k == CS_BUSY ? cpu_res_per_msg(r, r->tick_s)
+					: total ? 100.0 / (double)total : NAN);
+		}
+	}
+}
+
+/* Did everything come back, did the open loop keep its schedule: the fields a script needs
+ * to reject a result (valid) and to see why. */
+static void add_checks(const struct result *r, struct table *t)
+{
+	const struct options *o = r->opt;
+	const struct counters *c = &r->cnt;
+	if (o->udp) /* a datagram is answered or lost: loss is the rate */
+		add_str(t, "unanswered_bytes", NULL);
+	else
+		add_int(t, "unanswered_bytes", c->unanswered_bytes);
+	if (o->rate > 0) {
+		add_int(t, "never_sent", c->never_sent);
+		if (r->lag->count) {
+			int decimals;
+			uint64_t ns = lat_round(r->lag, hist_percentile(r->lag, 99), &decimals);
+			add(t, (struct field){ .name = "send_lag_p99_us", .type = F_NUM,
+					       .d = (double)ns / 1000.0, .decimals = decimals });
+		} else {
+			add_str(t, "send_lag_p99_us", NULL);
+		}
+		add_res(t, "rate_achieved_pct", rate_achieved_pct(r),
+			c->slots_due ? 100.0 / (double)c->slots_due : NAN);
+	} else {
+		add_str(t, "never_sent", NULL);
+		add_str(t, "send_lag_p99_us", NULL);
+		add_str(t, "rate_achieved_pct", NULL);
+	}
+	add_int(t, "valid", result_valid(r));
+}
+
 static void build(const struct result *r, struct table *t)
 {
 	const struct options *o = r->opt;
@@ -116,10 +289,10 @@ static void build(const struct result *r, struct table *t)
 	add_num(t, "msgs_per_s", per_s(r, (double)c->msgs));
 	add_num(t, "mb_per_s", per_s(r, (double)c->msgs * o->size / 1e6));
 	add_num(t, "lat_min_us", lat_us(r, 0));
-	add_num(t, "lat_p50_us", lat_us(r, 50));
-	add_num(t, "lat_p90_us", lat_us(r, 90));
-	add_num(t, "lat_p99_us", lat_us(r, 99));
-	add_num(t, "lat_p999_us", lat_us(r, 99.9));
+	add_lat(t, "lat_p50_us", r, 50);
+	add_lat(t, "lat_p90_us", r, 90);
+	add_lat(t, "lat_p99_us", r, 99);
+	add_lat(t, "lat_p999_us", r, 99.9);
 	add_num(t, "lat_max_us", lat_us(r, 100));
 	add_num(t, "lat_mean_us", r->lat->count ? hist_mean(r->lat) / 1000.0 : NAN);
 	add_int(t, "errors", c->errors);
@@ -143,17 +316,27 @@ static void build(const struct result *r, struct table *t)
 		add_num(t, "udp_timeout_ms", (double)o->udp_timeout_ns / 1e6);
 	else
 		add_str(t, "udp_timeout_ms", NULL);
-	add_num(t, "client_cpu_pct", cpu_pct(r, r->client_cpu_s));
-	add_num(t, "client_cpu_us_per_msg", cpu_us_per_msg(r, r->client_cpu_s));
+	add_res(t, "client_cpu_pct", cpu_pct(r, r->client_cpu_s),
+		cpu_res_pct(r, r->client_cpu_res_s));
+	add_res(t, "client_cpu_us_per_msg", cpu_us_per_msg(r, r->client_cpu_s),
+		cpu_res_per_msg(r, r->client_cpu_res_s));
 	if (o->server_pid)
 		add_int(t, "server_pid", (uint64_t)o->server_pid);
 	else
 		add_str(t, "server_pid", NULL);
-	add_num(t, "server_cpu_pct", cpu_pct(r, r->server_cpu_s));
-	add_num(t, "server_cpu_us_per_msg", cpu_us_per_msg(r, r->server_cpu_s));
+	add_res(t, "server_cpu_pct", cpu_pct(r, r->server_cpu_s),
+		cpu_res_pct(r, r->server_cpu_res_s));
+	add_res(t, "server_cpu_us_per_msg", cpu_us_per_msg(r, r->server_cpu_s),
+		cpu_res_per_msg(r, r->server_cpu_res_s));
 	add_ratio(t, "server_syscalls_per_msg", r->work.syscalls_per_msg);
 	add_ratio(t, "server_wakeups_per_msg", r->work.wakeups_per_msg);
 	add_ratio(t, "server_completions_per_wakeup", r->work.completions_per_wakeup);
+	/* after the older columns, so that those read by position stay where they were */
+	add_int(t, "lat_overflow", r->lat->overflow);
+	add_int(t, "lat_p99_samples", hist_rests_on(r->lat, 99));
+	add_int(t, "lat_p999_samples", hist_rests_on(r->lat, 99.9));
+	add_checks(r, t);
+	add_cpu_stat(r, t); /* last: as many columns as --cpu-stat lists CPUs */
 }
 
 static void json_string(const char *s)
@@ -248,7 +431,7 @@ void report_csv(const struct result *r)
 /* --- for people ---------------------------------------------------------------------------- */
 
 /* 1234567 -> "1,234,567" */
-static const char *grouped(uint64_t v, char *buf, size_t len)
+const char *grouped(uint64_t v, char *buf, size_t len)
 {
 	char digits[32];
 	int n = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)v);
@@ -262,18 +445,57 @@ static const char *grouped(uint64_t v, char *buf, size_t len)
 	return buf;
 }
 
-/* A latency in µs with precision that fits its size. */
-static const char *us(double v, char *buf, size_t len)
+/* ns as µs to the histogram's significant digits: "12.3", "0.512", "1,230". */
+static const char *us(const struct hist *h, uint64_t ns, char *buf, size_t len)
 {
-	if (!isfinite(v))
-		snprintf(buf, len, "-");
-	else if (v < 10)
-		snprintf(buf, len, "%.2f", v);
-	else if (v < 1000)
-		snprintf(buf, len, "%.1f", v);
+	int decimals;
+	uint64_t v = lat_round(h, ns, &decimals);
+	if (v >= 1000000)
+		grouped(v / 1000, buf, len);
 	else
-		grouped((uint64_t)llround(v), buf, len);
+		snprintf(buf, len, "%.*f", decimals, (double)v / 1000.0);
 	return buf;
+}
+
+/* The value at p as us() prints it; "-" when nothing was measured, ">" and the range when
+ * p's rank lies among the values above it (only min and max are known exactly there). */
+static const char *lat_text(const struct result *r, double p, char *buf, size_t len)
+{
+	const struct hist *h = r->lat;
+	if (!h->count) {
+		snprintf(buf, len, "-");
+	} else if (p > 0 && p < 100 && hist_overflowed(h, p)) {
+		buf[0] = '>';
+		us(h, h->max_trackable, buf + 1, len - 1);
+	} else {
+		us(h, hist_percentile(h, p), buf, len);
+	}
+	return buf;
+}
+
+/* Fewer values than this at or above a percentile's rank, and the summary says how many: one
+ * more slow message would then move it, and a reader should know its tail is that thin. */
+#define FEW_SAMPLES 100
+
+static void human_latency(const struct result *r)
+{
+	static const struct {
+		const char *name;
+		double p;
+	} pct[] = { { "p50", 50 }, { "p90", 90 }, { "p99", 99 }, { "p99.9", 99.9 } };
+	char a[48];
+	printf("  latency µs   min %s", lat_text(r, 0, a, sizeof(a)));
+	for (size_t i = 0; i < sizeof(pct) / sizeof(*pct); i++) {
+		uint64_t n = hist_rests_on(r->lat, pct[i].p);
+		printf("  %s %s", pct[i].name, lat_text(r, pct[i].p, a, sizeof(a)));
+		if (n && n < FEW_SAMPLES)
+			printf(" (rests on %llu sample%s)", (unsigned long long)n, n == 1 ? "" : "s");
+	}
+	printf("  max %s\n", lat_text(r, 100, a, sizeof(a)));
+	if (r->lat->overflow)
+		printf("  over range   %llu samples above %s µs, ranked above all others: a "
+		       "percentile among them shows as >%s\n", (unsigned long long)r->lat->overflow,
+		       us(r->lat, r->lat->max_trackable, a, sizeof(a)), a);
 }
 
 static void human_udp(const struct result *r)
@@ -312,20 +534,115 @@ static void human_errors(const struct counters *c)
 	       (unsigned long long)c->conn_errors);
 }
 
-static void human_cpu(const struct result *r, const char *who, double cpu_s, pid_t pid,
-		      const char *backend)
+static int min_int(int a, int b)
+{
+	return a < b ? a : b;
+}
+
+/* A process's CPU time, and beside it all the time of the CPUs it has to itself (--cpu-stat):
+ * on loopback a packet's receive softirq runs on the sender's CPU and is charged to whatever
+ * task runs there, so neither figure alone is one side's cost. */
+static void human_cpu(const struct result *r, const char *who, double cpu_s, double res_s,
+		      const bool *side, pid_t pid, const char *backend)
 {
 	double per_msg = cpu_us_per_msg(r, cpu_s);
-	printf("  %-12s %.1f%% of one core, ", who, cpu_pct(r, cpu_s));
+	printf("  %-12s %.*f%% of one core, ", who,
+	       min_int(1, digits_for(cpu_res_pct(r, res_s))), cpu_pct(r, cpu_s));
 	if (isfinite(per_msg))
-		printf("%.2f µs per message", per_msg);
+		printf("%.*f µs per message", min_int(2, digits_for(cpu_res_per_msg(r, res_s))),
+		       per_msg);
 	else
 		printf("- µs per message");
+	uint64_t busy = 0;
+	unsigned n = 0;
+	for (unsigned i = 0; r->cpu_ok && i < r->opt->ncpu_stat; i++)
+		if (side[i]) {
+			n++;
+			busy += ticks_busy(&r->cpu[i]);
+		}
+	if (n && isfinite(busy_us_per_msg(r, busy))) {
+		printf("; CPU%s ", n > 1 ? "s" : "");
+		for (unsigned i = 0, k = 0; i < r->opt->ncpu_stat; i++)
+			if (side[i])
+				printf("%s%u", k++ ? "," : "", r->opt->cpu_stat[i]);
+		printf(" in all: %.*f µs", min_int(2, digits_for(cpu_res_per_msg(r, r->tick_s))),
+		       busy_us_per_msg(r, busy));
+	}
 	if (pid && backend && *backend)
 		printf("  (pid %d, backend %s)", (int)pid, backend);
 	else if (pid)
 		printf("  (pid %d)", (int)pid);
 	putchar('\n');
+}
+
+/* --cpu-stat, one line per CPU: where its time went, in % of the interval. */
+static void human_cpu_stat(const struct result *r)
+{
+	const struct options *o = r->opt;
+	if (o->ncpu_stat && !r->cpu_ok) {
+		printf("  CPUs         unknown: /proc/stat unreadable at the end\n");
+		return;
+	}
+	for (unsigned i = 0; i < o->ncpu_stat; i++) {
+		double v[CS_COLS];
+		cpu_stat_values(r, i, v);
+		uint64_t total = ticks_total(&r->cpu[i]);
+		int d = min_int(1, digits_for(total ? 100.0 / (double)total : NAN));
+		char who[16];
+		snprintf(who, sizeof(who), "CPU %u", o->cpu_stat[i]);
+		printf("  %-12s %.*f%% busy: user %.*f, system %.*f, irq %.*f, softirq %.*f, "
+		       "steal %.*f (%%); ", who, d, ticks_pct(&r->cpu[i], ticks_busy(&r->cpu[i])),
+		       d, v[CS_USER], d, v[CS_SYSTEM], d, v[CS_IRQ], d, v[CS_SOFTIRQ], d,
+		       v[CS_STEAL]);
+		if (isfinite(v[CS_BUSY]))
+			printf("%.*f µs per message",
+			       min_int(2, digits_for(cpu_res_per_msg(r, r->tick_s))), v[CS_BUSY]);
+		else
+			printf("- µs per message");
+		printf("%s\n", r->cpu_client[i] ? " (echoload's)" : r->cpu_server[i] ? " (the server's)"
+											 : "");
+	}
+}
+
+/* Which messages the result is made of, and for an open loop whether it kept its schedule. */
+static void human_messages(const struct result *r)
+{
+	const struct counters *c = &r->cnt;
+	char a[32], b[32], d[48], e[48], f[48];
+	if (r->opt->rate <= 0) {
+		printf("  messages     %s sent in the interval echoed intact (those in flight at "
+		       "its end too)\n", grouped(c->msgs, a, sizeof(a)));
+		return;
+	}
+	printf("  messages     %s of the %s due in the interval echoed intact\n",
+	       grouped(c->msgs, a, sizeof(a)), grouped(c->slots_due, b, sizeof(b)));
+	printf("  sending      %.1f%% of --rate sent within the interval; late by µs",
+	       isfinite(rate_achieved_pct(r)) ? rate_achieved_pct(r) : 0.0);
+	if (r->lag->count)
+		printf(" p50 %s  p99 %s  max %s", us(r->lag, hist_percentile(r->lag, 50), d, sizeof(d)),
+		       us(r->lag, hist_percentile(r->lag, 99), e, sizeof(e)),
+		       us(r->lag, hist_percentile(r->lag, 100), f, sizeof(f)));
+	else
+		printf(" -");
+	printf("; %s never sent\n", grouped(c->never_sent, a, sizeof(a)));
+}
+
+/* Bytes sent that never came back, on connections still open: why the run failed when every
+ * byte that did come back was right. */
+static void human_unanswered(const struct result *r)
+{
+	const struct counters *c = &r->cnt;
+	char a[32], b[32], d[32], e[32];
+	if (c->errors)
+		human_errors(c);
+	else
+		printf("  errors       none in the bytes that came back, but not all came back:\n");
+	printf("  unanswered   %s B on %s connection%s still open and owing them when the drain "
+	       "ended: %s message%s partly echoed, %s not at all\n",
+	       grouped(c->unanswered_bytes, a, sizeof(a)), grouped(c->stalled, b, sizeof(b)),
+	       c->stalled == 1 ? "" : "s", grouped(c->in_flight_partly, d, sizeof(d)),
+	       c->in_flight_partly == 1 ? "" : "s",
+	       grouped(c->in_flight - c->in_flight_partly, e, sizeof(e)));
 }
 
 /* A ratio with precision that fits its size; "-" when unknown. */
@@ -356,7 +673,7 @@ static void human_work(const struct result *r)
 void report_human(const struct result *r)
 {
 	const struct options *o = r->opt;
-	char a[32], b[32], c[32], d[32], e[32], f[32];
+	char a[32];
 	printf("echoload %s -> %s %s port %s, engine %s, %s\n", ECHOLOAD_VERSION,
 	       o->udp ? "UDP" : "TCP", o->host, o->port,
 	       o->engine == ENGINE_URING ? "uring" : "epoll", r->timestamp);
@@ -372,25 +689,22 @@ void report_human(const struct result *r)
 	printf("  throughput   %s msgs/s, %.2f MB/s echoed each way\n",
 	       grouped((uint64_t)llround(per_s(r, (double)r->cnt.msgs)), a, sizeof(a)),
 	       per_s(r, (double)r->cnt.msgs * o->size / 1e6));
-	printf("  latency µs   min %s  p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
-	       us(lat_us(r, 0), a, sizeof(a)), us(lat_us(r, 50), b, sizeof(b)),
-	       us(lat_us(r, 90), c, sizeof(c)), us(lat_us(r, 99), d, sizeof(d)),
-	       us(lat_us(r, 99.9), e, sizeof(e)), us(lat_us(r, 100), f, sizeof(f)));
-	printf("  messages     %s echoed intact in the interval, %s in flight at stop",
-	       grouped(r->cnt.msgs, a, sizeof(a)), grouped(r->cnt.in_flight, b, sizeof(b)));
-	if (r->cnt.stalled)
-		printf(" (%llu connections stalled)", (unsigned long long)r->cnt.stalled);
-	putchar('\n');
+	human_latency(r);
+	human_messages(r);
 	if (o->udp)
 		human_udp(r);
+	else if (r->cnt.unanswered_bytes)
+		human_unanswered(r);
 	else
 		human_errors(&r->cnt);
-	human_cpu(r, "client CPU", r->client_cpu_s, 0, NULL);
+	human_cpu(r, "client CPU", r->client_cpu_s, r->client_cpu_res_s, r->cpu_client, 0, NULL);
 	if (o->server_pid && r->server_cpu_s >= 0)
-		human_cpu(r, "server CPU", r->server_cpu_s, o->server_pid, o->server_backend);
+		human_cpu(r, "server CPU", r->server_cpu_s, r->server_cpu_res_s, r->cpu_server,
+			  o->server_pid, o->server_backend);
 	else if (o->server_pid)
-		printf("  server CPU   unknown: /proc/%d/stat unreadable at the end\n",
+		printf("  server CPU   unknown: /proc/%d unreadable at the end\n",
 		       (int)o->server_pid);
+	human_cpu_stat(r);
 	if (o->server_metrics)
 		human_work(r);
 }

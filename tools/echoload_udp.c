@@ -375,8 +375,11 @@ static void flush(struct worker *w, void *engine, struct conn *c)
 			sock_failed(w, c, errno);
 			return;
 		}
+		if (r > 0 && w->opt->rate > 0)
+			worker_clock(w); /* send lag: the loop's time is from before this batch */
 		for (int i = 0; i < r; i++) {
 			uint64_t seq = s->sent++;
+			worker_sent(w, s->stamp[seq & u->mask]);
 			if (meas) {
 				s->st[seq & u->mask] |= ST_MEAS;
 				w->cnt.dg_sent++;

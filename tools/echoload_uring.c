@@ -147,7 +147,7 @@ static void start_send(struct worker *w, struct uring_engine *u, struct conn *c)
 			return;
 		c->txlen = (uint32_t)conn_fill(c, c->txbuf, u->txcap);
 		c->txoff = 0;
-		conn_sent(c, c->txlen); /* handed to the kernel: echoes of it may come */
+		conn_sent(w, c, c->txlen); /* handed to the kernel: echoes of it may come */
 	}
 	struct io_uring_sqe *sqe = get_sqe(w, u);
 	if (!sqe)

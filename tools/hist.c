@@ -2,12 +2,16 @@
  *   v < 2*sub:  v itself (exact)
  *   otherwise:  shift*sub + (v >> shift), shift = floor(log2 v) - bits
  * so bucket i >= 2*sub covers [m << shift, (m+1) << shift) with m = i - shift*sub in [sub, 2*sub):
- * its width over its lower bound is at most 1/sub. */
+ * its width over its lower bound is at most 1/sub.
+ *
+ * Only buckets between bucket_of(min) and bucket_of(min(max, max_trackable)) can be non-zero,
+ * so copy, merge, reset and the percentile walk stay within that span (see hist.h, Cost). */
 #include "hist.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define PPB 1000000000ull /* 100% in parts per billion: the unit hist_rank computes in */
 
 static size_t bucket_of(unsigned bits, uint64_t v)
 {
@@ -18,16 +22,24 @@ static size_t bucket_of(unsigned bits, uint64_t v)
 	return (size_t)(shift * sub + (v >> shift));
 }
 
-static uint64_t bucket_low(unsigned bits, size_t i, uint64_t *width)
+/* The largest value bucket i holds: HdrHistogram's "highest equivalent value". */
+static uint64_t bucket_high(unsigned bits, size_t i)
 {
 	uint64_t sub = (uint64_t)1 << bits;
-	if (i < 2 * sub) {
-		*width = 1;
+	if (i < 2 * sub)
 		return i;
-	}
 	unsigned shift = (unsigned)(i / sub) - 1;
-	*width = (uint64_t)1 << shift;
-	return ((uint64_t)i - shift * sub) << shift;
+	return ((((uint64_t)i - shift * sub) + 1) << shift) - 1;
+}
+
+/* The span of buckets that may be non-zero; false when none can be. */
+static bool hist_span(const struct hist *h, size_t *lo, size_t *hi)
+{
+	if (h->count == h->overflow)
+		return false;
+	*lo = bucket_of(h->bits, h->min);
+	*hi = bucket_of(h->bits, h->max < h->max_trackable ? h->max : h->max_trackable);
+	return true;
 }
 
 int hist_init(struct hist *h, uint64_t max_trackable, unsigned bits)
@@ -38,10 +50,11 @@ int hist_init(struct hist *h, uint64_t max_trackable, unsigned bits)
 	h->bits = bits;
 	h->max_trackable = max_trackable;
 	h->nbuckets = bucket_of(bits, max_trackable) + 1;
+	/* calloc's zeroes, not a memset: pages the latencies never reach are never touched */
 	h->buckets = calloc(h->nbuckets, sizeof(*h->buckets));
 	if (!h->buckets)
 		return -1;
-	hist_reset(h);
+	h->min = UINT64_MAX;
 	return 0;
 }
 
@@ -53,15 +66,19 @@ void hist_free(struct hist *h)
 
 void hist_reset(struct hist *h)
 {
-	memset(h->buckets, 0, h->nbuckets * sizeof(*h->buckets));
-	h->count = h->sum = h->max = 0;
+	size_t lo, hi;
+	if (hist_span(h, &lo, &hi))
+		memset(h->buckets + lo, 0, (hi - lo + 1) * sizeof(*h->buckets));
+	h->count = h->sum = h->max = h->overflow = 0;
 	h->min = UINT64_MAX;
 }
 
 void hist_record(struct hist *h, uint64_t value)
 {
-	uint64_t tracked = value < h->max_trackable ? value : h->max_trackable;
-	h->buckets[bucket_of(h->bits, tracked)]++;
+	if (value > h->max_trackable)
+		h->overflow++;
+	else
+		h->buckets[bucket_of(h->bits, value)]++;
 	h->count++;
 	h->sum += value;
 	if (value < h->min)
@@ -80,10 +97,13 @@ int hist_merge(struct hist *dst, const struct hist *src)
 {
 	if (!same_shape(dst, src))
 		return -1;
-	for (size_t i = 0; i < dst->nbuckets; i++)
-		dst->buckets[i] += src->buckets[i];
+	size_t lo, hi;
+	if (hist_span(src, &lo, &hi))
+		for (size_t i = lo; i <= hi; i++)
+			dst->buckets[i] += src->buckets[i];
 	dst->count += src->count;
 	dst->sum += src->sum;
+	dst->overflow += src->overflow;
 	if (src->min < dst->min)
 		dst->min = src->min;
 	if (src->max > dst->max)
@@ -95,37 +115,71 @@ int hist_copy(struct hist *dst, const struct hist *src)
 {
 	if (!same_shape(dst, src))
 		return -1;
-	memcpy(dst->buckets, src->buckets, dst->nbuckets * sizeof(*dst->buckets));
+	hist_reset(dst);
+	size_t lo, hi;
+	if (hist_span(src, &lo, &hi))
+		memcpy(dst->buckets + lo, src->buckets + lo, (hi - lo + 1) * sizeof(*dst->buckets));
 	dst->count = src->count;
 	dst->sum = src->sum;
+	dst->overflow = src->overflow;
 	dst->min = src->min;
 	dst->max = src->max;
 	return 0;
 }
 
-uint64_t hist_percentile(const struct hist *h, double p)
+uint64_t hist_rank(const struct hist *h, double p)
 {
 	if (h->count == 0)
 		return 0;
-	if (p <= 0)
+	/* p to the nearest part per billion: exact for any p written with up to 7 decimals */
+	uint64_t ppb = p >= 100 ? PPB : p > 0 ? (uint64_t)(p * (PPB / 100) + 0.5) : 0;
+	if (ppb > PPB)
+		ppb = PPB;
+	/* ceil(ppb * count / PPB) without a 128-bit product: count = q*PPB + r splits it into
+	 * q*ppb (exact, at most count) and ceil(r*ppb / PPB) (r*ppb < 10^18 fits) */
+	uint64_t q = h->count / PPB, r = h->count % PPB;
+	uint64_t rank = q * ppb + (r * ppb + PPB - 1) / PPB;
+	return rank ? rank : 1;
+}
+
+uint64_t hist_percentile(const struct hist *h, double p)
+{
+	uint64_t rank = hist_rank(h, p);
+	if (rank == 0)
+		return 0;
+	if (rank == 1)
 		return h->min;
-	if (p >= 100)
+	if (rank == h->count || rank > h->count - h->overflow)
 		return h->max;
-	uint64_t rank = (uint64_t)ceil(p / 100.0 * (double)h->count);
-	if (rank < 1)
-		rank = 1;
+	size_t lo, hi;
+	if (!hist_span(h, &lo, &hi))
+		return h->max; /* unreachable: rank <= count - overflow means something is in range */
 	uint64_t seen = 0;
-	for (size_t i = 0; i < h->nbuckets; i++) {
+	for (size_t i = lo; i <= hi; i++) {
 		seen += h->buckets[i];
 		if (seen >= rank) {
-			uint64_t width, low = bucket_low(h->bits, i, &width);
-			uint64_t mid = low + (width - 1) / 2;
-			if (mid < h->min)
-				return h->min;
-			return mid > h->max ? h->max : mid;
+			uint64_t high = bucket_high(h->bits, i);
+			return high < h->max ? high : h->max;
 		}
 	}
 	return h->max;
+}
+
+uint64_t hist_rests_on(const struct hist *h, double p)
+{
+	uint64_t rank = hist_rank(h, p);
+	return rank ? h->count - rank + 1 : 0;
+}
+
+bool hist_overflowed(const struct hist *h, double p)
+{
+	uint64_t rank = hist_rank(h, p);
+	return rank && rank > h->count - h->overflow;
+}
+
+unsigned hist_digits(const struct hist *h)
+{
+	return h->bits * 30103u / 100000u; /* log10 2 = 0.30103 */
 }
 
 double hist_mean(const struct hist *h)
