@@ -8,6 +8,11 @@
  *
  * Transports: an AF_UNIX socketpair, and TCP over 127.0.0.1 (listen on port 0, connect,
  * plain accept(), TCP_NODELAY on both ends).
+ *
+ * Wall-clock time, and the CPU column is the whole process's (name ".../process_time"): an
+ * io_uring backend may hand an operation the kernel cannot finish inline to its io-wq workers,
+ * which are threads of this process, and that CPU belongs to the round trip. For the readiness
+ * backends, which have no such threads, it is this thread's CPU.
  */
 #include "gbench.h"
 #include "reactor.h"
@@ -348,6 +353,7 @@ void bm_roundtrip_register(void)
 			struct gbench_def *d =
 				gbench_register(name, bm_roundtrip, (void *)((i << 1) | t));
 			gbench_use_real_time(d);
+			gbench_measure_process_cpu_time(d);
 			gbench_arg(d, 64);
 			gbench_arg(d, 4096);
 		}

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,12 @@ struct gbench_state {
 
 struct gbench_def {
 	benchmark::internal::Benchmark *bm;
+	std::string name; // the family's name, which reported runs carry as function_name
+	struct Check {
+		gbench_check_fn *fn;
+		void *arg;
+	};
+	std::vector<Check> checks;
 };
 
 namespace {
@@ -92,6 +99,64 @@ benchmark::TimeUnit time_unit(gbench_time_unit unit)
 	return benchmark::kNanosecond;
 }
 
+// Runs gbench_check's functions on each result as it is reported. It wraps the display
+// reporter the flags ask for (console, JSON, CSV), so output is unchanged; the file reporter
+// (--benchmark_out) sees the same runs and needs no checking of its own. Wrapping the display
+// side means a check sees what the reader sees: with --benchmark_report_aggregates_only, the
+// mean and median rather than each repetition.
+class CheckingReporter : public benchmark::BenchmarkReporter {
+public:
+	explicit CheckingReporter(benchmark::BenchmarkReporter *inner) : inner_(inner) {}
+
+	bool ReportContext(const Context &context) override
+	{
+		inner_->SetOutputStream(&GetOutputStream());
+		inner_->SetErrorStream(&GetErrorStream());
+		return inner_->ReportContext(context);
+	}
+
+	void ReportRuns(const std::vector<Run> &runs) override
+	{
+		inner_->ReportRuns(runs);
+		for (const Run &run : runs)
+			check(run);
+	}
+
+	void Finalize() override { inner_->Finalize(); }
+
+private:
+	static void check(const Run &run)
+	{
+		if (run.error_occurred || run.iterations <= 0)
+			return;
+		const char *aggregate = "";
+		if (run.run_type == Run::RT_Aggregate) {
+			// stddev and cv are spreads, not per-iteration times: nothing to check.
+			if (run.aggregate_name != "mean" && run.aggregate_name != "median")
+				return;
+			aggregate = run.aggregate_name.c_str();
+		}
+		for (const gbench_def &d : g_defs) {
+			if (d.checks.empty() || d.name != run.run_name.function_name)
+				continue;
+			const std::string name = run.benchmark_name();
+			const double iters = static_cast<double>(run.iterations);
+			gbench_result r{name.c_str(), aggregate, run.iterations,
+					run.real_accumulated_time * 1e9 / iters,
+					run.cpu_accumulated_time * 1e9 / iters};
+			for (const gbench_def::Check &c : d.checks) {
+				char why[256] = "";
+				if (!c.fn(&r, c.arg, why, sizeof why)) {
+					std::string where = "check failed: " + name;
+					report_failure(where.c_str(), *why ? why : "no reason given");
+				}
+			}
+		}
+	}
+
+	std::unique_ptr<benchmark::BenchmarkReporter> inner_;
+};
+
 } // namespace
 
 // ---- inside a running benchmark ---------------------------------------------------------------
@@ -99,6 +164,28 @@ benchmark::TimeUnit time_unit(gbench_time_unit unit)
 bool gbench_keep_running(gbench_state *st)
 {
 	return st->bm.KeepRunning();
+}
+
+bool gbench_keep_running_batch(gbench_state *st, int64_t n)
+{
+	// The header's inline loop asserts n > 0, and that assert is live here (this file is
+	// built without NDEBUG): an abort. An error report is kinder, and KeepRunning() after
+	// it ends the loop the way the library expects.
+	if (n <= 0) {
+		gbench_skip_with_error(st, "gbench_keep_running_batch: batch size must be > 0");
+		return st->bm.KeepRunning();
+	}
+	return st->bm.KeepRunningBatch(n);
+}
+
+void gbench_set_iteration_time(gbench_state *st, double seconds)
+{
+	// A negative time would silently lower the total and NaN would poison it.
+	if (!(seconds >= 0)) {
+		gbench_skip_with_error(st, "gbench_set_iteration_time: negative or NaN time");
+		return;
+	}
+	st->bm.SetIterationTime(seconds);
 }
 
 int64_t gbench_range(const gbench_state *st, int idx)
@@ -165,7 +252,7 @@ gbench_def *gbench_register(const char *name, gbench_fn *fn, void *arg)
 			gbench_state st{bm};
 			fn(&st, arg);
 		};
-		g_defs.push_back(gbench_def{benchmark::RegisterBenchmark(name, run)});
+		g_defs.push_back(gbench_def{benchmark::RegisterBenchmark(name, run), name, {}});
 		d = &g_defs.back();
 	});
 	return d;
@@ -210,6 +297,23 @@ void gbench_use_real_time(gbench_def *d)
 	configure(d, "gbench_use_real_time", [](Family &b) { b.UseRealTime(); });
 }
 
+void gbench_use_manual_time(gbench_def *d)
+{
+	configure(d, "gbench_use_manual_time", [](Family &b) { b.UseManualTime(); });
+}
+
+void gbench_measure_process_cpu_time(gbench_def *d)
+{
+	configure(d, "gbench_measure_process_cpu_time",
+		  [](Family &b) { b.MeasureProcessCPUTime(); });
+}
+
+void gbench_check(gbench_def *d, gbench_check_fn *fn, void *arg)
+{
+	if (d != nullptr && fn != nullptr)
+		guarded("gbench_check", [&] { d->checks.push_back(gbench_def::Check{fn, arg}); });
+}
+
 void gbench_min_time(gbench_def *d, double seconds)
 {
 	configure(d, "gbench_min_time", [&](Family &b) { b.MinTime(seconds); });
@@ -231,7 +335,8 @@ int gbench_main(int argc, char **argv)
 			return;
 		// Zero means the filter matched nothing (the library says so): for a smoke
 		// run that is a failure, not a pass.
-		std::size_t ran = benchmark::RunSpecifiedBenchmarks();
+		CheckingReporter display(benchmark::CreateDefaultDisplayReporter());
+		std::size_t ran = benchmark::RunSpecifiedBenchmarks(&display);
 		benchmark::Shutdown();
 		rc = (ran == 0 || g_failed) ? 1 : 0;
 	});

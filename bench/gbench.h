@@ -48,6 +48,13 @@ struct gbench_state;
  * reported with gbench_skip_with_error). */
 bool gbench_keep_running(struct gbench_state *st);
 
+/* The same for a loop whose body does n iterations' work (n > 0), for bodies so short that one
+ * call per iteration would be a visible part of what is measured (a call into the C++ side is
+ * a few ns). The last pass may overshoot what the library asked for by up to n - 1; those
+ * iterations are counted, so gbench_iterations() is always a multiple of n here. n <= 0 is
+ * reported as an error and ends the loop. Do not mix with gbench_keep_running in one loop. */
+bool gbench_keep_running_batch(struct gbench_state *st, int64_t n);
+
 /* Argument idx of this run (see gbench_arg / gbench_args). idx must be in range. */
 int64_t gbench_range(const struct gbench_state *st, int idx);
 
@@ -59,6 +66,29 @@ int64_t gbench_iterations(const struct gbench_state *st);
  * running. After gbench_skip_with_error they do nothing, so error paths need not care. */
 void gbench_pause_timing(struct gbench_state *st);
 void gbench_resume_timing(struct gbench_state *st);
+
+/* With gbench_use_manual_time: this iteration's time in seconds, as the benchmark measured it
+ * (say, from a timestamp taken in another thread). Call it once per iteration; the reported
+ * time is the sum over the iterations divided by their number, and Google Benchmark sizes the
+ * run by it. Without manual time the value is ignored. A negative or NaN value is reported as
+ * an error. */
+void gbench_set_iteration_time(struct gbench_state *st, double seconds);
+
+/* Keep a computation the benchmark does not otherwise use: the compiler must assume the
+ * (empty) asm reads *p and any memory, so whatever was stored there is computed and stored
+ * before it, and nothing after it may reuse values loaded before it. Pass the address of the
+ * result: `gbench_do_not_optimize(&sum);`. Costs no instruction beyond that store. GNU C
+ * (gcc, clang), which is what the project builds with; __asm__ is accepted under -std=c11. */
+static inline void gbench_do_not_optimize(const void *p)
+{
+	__asm__ volatile("" : : "r"(p) : "memory");
+}
+
+/* Only the memory barrier: every store before it is done, every load after it is redone. */
+static inline void gbench_clobber_memory(void)
+{
+	__asm__ volatile("" : : : "memory");
+}
 
 /* Totals for the whole run, reported per second (items_per_second, bytes_per_second). */
 void gbench_set_items_processed(struct gbench_state *st, int64_t items);
@@ -118,6 +148,35 @@ void gbench_arg_names(struct gbench_def *d, const char *const *names, size_t n);
  * in the kernel or another thread while this one blocks, or blocking would look free. */
 void gbench_use_real_time(struct gbench_def *d);
 
+/* The reported time is what the benchmark gives gbench_set_iteration_time, not a clock the
+ * library reads; Google Benchmark appends "/manual_time" to the run's name. For latencies that
+ * begin or end in another thread, or where per-iteration set-up must stay out of the time
+ * without the clock reads of gbench_pause_timing. */
+void gbench_use_manual_time(struct gbench_def *d);
+
+/* The CPU column (and, unless real or manual time is used, the run's length) counts the CPU
+ * time of every thread of the process, not just the benchmark's own; "/process_time" is
+ * appended to the name. For work handed to other threads. */
+void gbench_measure_process_cpu_time(struct gbench_def *d);
+
+/* A reported result, as gbench_check sees it. */
+struct gbench_result {
+	const char *name;      /* the run's name as reported: "family/args/...", "..._median" */
+	const char *aggregate; /* "" for one repetition; "mean" or "median" over repetitions */
+	int64_t iterations;    /* of the run; for "mean" and "median", the repetitions */
+	double real_ns; /* per iteration, in ns: wall clock, or the manual time when used */
+	double cpu_ns;  /* per iteration, in ns: this thread's CPU, or the process's */
+};
+
+/* Returns true if r is right; if not, writes why (NUL-terminated, at most len bytes). */
+typedef bool gbench_check_fn(const struct gbench_result *r, void *arg, char *why, size_t len);
+
+/* Check each result of this benchmark as it is reported (each repetition shown, and the mean
+ * and median when there are several; runs that failed are not checked). A false return is
+ * printed to stderr and makes gbench_main() return 1. For benchmarks that test the framework,
+ * which can only be judged on what was reported, not from inside the timed loop. */
+void gbench_check(struct gbench_def *d, gbench_check_fn *fn, void *arg);
+
 /* Minimum measuring time in seconds (> 0). Overrides --benchmark_min_time, so use it only
  * where a benchmark needs a floor, not to make it fast. */
 void gbench_min_time(struct gbench_def *d, double seconds);
@@ -141,7 +200,7 @@ int gbench_main(int argc, char **argv);
  * those linked in; a hook whose file does not exist (yet) is simply skipped. */
 void bm_selftest_register(void);  /* wrapper smoke test over a socketpair; no engine */
 void bm_core_register(void);      /* the echo core against a fake backend */
-void bm_wakeup_register(void);    /* wake-up cost of each backend vs idle connections */
+void bm_wakeup_register(void);    /* dispatch cost vs idle fds; a sleeping loop's wake-up */
 void bm_roundtrip_register(void); /* a round trip through the reactor and a backend */
 
 #ifdef __cplusplus
