@@ -9,7 +9,8 @@
  *      says valid=0, epoll's repeat 3 has stalled connections and its repeat 8 errors and exit
  *      status 1; the bad rows claim 999,999 msgs/s, which must not reach any median;
  *   C  128 B, 50 connections, open loop at 50,000 msgs/s (50% of capacity), 3 repeats, and
- *      a fourth epoll run that achieved only 90% of the rate (valid=0: rate missed).
+ *      a fourth epoll run that achieved only 90% of the rate (valid=0: rate missed);
+ *   D  128 B, 5,000 connections, closed loop, 3 repeats, one epoll p99 60 times the others.
  * What must come out: the saturated row flagged (summary.csv, JSON, table.md); an interval
  * with every median and every paired ratio, a bootstrap one from 6 runs on, that holds its
  * median and is the same on every rerun; A's ratio printed with its 0.92-1.36 interval; the
@@ -113,6 +114,14 @@ static const struct run runs[] = {
 	{ "uring", 50, 50000, 3, 50000, 300, 40, 0, 0, 1, 0, 100 },
 	{ "epoll", 50, 50000, 3, 50000, 350, 40, 0, 0, 1, 0, 100 },
 	{ "epoll", 50, 50000, 4, 45000, 90000, 40, 0, 0, 0, 0, 90 }, /* rate missed */
+	/* D: closed loop, 5,000 connections; one of epoll's p99s is 60 times the others (as a
+	 * real run of poll had: 24,500, 27,700 and 1,630,000 us) */
+	{ "uring", 5000, 0, 1, 150000, 40000, 50, 0, 0, 1, 0, 0 },
+	{ "epoll", 5000, 0, 1, 100000, 24500, 50, 0, 0, 1, 0, 0 },
+	{ "epoll", 5000, 0, 2, 100000, 1630000, 50, 0, 0, 1, 0, 0 },
+	{ "uring", 5000, 0, 2, 151000, 41000, 50, 0, 0, 1, 0, 0 },
+	{ "uring", 5000, 0, 3, 149000, 42000, 50, 0, 0, 1, 0, 0 },
+	{ "epoll", 5000, 0, 3, 100000, 27700, 50, 0, 0, 1, 0, 0 },
 };
 
 /* An older raw.csv: echoload's columns before issue 15, no repeat or exit_status either. */
@@ -399,6 +408,22 @@ static void test_ratio_shows_its_interval(void **state)
 	}
 }
 
+/* An interval far wider than its median must not round the median away: D's epoll p99 (runs
+ * of 24,500, 27,700 and 1,630,000 us) was printed "0 (0–1,600,000)", rounded to the hundred
+ * thousands its interval's width supports. The median keeps two significant digits. */
+static void test_wide_interval_keeps_median(void **state)
+{
+	(void)state;
+	ran_cleanly();
+	char row[2048];
+	table_row("## Closed loop", "epoll", 5000, row, sizeof(row));
+	if (!strstr(row, "| 28,000 (25,000–1,630,000) |")) {
+		print_error("table.md's epoll row at 5,000 connections lacks the p99 "
+			    "\"28,000 (25,000–1,630,000)\":\n%s\n", row[0] ? row : table_md);
+		fail();
+	}
+}
+
 /* Point 6: valid=0, stalls, errors and a non-zero exit reject a run: counted, said, listed,
  * and not averaged in (the bad rows' 999,999 msgs/s would move every median). A run short of
  * its open-loop rate is rejected too, and flagged as such. */
@@ -518,6 +543,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_saturated_client_flagged),
 		cmocka_unit_test(test_bootstrap_interval_holds_median),
 		cmocka_unit_test(test_ratio_shows_its_interval),
+		cmocka_unit_test(test_wide_interval_keeps_median),
 		cmocka_unit_test(test_bad_runs_rejected_and_counted),
 		cmocka_unit_test(test_closed_loop_latency_is_littles_law),
 		cmocka_unit_test(test_old_raw_new_fields_empty),
