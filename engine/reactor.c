@@ -268,6 +268,31 @@ static void fire_timers(struct loop *loop)
 	}
 }
 
+/* The backend's wait for up to timeout_ms; one that EINTR ends with nothing to show waits
+ * out the rest. epoll_wait and io_uring_enter end with EINTR, handler or not, when the thread
+ * is stopped and continued (a frozen cgroup, a debugger) or task work runs, where poll and
+ * select restart: every backend gives the caller "work, or the timeout" alike. */
+static int wait_out(struct loop *loop, int timeout)
+{
+	uint64_t since = loop->now_ms, done = loop->tally.completions;
+	for (;;) {
+		loop->clock_stale = true;
+		int rc = loop->be->wait(loop, timeout);
+		loop->tally.wakeups++;
+		if (rc != -EINTR || timeout == 0 || loop->deferred_head || loop->stop ||
+		    loop->tally.completions != done)
+			return rc;
+		if (timeout > 0) {
+			clock_refresh(loop);
+			uint64_t spent = loop->now_ms - since;
+			if (spent >= (uint64_t)timeout)
+				return rc;
+			timeout -= (int)spent;
+			since = loop->now_ms;
+		}
+	}
+}
+
 int loop_run_once(struct loop *loop, int max_wait_ms)
 {
 	if (loop->deferred_head)
@@ -279,9 +304,7 @@ int loop_run_once(struct loop *loop, int max_wait_ms)
 	int timeout = loop->deferred_head ? 0 : next_timeout(loop, max_wait_ms);
 	if (loop->cancels_pending && (timeout < 0 || timeout > CANCEL_RETRY_MS))
 		timeout = CANCEL_RETRY_MS;
-	loop->clock_stale = true;
-	int rc = loop->be->wait(loop, timeout);
-	loop->tally.wakeups++;
+	int rc = wait_out(loop, timeout);
 	if (rc < 0 && rc != -EINTR)
 		return rc;
 	clock_refresh(loop);

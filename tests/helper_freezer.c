@@ -9,8 +9,6 @@
  * and then. Every PERIOD_US on average (uniformly from half to one and a half of it) the group
  * gets SIGSTOP, then SIGCONT 300 us later, until PROGRAM exits; its exit status is this one's
  * (128 + N for signal N), after one line on stderr saying how many freezes it took.
- * PROGRAM finds PERIOD_US in ECHOD_TEST_FREEZER: a test that times a wait of its own knows that
- * no wait longer than that can be measured.
  */
 #include <errno.h>
 #include <signal.h>
@@ -42,7 +40,6 @@ int main(int argc, char **argv)
 	}
 	if (pid == 0) {
 		setpgid(0, 0);
-		setenv("ECHOD_TEST_FREEZER", argv[1], 1);
 		execvp(argv[2], argv + 2);
 		fprintf(stderr, "helper_freezer: %s: %s\n", argv[2], strerror(errno));
 		_exit(127);

@@ -22,6 +22,7 @@ struct fake_state {
 	/* After submit_ok[fd] more submits on fd are taken, the next submit_fail[fd] are refused
 	 * with -ENOMEM (epoll_ctl or an io_uring submit out of memory, say). */
 	int submit_ok[FAKE_MAX_FDS], submit_fail[FAKE_MAX_FDS];
+	bool reads; /* an OP_READ was ever submitted: only then does a wait look for them */
 };
 
 extern const struct backend fake_backend;

@@ -476,37 +476,29 @@ static double proc_sched_s(pid_t pid, int *err)
 	return threads ? (double)ns / 1e9 : -1;
 }
 
+static long user_hz(void)
+{
+	long hz = sysconf(_SC_CLK_TCK);
+	return hz > 0 ? hz : 100;
+}
+
 /* utime + stime of all the process's threads, from /proc/PID/stat, in ticks; -1 if
  * unreadable. Only where schedstat is missing. */
 static double proc_cpu_s(pid_t pid, int *err)
 {
 	char path[64], buf[1024];
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		*err = errno;
-		return -1;
-	}
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	ssize_t n = read_small(path, buf, sizeof(buf));
 	*err = n < 0 ? errno : EINVAL;
-	close(fd);
 	if (n <= 0)
 		return -1;
-	buf[n] = '\0';
 	/* the command name may hold spaces and parentheses: fields resume after the last ')' */
 	const char *p = strrchr(buf, ')');
 	unsigned long ut, st;
 	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
 			 &st) != 2)
 		return -1;
-	long hz = sysconf(_SC_CLK_TCK);
-	return hz > 0 ? (double)(ut + st) / (double)hz : -1;
-}
-
-static long user_hz(void)
-{
-	long hz = sysconf(_SC_CLK_TCK);
-	return hz > 0 ? hz : 100;
+	return (double)(ut + st) / (double)user_hz();
 }
 
 /* The listed CPUs' lines of /proc/stat (user nice system idle iowait irq softirq steal, in
@@ -994,14 +986,9 @@ static void learn_server_backend(struct options *o)
 {
 	char path[64], buf[4096];
 	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)o->server_pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
+	ssize_t n = read_small(path, buf, sizeof(buf));
 	if (n <= 0)
 		return;
-	buf[n] = '\0';
 	const char *value = NULL;
 	for (const char *a = buf; a < buf + n; a += strlen(a) + 1) {
 		const char *next = a + strlen(a) + 1;

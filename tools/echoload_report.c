@@ -111,15 +111,16 @@ static uint64_t lat_round(const struct hist *h, uint64_t ns, int *decimals)
 	return q * scale;
 }
 
-/* A percentile for JSON and CSV, to the histogram's digits (min and max are exact: lat_us). */
-static void add_lat(struct table *t, const char *name, const struct result *r, double p)
+/* A percentile of h for JSON and CSV, in µs to the histogram's digits (min and max are exact:
+ * lat_us); null when h is empty. */
+static void add_pct(struct table *t, const char *name, const struct hist *h, double p)
 {
-	if (!r->lat->count) {
+	if (!h->count) {
 		add_str(t, name, NULL);
 		return;
 	}
 	int decimals;
-	uint64_t ns = lat_round(r->lat, hist_percentile(r->lat, p), &decimals);
+	uint64_t ns = lat_round(h, hist_percentile(h, p), &decimals);
 	add(t, (struct field){ .name = name, .type = F_NUM, .d = (double)ns / 1000.0,
 			       .decimals = decimals });
 }
@@ -245,14 +246,7 @@ static void add_checks(const struct result *r, struct table *t)
 		add_int(t, "unanswered_bytes", c->unanswered_bytes);
 	if (o->rate > 0) {
 		add_int(t, "never_sent", c->never_sent);
-		if (r->lag->count) {
-			int decimals;
-			uint64_t ns = lat_round(r->lag, hist_percentile(r->lag, 99), &decimals);
-			add(t, (struct field){ .name = "send_lag_p99_us", .type = F_NUM,
-					       .d = (double)ns / 1000.0, .decimals = decimals });
-		} else {
-			add_str(t, "send_lag_p99_us", NULL);
-		}
+		add_pct(t, "send_lag_p99_us", r->lag, 99);
 		add_res(t, "rate_achieved_pct", rate_achieved_pct(r),
 			c->slots_due ? 100.0 / (double)c->slots_due : NAN);
 	} else {
@@ -289,10 +283,10 @@ static void build(const struct result *r, struct table *t)
 	add_num(t, "msgs_per_s", per_s(r, (double)c->msgs));
 	add_num(t, "mb_per_s", per_s(r, (double)c->msgs * o->size / 1e6));
 	add_num(t, "lat_min_us", lat_us(r, 0));
-	add_lat(t, "lat_p50_us", r, 50);
-	add_lat(t, "lat_p90_us", r, 90);
-	add_lat(t, "lat_p99_us", r, 99);
-	add_lat(t, "lat_p999_us", r, 99.9);
+	add_pct(t, "lat_p50_us", r->lat, 50);
+	add_pct(t, "lat_p90_us", r->lat, 90);
+	add_pct(t, "lat_p99_us", r->lat, 99);
+	add_pct(t, "lat_p999_us", r->lat, 99.9);
 	add_num(t, "lat_max_us", lat_us(r, 100));
 	add_num(t, "lat_mean_us", r->lat->count ? hist_mean(r->lat) / 1000.0 : NAN);
 	add_int(t, "errors", c->errors);
