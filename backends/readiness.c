@@ -34,6 +34,7 @@
 
 #define ACCEPT_BATCH 64
 #define RD_INITIAL_SLOTS 256
+#define RECV_MAX_BUFS 4   /* pool buffers one recvmsg() may fill (see do_recv) */
 #define RECVMMSG_BATCH 32 /* datagrams per recvmmsg(), if the pool has that many free */
 #define SENDMMSG_EINTR_TRIES 4
 #define SENDMMSG_BATCH 32
@@ -97,11 +98,26 @@ static void want_retry(struct readiness *r, int fd)
 	}
 }
 
-/* Returns bytes sent, -errno, or -EAGAIN when the socket is full (EINTR folds into that). */
+/* Returns bytes sent, -errno, or -EAGAIN when the socket is full (EINTR folds into that). A
+ * gathered send's iovec is built afresh at each try: the runs are the caller's (reactor.h). */
 static int send_now(struct loop *loop, const struct op *op)
 {
-	loop_count(loop, SC_SEND);
-	ssize_t n = send(op->fd, op->buf.base, op->buf.len, MSG_NOSIGNAL);
+	ssize_t n;
+	if (op->nsegs > 1) {
+		struct iovec iov[LOOP_SEND_MAX_SEGS];
+		size_t k = 0;
+		for (const struct seg *s = op->segs; s && k < op->nsegs && k < LOOP_SEND_MAX_SEGS;
+		     s = s->next)
+			iov[k++] = (struct iovec){ s->base + s->off, s->len };
+		struct msghdr m = { .msg_iov = iov, .msg_iovlen = k };
+		loop_count(loop, SC_SENDMSG);
+		n = sendmsg(op->fd, &m, MSG_NOSIGNAL);
+	} else {
+		const char *base = op->nsegs ? op->segs->base + op->segs->off : op->buf.base;
+		size_t len = op->nsegs ? op->segs->len : op->buf.len;
+		loop_count(loop, SC_SEND);
+		n = send(op->fd, base, len, MSG_NOSIGNAL);
+	}
 	if (n >= 0)
 		return (int)n;
 	return errno == EINTR ? -EAGAIN : -errno;
@@ -295,7 +311,7 @@ void rd_forget_fd(struct loop *loop, int fd)
 	if (s->sq_head)
 		(void)sq_send(r, fd); /* still open: queued datagrams leave, as io_uring's would */
 	s->rd = s->wr = NULL;
-	s->hup = false; /* k_gen and the retry mark stay: stale reports and list entries */
+	s->hup = s->hungry = false; /* k_gen and the retry mark stay: stale reports and list entries */
 	(void)r->sync(r, fd); /* before the close: a closed fd cannot be unwatched any more */
 }
 
@@ -363,42 +379,75 @@ static void do_accept(struct readiness *r, int fd, struct op *op)
 		want_retry(r, fd); /* the batch ended before EAGAIN: no new wake-up will say so */
 }
 
-static void do_recv(struct readiness *r, int fd, struct op *op)
-{
-	struct bufpool *pool = &r->loop->pool;
-	int64_t bid = bufpool_get(pool);
-	if (bid < 0) {
-		rd_finish_read(r, fd, -ENOBUFS); /* the core re-arms when buffers return */
-		return;
-	}
-	char *base = bufpool_addr(pool, (uint32_t)bid);
-	uint32_t len = op_recv_len(op, pool->bufsize);
-	loop_count(r->loop, SC_RECV);
-	ssize_t n = recv(fd, base, len, 0);
-	if (n > 0) {
-		op->buf = (struct buf){ .base = base, .len = (uint32_t)n, .bid = (uint32_t)bid };
-		loop_complete(r->loop, op, (int)n, OPF_MORE | OPF_BUFFER);
-		/* Edge: a full buffer may leave more behind, and a FIN behind the bytes has no
-		 * wake-up of its own left: read on until it comes out. */
-		if (r->edge && ((uint32_t)n == len || r->slots[fd].hup))
-			want_retry(r, fd);
-		return;
-	}
-	int err = errno; /* bufpool_put() leaves it alone */
-	bufpool_put(pool, (uint32_t)bid);
-	if (n < 0 && (err == EAGAIN || err == EINTR)) {
-		if (err == EINTR && r->edge)
-			want_retry(r, fd);
-		return;
-	}
-	rd_finish_read(r, fd, n == 0 ? 0 : -err);
-}
-
-/* Give back bids[from..to), top of the pool's stack last, so the warmest stay on top. */
-static void dgram_put_back(struct bufpool *pool, const uint32_t *bids, int from, int to)
+/* Give back bids[from..to), top of the pool's stack last, so the warmest stay on top. Leaves
+ * errno alone. */
+static void bufs_put_back(struct bufpool *pool, const uint32_t *bids, int from, int to)
 {
 	for (int i = to - 1; i >= from; i--)
 		bufpool_put(pool, bids[i]);
+}
+
+/* One recv into a pool buffer or, when the fd's last recv filled all it was given (a stream
+ * with more waiting: pipelining, a bulk sender), one recvmsg into up to RECV_MAX_BUFS of them,
+ * each a completion of its own; all but the last carry OPF_BATCH, so the core answers the lot
+ * with one send. Both stay within the caller's budget. */
+static void do_recv(struct readiness *r, int fd, struct op *op)
+{
+	struct loop *loop = r->loop;
+	struct bufpool *pool = &loop->pool;
+	uint32_t bids[RECV_MAX_BUFS];
+	struct iovec iov[RECV_MAX_BUFS];
+	int max = r->slots[fd].hungry ? RECV_MAX_BUFS : 1, k = 0;
+	uint32_t budget = op->max_bytes ? op->max_bytes : UINT32_MAX, want = 0;
+	while (k < max && want < budget) {
+		int64_t bid = bufpool_get(pool);
+		if (bid < 0)
+			break;
+		uint32_t len = budget - want < pool->bufsize ? budget - want : pool->bufsize;
+		bids[k] = (uint32_t)bid;
+		iov[k++] = (struct iovec){ bufpool_addr(pool, (uint32_t)bid), len };
+		want += len;
+	}
+	if (k == 0) {
+		rd_finish_read(r, fd, -ENOBUFS); /* the core re-arms when buffers return */
+		return;
+	}
+	ssize_t n;
+	if (k == 1) {
+		loop_count(loop, SC_RECV);
+		n = recv(fd, iov[0].iov_base, iov[0].iov_len, 0);
+	} else {
+		struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)k };
+		loop_count(loop, SC_RECVMSG);
+		n = recvmsg(fd, &m, 0);
+	}
+	if (n <= 0) {
+		int err = errno; /* bufs_put_back() leaves it alone */
+		bufs_put_back(pool, bids, 0, k);
+		r->slots[fd].hungry = false;
+		if (n < 0 && (err == EAGAIN || err == EINTR)) {
+			if (err == EINTR && r->edge)
+				want_retry(r, fd);
+			return;
+		}
+		rd_finish_read(r, fd, n == 0 ? 0 : -err);
+		return;
+	}
+	bool full = (uint32_t)n == want;
+	r->slots[fd].hungry = full;
+	uint32_t left = (uint32_t)n;
+	int i = 0;
+	for (; left && r->slots[fd].rd == op; i++) {
+		uint32_t len = left < iov[i].iov_len ? left : (uint32_t)iov[i].iov_len;
+		left -= len;
+		op->buf = (struct buf){ .base = iov[i].iov_base, .len = len, .bid = bids[i] };
+		loop_complete(loop, op, (int)len, OPF_MORE | OPF_BUFFER | (left ? OPF_BATCH : 0));
+	}
+	bufs_put_back(pool, bids, i, k); /* unfilled, or dropped after an abort's cancel */
+	/* Edge: a full read may leave more behind, and a FIN behind the bytes has no wake-up of
+	 * its own left: read on until it comes out. */
+	if (r->edge && r->slots[fd].rd == op && (full || r->slots[fd].hup))
+		want_retry(r, fd);
 }
 
 /* One recvmmsg() batch, one completion per datagram (see the traps at the top). */
@@ -428,8 +477,8 @@ static void do_recvmsg(struct readiness *r, int fd, struct op *op)
 	loop_count(loop, SC_RECVMMSG);
 	int got = recvmmsg(fd, v, (unsigned)n, MSG_DONTWAIT, NULL);
 	if (got <= 0) {
-		int err = got < 0 ? errno : EAGAIN; /* dgram_put_back() leaves errno alone */
-		dgram_put_back(pool, bids, 0, n);
+		int err = got < 0 ? errno : EAGAIN; /* bufs_put_back() leaves errno alone */
+		bufs_put_back(pool, bids, 0, n);
 		if (err == EAGAIN || err == EINTR) {
 			if (err == EINTR && r->edge)
 				want_retry(r, fd);
@@ -452,7 +501,7 @@ static void do_recvmsg(struct readiness *r, int fd, struct op *op)
 		loop_complete(loop, op, (int)v[i].msg_len, fl);
 		m->msg_namelen = cap; /* OPF_MORE: op and msg are still the backend's */
 	}
-	dgram_put_back(pool, bids, i, n); /* unfilled, or dropped after a cancel */
+	bufs_put_back(pool, bids, i, n); /* unfilled, or dropped after a cancel */
 	/* Edge: a full batch may have left more behind, and no new wake-up will say so. */
 	if (r->edge && got == n && i == got)
 		want_retry(r, fd);

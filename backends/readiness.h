@@ -9,6 +9,10 @@
  * the kernel's interest follows from which are armed, and sync() is called whenever that may
  * have changed. Sends are optimistic: submit() sends at once and arms the write side only on
  * EAGAIN, so a steady echo costs one recv and one send per message and no interest change.
+ * A gathered send (op->nsegs > 1) is one sendmsg() over an iovec built afresh at each try. A
+ * recv that filled its buffer marks the fd hungry: the next reads up to RECV_MAX_BUFS buffers
+ * with one recvmsg() and delivers them as a batch (OPF_BATCH), which the core answers with one
+ * gathered send, so a pipelining peer costs a pair of syscalls per several buffers.
  *
  * Datagrams: OP_RECVMSG is a read-side op like recv (one recvmmsg() batch into datagram pool
  * buffers per wake-up). OP_SENDMSG never touches the kernel's interest: any number may be
@@ -40,6 +44,7 @@ struct rd_slot {
 	uint32_t k_gen;      /* the kernel interface's generation count: survives forget */
 	bool retry;          /* on the retry list (edge) */
 	bool hup;            /* edge: the peer's FIN or an error waits behind the bytes */
+	bool hungry;         /* the last recv filled all it was given: take more buffers next */
 };
 
 struct readiness;

@@ -4,7 +4,8 @@
  * created by init in the thread that runs the loop (see uring_common.h for the set-up and its
  * fallbacks).
  *
- * Steady state per echoed message: one SEND SQE, no syscall of its own. The recv stays armed
+ * Steady state per echoed message: one SEND SQE (a SENDMSG when the core gathers several
+ * runs: see prep_send), no syscall of its own. The recv stays armed
  * (multishot) and picks its buffer from the ring; the buffer goes back to the ring as a plain
  * memory write when the core releases it; the loop makes one io_uring_enter per iteration,
  * which publishes the returned buffers, submits every queued SQE and waits.
@@ -22,6 +23,11 @@
  * Traps of this interface, handled here:
  *  - No ordering between independent SQEs on one socket: two sends in flight could go out in
  *    either order. The core keeps at most one send per fd (reactor.h), so no links are needed.
+ *  - A SENDMSG's msghdr and iovec must stay put until the kernel has read them. With
+ *    IORING_FEAT_SUBMIT_STABLE (5.5) that is once the SQE has been consumed, so they live in a
+ *    per-loop arena that is reused as soon as the SQ has been drained, not per connection.
+ *  - Consecutive CQEs of one multishot recv carry OPF_BATCH (all but the last), so the core
+ *    answers a burst with one gathered send instead of a send per buffer.
  *  - Buffer ring exhaustion: a multishot recv that finds the ring empty ends with -ENOBUFS.
  *    Inside one kernel pass a streaming socket can take every buffer before the loop returns
  *    the first, although the core holds none of them. So -ENOBUFS reaches the core only when
@@ -124,9 +130,18 @@ static struct msghdr dgram_tmpl = { .msg_namelen = sizeof(struct sockaddr_storag
 #define DGRAM_RING_OFFSET ((uint32_t)(LOOP_DGRAM_HEADROOM - DGRAM_HDR))
 _Static_assert(LOOP_DGRAM_HEADROOM >= DGRAM_HDR, "recvmsg header does not fit the headroom");
 
+/* A gathered send's msghdr and iovec (see prep_send). */
+struct sendv {
+	struct msghdr msg;
+	struct iovec iov[LOOP_SEND_MAX_SEGS];
+};
+#define SENDV_ARENA 256 /* gathered sends queued between two drains of the SQ */
+
 struct uring_state {
 	struct uc uc;
 	struct loop *loop;
+	struct sendv *sendv; /* the arena; NULL without FEAT_SUBMIT_STABLE: one run per send */
+	uint32_t nsendv;     /* entries in use by SQEs the kernel may not have consumed yet */
 	uint32_t avail;      /* pool buffers not held by the core (in the ring or about to be) */
 	uint32_t dgram_avail; /* the same for the datagram pool */
 	bool recvmsg_oneshot; /* the kernel lacks multishot recvmsg */
@@ -180,8 +195,7 @@ static void prep_op(const struct uring_state *st, struct io_uring_sqe *sqe, stru
 	case OP_RECV:
 		prep_recv(st, sqe, op, op->max_bytes);
 		break;
-	case OP_SEND:
-		io_uring_prep_send(sqe, op->fd, op->buf.base, op->buf.len, MSG_NOSIGNAL);
+	case OP_SEND: /* prep_send() */
 		break;
 	case OP_READ:
 		io_uring_prep_read(sqe, op->fd, op->buf.base, op->buf.len, (uint64_t)-1);
@@ -245,6 +259,7 @@ static void uring_fini(struct loop *loop)
 	if (!st)
 		return;
 	uc_fini(&st->uc);
+	free(st->sendv);
 	free(st);
 	loop->be_state = NULL;
 }
@@ -279,10 +294,45 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 		uring_fini(loop);
 		return rc;
 	}
+	if (st->uc.features & IORING_FEAT_SUBMIT_STABLE) {
+		/* Not zeroed: untouched pages cost nothing until gathered sends use them. */
+		st->sendv = malloc(SENDV_ARENA * sizeof(*st->sendv));
+		if (!st->sendv) {
+			uring_fini(loop);
+			return -ENOMEM;
+		}
+	}
 	st->avail = loop->pool.nbufs;
 	loop->cq_entries = st->uc.cq_entries;
 	st->oneshot_accept = cfg->shared_listeners;
 	return 0;
+}
+
+/* A send of op's runs. Several go out as one SENDMSG whose msghdr and iovec live in the arena:
+ * with FEAT_SUBMIT_STABLE the kernel has copied them once it has consumed the SQE, so an entry
+ * is free again as soon as every SQE handed out has been consumed (checked before taking the
+ * SQE, which may itself force a submit). A full arena sends the first run alone: the core
+ * takes a short send in its stride. */
+static void prep_send(struct uring_state *st, struct io_uring_sqe *sqe, struct op *op,
+		      bool arena_free)
+{
+	if (op->nsegs == 0) {
+		io_uring_prep_send(sqe, op->fd, op->buf.base, op->buf.len, MSG_NOSIGNAL);
+		return;
+	}
+	const struct seg *s = op->segs;
+	if (op->nsegs == 1 || !st->sendv || (!arena_free && st->nsendv == SENDV_ARENA)) {
+		io_uring_prep_send(sqe, op->fd, s->base + s->off, s->len, MSG_NOSIGNAL);
+		return;
+	}
+	if (arena_free)
+		st->nsendv = 0;
+	struct sendv *v = &st->sendv[st->nsendv++];
+	size_t k = 0;
+	for (; s && k < op->nsegs && k < LOOP_SEND_MAX_SEGS; s = s->next)
+		v->iov[k++] = (struct iovec){ s->base + s->off, s->len };
+	v->msg = (struct msghdr){ .msg_iov = v->iov, .msg_iovlen = k };
+	io_uring_prep_sendmsg(sqe, op->fd, &v->msg, MSG_NOSIGNAL);
 }
 
 static int uring_submit(struct loop *loop, struct op *op)
@@ -291,11 +341,18 @@ static int uring_submit(struct loop *loop, struct op *op)
 	if ((op->code == OP_RECVMSG && (!op->msg || !loop->dgram_pool.nbufs)) ||
 	    (op->code == OP_SENDMSG && !op->msg))
 		return -EINVAL; /* reactor.h: RECVMSG needs a datagram pool, both a msghdr */
+	const struct io_uring_sq *sq = &st->uc.ring.sq;
+	bool drained = sq->sqe_tail == *sq->khead; /* before uc_sqe, which moves the tail */
 	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
 	if (!sqe)
 		return -EBUSY;
 	op->backend_data = 0;
-	prep_op(st, sqe, op);
+	if (op->code == OP_SEND) {
+		prep_send(st, sqe, op, drained);
+		io_uring_sqe_set_data(sqe, op);
+	} else {
+		prep_op(st, sqe, op);
+	}
 	return 0;
 }
 
@@ -391,6 +448,17 @@ static void on_recvmsg_cqe(struct uring_state *st, struct op *op, int res, unsig
 		op->msg->msg_namelen = cap; /* still armed: op and msg are the backend's */
 }
 
+/* Is the CQE after the one being handled (uc_reap has moved the head past it) the same op's?
+ * Then its completion carries OPF_BATCH. One that arrives after this reap ends is missed: the
+ * core then sends one iteration later, which costs a syscall, never a byte. */
+static inline bool next_cqe_is(const struct uc *uc, uint64_t ud)
+{
+	const struct io_uring_cq *cq = &uc->ring.cq;
+	unsigned head = *cq->khead;
+	return head != io_uring_smp_load_acquire(cq->ktail) &&
+	       cq->cqes[head & cq->ring_mask].user_data == ud;
+}
+
 static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 {
 	struct uring_state *st = ctx;
@@ -414,6 +482,8 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 					.bid = bid };
 		st->avail--;
 		cf |= OPF_BUFFER;
+		if ((cf & OPF_MORE) && next_cqe_is(&st->uc, ud))
+			cf |= OPF_BATCH;
 		op->backend_data = 0;
 		if (!(cf & OPF_MORE) && res > 0 && !op->cancelling &&
 		    (!op->max_bytes || op->max_bytes > (uint32_t)res)) {

@@ -34,7 +34,7 @@ static void bm_core_echo(struct gbench_state *st, void *arg)
 		for (uint32_t i = 0; i < depth; i++)
 			fake_recv(&loop, sv[0], msg, size, true);
 		while (fk->wr[sv[0]])
-			fake_send(&loop, sv[0], fk->wr[sv[0]]->buf.len, NULL);
+			fake_send(&loop, sv[0], fake_send_len(fk->wr[sv[0]]), NULL);
 	}
 	gbench_set_items_processed(st, gbench_iterations(st) * depth);
 	gbench_set_bytes_processed(st, gbench_iterations(st) * depth * size);

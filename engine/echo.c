@@ -237,32 +237,32 @@ static void conn_enqueue(struct conn *c, const struct buf *b)
 
 /* Give a backlogged connection's pool buffers back: every queued segment is copied, in order,
  * into one private spill of --conn-buffer bytes, and the pool buffers return to the loop. A
- * send reads the head of the queue: if it has stalled (the peer is not reading), or reads the
- * spill (which cannot be rewritten under it), it is cancelled and on_send() comes back here
- * once it is final; a send still moving keeps its head, and the rest moves. */
+ * send reads the first tx.nsegs segments of the queue: if it has stalled (the peer is not
+ * reading), or reads the spill (which cannot be rewritten under it), it is cancelled and
+ * on_send() comes back here once it is final; a send still moving keeps its segments, and the
+ * rest moves. */
 static void conn_migrate(struct conn *c)
 {
 	struct echo_server *srv = c->srv;
-	struct seg *head = c->qhead;
+	struct seg *head = c->qhead, *from = head, *last_kept = NULL;
 	uint32_t total = 0, pool_segs = 0;
-	for (struct seg *s = head; s; s = s->next) {
+	if (loop_op_armed(&c->tx)) {
+		bool stalled = srv->loop->now_ms - c->tx_at_ms >= SEND_STALL_MS;
+		for (uint32_t i = 0; i < c->tx.nsegs && from; i++) {
+			if (from == &c->spill || stalled) {
+				loop_cancel(srv->loop, &c->tx);
+				return;
+			}
+			last_kept = from;
+			from = from->next;
+		}
+	}
+	for (struct seg *s = from; s; s = s->next) {
 		total += s->len;
 		pool_segs += s->bid >= 0;
 	}
 	if (pool_segs == 0)
 		return;
-	struct seg *from = head;
-	if (loop_op_armed(&c->tx)) {
-		if (head == &c->spill || srv->loop->now_ms - c->tx_at_ms >= SEND_STALL_MS) {
-			loop_cancel(srv->loop, &c->tx);
-			return;
-		}
-		total -= head->len;
-		pool_segs--;
-		from = head->next;
-		if (pool_segs == 0)
-			return;
-	}
 	/* Recvs are bounded by the budget, so the queue fits; a spill is never larger. */
 	uint32_t cap = srv->lim.conn_buffer;
 	if (total > cap)
@@ -285,10 +285,10 @@ static void conn_migrate(struct conn *c)
 	}
 	c->spill = (struct seg){ .base = mem, .len = total, .bid = -1 };
 	c->spill_cap = cap;
-	if (from == head)
-		c->qhead = &c->spill;
+	if (last_kept)
+		last_kept->next = &c->spill;
 	else
-		head->next = &c->spill;
+		c->qhead = &c->spill;
 	c->qtail = &c->spill;
 	srv->stats.spilled_bytes += total;
 }
@@ -439,10 +439,15 @@ static void wake_waiters(struct echo_server *srv)
 		conn_step(wait_pop(srv));
 }
 
+/* One send for everything queued, up to LOOP_SEND_MAX_SEGS runs: a pipelining peer's
+ * messages, received into several buffers, leave in one syscall (or one SQE). */
 static void conn_send_head(struct conn *c)
 {
-	struct seg *s = c->qhead;
-	c->tx.buf = (struct buf){ .base = s->base + s->off, .len = s->len, .bid = 0 };
+	uint32_t n = 1;
+	for (const struct seg *s = c->qhead->next; s && n < LOOP_SEND_MAX_SEGS; s = s->next)
+		n++;
+	c->tx.segs = c->qhead;
+	c->tx.nsegs = n;
 	c->tx_at_ms = c->srv->loop->now_ms;
 	int rc = loop_submit(c->srv->loop, &c->tx);
 	if (rc == -ENOMEM) {
@@ -723,6 +728,14 @@ static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
 		srv->stats.bytes_in += (uint64_t)res;
 		conn_touch(c);
 		conn_enqueue(c, &op->buf);
+		if ((cflags & OPF_BATCH) && !c->closing) {
+			/* More of this recv follows at once: queue it all and send once, with the
+			 * last. Only the budget moves meanwhile: pausing now would cancel the recv
+			 * and drop what the backend has already read for it. */
+			uint32_t lim = srv->lim.conn_buffer;
+			c->rx.max_bytes = c->queued < lim ? lim - c->queued : 1;
+			return;
+		}
 	} else if (res > 0) {
 		/* Aborted (counted as such), or lingering after a complete echo. */
 		if (c->wr_shut && !c->closing)
@@ -758,19 +771,23 @@ static void on_send(struct loop *loop, struct op *op, int res, unsigned cflags)
 	struct conn *c = op->owner;
 	struct echo_server *srv = c->srv;
 	if (res >= 0 && !c->closing) {
-		struct seg *s = c->qhead;
 		uint32_t n = (uint32_t)res;
-		s->off += n;
-		s->len -= n;
 		c->queued -= n;
 		srv->stats.bytes_out += n;
 		if (n)
 			conn_touch(c);
-		if (s->len == 0) {
-			c->qhead = s->next;
-			if (!c->qhead)
-				c->qtail = NULL;
-			seg_release(c, s);
+		/* A gathered send may end anywhere: in a run, or after several. */
+		for (struct seg *s = c->qhead; n && s; s = c->qhead) {
+			uint32_t take = n < s->len ? n : s->len;
+			s->off += take;
+			s->len -= take;
+			n -= take;
+			if (s->len == 0) {
+				c->qhead = s->next;
+				if (!c->qhead)
+					c->qtail = NULL;
+				seg_release(c, s);
+			}
 		}
 	} else if (res == -ECANCELED && !c->closing) {
 		conn_migrate(c); /* cancelled by conn_migrate() to free the pool: finish the job */

@@ -62,13 +62,8 @@ static inline uint64_t echo_stats_closed(const struct echo_stats *s)
 	return n;
 }
 
-/* A run of queued bytes: a pool buffer (bid >= 0) or the connection's spill buffer (-1). */
-struct seg {
-	struct seg *next;
-	char *base;
-	uint32_t off, len;
-	int32_t bid;
-};
+/* Queued bytes are struct seg runs (reactor.h): a pool buffer (bid >= 0) or the connection's
+ * spill buffer (-1). */
 
 struct conn;
 struct listener {

@@ -21,6 +21,7 @@ const char *const loop_syscall_names[SC_COUNT] = {
 	[SC_CLOSE] = "close",		   [SC_SHUTDOWN] = "shutdown",
 	[SC_IOCTL] = "ioctl",		   [SC_SETSOCKOPT] = "setsockopt",
 	[SC_RECVMMSG] = "recvmmsg",	   [SC_SENDMMSG] = "sendmmsg",
+	[SC_RECVMSG] = "recvmsg",	   [SC_SENDMSG] = "sendmsg",
 	[SC_SELECT] = "select",		   [SC_POLL] = "poll",
 	[SC_EPOLL_WAIT] = "epoll_wait",	   [SC_EPOLL_CTL] = "epoll_ctl",
 	[SC_IO_URING_ENTER] = "io_uring_enter",

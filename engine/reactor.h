@@ -26,8 +26,18 @@
  *    backend that reads ahead (a multishot recv running in the kernel) bounds the whole run by
  *    it as it stood when the run started, so a caller that pauses at its budget never holds
  *    more than the budget, whatever the backend.
- *  - OP_SEND sends op->buf.base[0..len) with MSG_NOSIGNAL; res may be short. The core keeps at
- *    most one send in flight per fd, so the kernel never has to order two.
+ *  - OP_SEND sends op->buf.base[0..len) with MSG_NOSIGNAL or, with op->nsegs > 0, the first
+ *    op->nsegs runs (at most LOOP_SEND_MAX_SEGS) of the list op->segs, in order, as one send
+ *    (sendmsg with an iovec on readiness backends, one SENDMSG on io_uring). res counts bytes
+ *    from the front of the first run and may be short, also in the middle of a run. While the
+ *    send is armed the caller leaves those runs as they are, except that the last may grow at
+ *    its end (a backend that retries reads the runs again and may send the growth too). The
+ *    core keeps at most one send in flight per fd, so the kernel never has to order two.
+ *  - OPF_BATCH on a completion with OPF_MORE: another completion of the same op follows at
+ *    once, before anything else runs (a readiness recv that filled several pool buffers, or
+ *    consecutive CQEs of one multishot recv), so the caller may hold work that would rather
+ *    see them all (a send) until the completion without it. If the caller cancels the op in
+ *    between (it aborts the connection), what the backend had read for the rest is dropped.
  *  - OP_READ is a one-shot read(2) into op->buf (caller memory), for eventfds and signalfds.
  *  - OP_RECVMSG receives datagrams (UDP), multishot like OP_RECV. Each completion is one
  *    datagram in a buffer of the loop's datagram pool (OPF_BUFFER; op->buf.base points at the
@@ -71,6 +81,7 @@ enum op_code { OP_ACCEPT, OP_RECV, OP_SEND, OP_READ, OP_RECVMSG, OP_SENDMSG };
 #define OPF_MORE   0x1u /* the op is still armed: more completions follow */
 #define OPF_BUFFER 0x2u /* op->buf holds a pool buffer the core must release */
 #define OPF_TRUNC  0x4u /* RECVMSG: the datagram did not fit its buffer and was cut */
+#define OPF_BATCH  0x8u /* RECV: another completion of this op follows at once (see above) */
 
 /* Datagram pool buffers' ids carry this bit, so loop_buf_release() knows the pool. */
 #define LOOP_DGRAM_BID 0x80000000u
@@ -81,6 +92,19 @@ enum op_code { OP_ACCEPT, OP_RECV, OP_SEND, OP_READ, OP_RECVMSG, OP_SENDMSG };
 
 struct msghdr;
 
+/* A run of queued bytes, base[off .. off + len), and the next: how the core queues what it
+ * echoes, and what a gathered OP_SEND takes. `bid` is the caller's own (the core's: the pool
+ * buffer holding the bytes, or -1 for a private one). */
+struct seg {
+	struct seg *next;
+	char *base;
+	uint32_t off, len;
+	int32_t bid;
+};
+/* Runs one gathered send may take: enough for a full --conn-buffer of default buffers to
+ * leave in two sends, few enough for an iovec on the stack. */
+#define LOOP_SEND_MAX_SEGS 16u
+
 typedef void (*op_done_fn)(struct loop *loop, struct op *op, int res, unsigned cflags);
 
 struct op {
@@ -88,7 +112,11 @@ struct op {
 	int fd;
 	struct buf buf;    /* SEND/READ: the caller's bytes; RECV: set by the backend */
 	uint32_t max_bytes; /* RECV: bytes the caller takes from now on (0: no bound) */
-	struct msghdr *msg; /* RECVMSG: where the source goes; SENDMSG: what to send, to whom */
+	uint32_t nsegs;     /* SEND: runs of `segs` to send (0: send buf) */
+	union {
+		struct msghdr *msg; /* RECVMSG: where the source goes; SENDMSG: what, to whom */
+		struct seg *segs;   /* SEND with nsegs > 0: the first run */
+	};
 	op_done_fn done;
 	void *owner;       /* the caller's object (a connection, a listener) */
 	/* Reactor-private bookkeeping; zero-initialised by the caller. */
@@ -150,7 +178,7 @@ struct loop_timer {
  * to see, and these counts do not swing with the machine's load the way rates do. */
 enum loop_syscall {
 	SC_ACCEPT, SC_RECV, SC_SEND, SC_READ, SC_CLOSE, SC_SHUTDOWN, SC_IOCTL, SC_SETSOCKOPT,
-	SC_RECVMMSG, SC_SENDMMSG, SC_SELECT, SC_POLL, SC_EPOLL_WAIT, SC_EPOLL_CTL,
+	SC_RECVMMSG, SC_SENDMMSG, SC_RECVMSG, SC_SENDMSG, SC_SELECT, SC_POLL, SC_EPOLL_WAIT, SC_EPOLL_CTL,
 	SC_IO_URING_ENTER, SC_COUNT
 };
 extern const char *const loop_syscall_names[SC_COUNT]; /* "accept", ..., as the kernel names */

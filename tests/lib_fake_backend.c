@@ -120,6 +120,12 @@ const struct backend fake_backend = {
 
 int fake_recv(struct loop *loop, int fd, const void *data, uint32_t len, bool more)
 {
+	return fake_recv_flags(loop, fd, data, len, more ? OPF_MORE : 0);
+}
+
+int fake_recv_flags(struct loop *loop, int fd, const void *data, uint32_t len, unsigned flags)
+{
+	bool more = flags & OPF_MORE;
 	struct fake_state *st = fake_of(loop);
 	struct op *op = st->rd[fd];
 	if (!op)
@@ -135,7 +141,7 @@ int fake_recv(struct loop *loop, int fd, const void *data, uint32_t len, bool mo
 	op->buf = (struct buf){ .base = base, .len = len, .bid = (uint32_t)bid };
 	if (!more)
 		st->rd[fd] = NULL;
-	loop_complete(loop, op, (int)len, OPF_BUFFER | (more ? OPF_MORE : 0));
+	loop_complete(loop, op, (int)len, OPF_BUFFER | flags);
 	return (int)bid;
 }
 
@@ -149,16 +155,37 @@ void fake_recv_result(struct loop *loop, int fd, int res)
 	loop_complete(loop, op, res, 0);
 }
 
+uint32_t fake_send_len(const struct op *op)
+{
+	if (op->nsegs == 0)
+		return op->buf.len;
+	uint32_t n = 0, k = 0;
+	for (const struct seg *s = op->segs; s && k < op->nsegs; s = s->next, k++)
+		n += s->len;
+	return n;
+}
+
 void fake_send(struct loop *loop, int fd, uint32_t n, void *out)
 {
 	struct fake_state *st = fake_of(loop);
 	struct op *op = st->wr[fd];
 	if (!op)
 		return;
-	if (n > op->buf.len)
-		n = op->buf.len;
-	if (out)
+	uint32_t len = fake_send_len(op);
+	if (n > len)
+		n = len;
+	if (out && op->nsegs == 0) {
 		memcpy(out, op->buf.base, n);
+	} else if (out) {
+		char *to = out;
+		uint32_t left = n, k = 0;
+		for (const struct seg *s = op->segs; s && left && k < op->nsegs; s = s->next, k++) {
+			uint32_t take = left < s->len ? left : s->len;
+			memcpy(to, s->base + s->off, take);
+			to += take;
+			left -= take;
+		}
+	}
 	st->wr[fd] = NULL;
 	loop_complete(loop, op, (int)n, 0);
 }

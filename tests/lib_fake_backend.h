@@ -34,8 +34,12 @@ struct fake_state *fake_of(struct loop *loop);
 /* Deliver `len` bytes to fd's armed recv (from a pool buffer); returns the bid or -1 when the
  * pool is dry (then the recv completes with -ENOBUFS). more=false makes it final. */
 int fake_recv(struct loop *loop, int fd, const void *data, uint32_t len, bool more);
+/* The same with the completion's flags given (OPF_MORE, OPF_BATCH; OPF_BUFFER is added). */
+int fake_recv_flags(struct loop *loop, int fd, const void *data, uint32_t len, unsigned flags);
 /* Complete fd's armed recv with a result (0 = EOF, -errno) and no buffer. */
 void fake_recv_result(struct loop *loop, int fd, int res);
+/* The bytes an armed send covers (its buf, or its runs). */
+uint32_t fake_send_len(const struct op *op);
 /* Complete fd's armed send, saying `n` bytes went out; copies them to out (if non-NULL). */
 void fake_send(struct loop *loop, int fd, uint32_t n, void *out);
 /* Complete fd's armed send with an error (-errno): nothing went out. */

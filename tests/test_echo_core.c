@@ -86,7 +86,7 @@ static size_t drain(struct fixture *f, int fd, uint32_t chunk, uint8_t *out)
 {
 	size_t total = 0;
 	for (int guard = 0; f->fk->wr[fd] && guard < 1000000; guard++) {
-		uint32_t n = f->fk->wr[fd]->buf.len < chunk ? f->fk->wr[fd]->buf.len : chunk;
+		uint32_t len = fake_send_len(f->fk->wr[fd]), n = len < chunk ? len : chunk;
 		fake_send(&f->loop, fd, n, out ? out + total : NULL);
 		total += n;
 		fake_run(&f->loop);
@@ -138,17 +138,107 @@ static void test_short_send_continues_with_remainder(void **state)
 	fake_recv(&f->loop, f->fd, in, 100, true);
 	struct op *tx = f->fk->wr[f->fd];
 	assert_non_null(tx);
-	assert_int_equal(tx->buf.len, 100);
-	char *start = tx->buf.base;
+	assert_int_equal(tx->nsegs, 1);
+	assert_int_equal(fake_send_len(tx), 100);
+	char *start = tx->segs->base + tx->segs->off;
 	fake_send(&f->loop, f->fd, 30, NULL);
 	fake_run(&f->loop);
 	tx = f->fk->wr[f->fd];
 	assert_non_null(tx);
-	assert_ptr_equal(tx->buf.base, start + 30); /* same buffer, no copy */
-	assert_int_equal(tx->buf.len, 70);
+	assert_ptr_equal(tx->segs->base + tx->segs->off, start + 30); /* same buffer, no copy */
+	assert_int_equal(fake_send_len(tx), 70);
 	uint8_t out[70];
 	assert_int_equal(drain(f, f->fd, 70, out), 70);
 	assert_memory_equal(out, in + 30, 70);
+}
+
+/* A batch of receives (OPF_BATCH on all but the last) is answered by one send of every run,
+ * and a send that ends in the middle of a run resumes there, with the rest still gathered. */
+static void test_batch_answered_with_one_gathered_send(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t in[350], out[350];
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i * 13 + 1);
+	for (int i = 0; i < 3; i++) {
+		fake_recv_flags(&f->loop, f->fd, in + 100 * i, 100, OPF_MORE | OPF_BATCH);
+		assert_null(f->fk->wr[f->fd]); /* held: more of the batch follows */
+	}
+	fake_recv(&f->loop, f->fd, in + 300, 50, true);
+	struct op *tx = f->fk->wr[f->fd];
+	assert_non_null(tx);
+	assert_int_equal(tx->nsegs, 4);
+	assert_int_equal(fake_send_len(tx), 350);
+	assert_int_equal(f->fk->submits[f->fd], 2); /* the recv, and one send */
+	fake_send(&f->loop, f->fd, 150, out);
+	fake_run(&f->loop);
+	tx = f->fk->wr[f->fd];
+	assert_non_null(tx);
+	assert_int_equal(tx->nsegs, 3);
+	assert_int_equal(tx->segs->off, 50); /* mid-run, in the same buffer */
+	assert_int_equal(fake_send_len(tx), 200);
+	assert_int_equal(drain(f, f->fd, 1000, out + 150), 200);
+	assert_memory_equal(out, in, sizeof(in));
+	assert_int_equal(f->srv.bufs_held, 0);
+	assert_int_equal(f->loop.pool.nfree, f->loop.pool.nbufs);
+}
+
+/* The pool runs dry while a gathered send is in flight. A young send keeps every run it reads
+ * (they are the kernel's until it completes) and the rest of the queue moves to the spill; a
+ * stalled one is cancelled and everything moves. No byte changes on the way. */
+static void test_reclaim_spares_runs_of_gathered_send(void **state)
+{
+	(void)state;
+	struct fixture *f = setup_with(64, 512, 8192, 200);
+	f->peer = -1;
+	int peer, fd = new_conn(f, &peer);
+	uint8_t in[4 * 512 + 100], out[sizeof(in)];
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i * 31 + 7);
+	fake_recv_flags(&f->loop, fd, in, 512, OPF_MORE | OPF_BATCH);
+	fake_recv_flags(&f->loop, fd, in + 512, 512, OPF_MORE | OPF_BATCH);
+	fake_recv(&f->loop, fd, in + 1024, 512, true);
+	assert_int_equal(f->fk->wr[fd]->nsegs, 3);
+	fake_recv(&f->loop, fd, in + 1536, 512, true); /* a fourth pool buffer, queued behind */
+	fake_recv(&f->loop, fd, in + 2048, 100, true);
+	uint32_t held = f->srv.bufs_held;
+	assert_true(held >= 4);
+	/* Others take the rest of the pool, each under a send that never completes. */
+	int fds[80], peers[80], n = 0;
+	char x[512];
+	memset(x, 'x', sizeof(x));
+	while (f->loop.pool.nfree > 0 && n < 80) {
+		fds[n] = new_conn(f, &peers[n]);
+		fake_recv(&f->loop, fds[n], x, sizeof(x), true);
+		n++;
+	}
+	assert_int_equal(f->loop.pool.nfree, 0);
+	int cancels = f->fk->cancels[fd];
+	fds[n] = new_conn(f, &peers[n]);
+	assert_int_equal(fake_recv(&f->loop, fds[n], "y", 1, true), -1); /* dry: reclaim */
+	n++;
+	/* Young: the three runs under the send stay; the fourth buffer went to the spill. */
+	assert_int_equal(f->fk->cancels[fd], cancels);
+	assert_non_null(f->fk->wr[fd]);
+	assert_int_equal(f->fk->wr[fd]->nsegs, 3);
+	assert_int_equal(f->srv.bufs_held, (uint32_t)(n - 1) + 3);
+	/* Stalled: once SEND_STALL_MS has passed, the next dry pool cancels it and moves all. */
+	usleep(20000);
+	f->loop.now_ms = loop_clock_ms();
+	int w = fds[n - 1];
+	while (fake_recv(&f->loop, w, "z", 1, true) >= 0) /* the waiter takes what is left */
+		;
+	fake_run(&f->loop);
+	assert_true(f->fk->cancels[fd] > cancels);
+	fake_run(&f->loop);
+	assert_int_equal(drain(f, fd, 700, out), sizeof(in));
+	assert_memory_equal(out, in, sizeof(in));
+	close(peer);
+	for (int i = 0; i < n; i++)
+		close(peers[i]);
+	echo_server_fini(&f->srv);
+	loop_fini(&f->loop);
+	free(f);
 }
 
 static void test_eof_with_bytes_queued_echoes_then_half_closes(void **state)
@@ -542,6 +632,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_one_byte_receives_and_sends, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_answered_with_one_gathered_send, setup,
+						teardown),
+		cmocka_unit_test(test_reclaim_spares_runs_of_gathered_send),
 		cmocka_unit_test_setup_teardown(test_short_send_continues_with_remainder, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_eof_with_bytes_queued_echoes_then_half_closes,

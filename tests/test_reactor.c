@@ -101,6 +101,7 @@ struct trk {
 	unsigned final_flags;
 	int last_res;
 	unsigned last_flags;
+	int nbatch;            /* completions with OPF_BATCH */
 	bool hold;             /* keep recv buffers instead of releasing them at once */
 	uint32_t held[64];
 	int nheld;
@@ -121,6 +122,7 @@ static struct trk trks[MAX_TRKS];
 static int ntrks;
 
 static void on_done(struct loop *loop, struct op *op, int res, unsigned fl);
+static struct op *batch_pending; /* an OPF_BATCH completion's op: the next must be its own */
 
 static void trk_reset(struct trk *t, enum op_code code, int fd)
 {
@@ -186,6 +188,15 @@ static void on_done(struct loop *loop, struct op *op, int res, unsigned fl)
 			  op->code == OP_RECVMSG ? "recvmsg" : "recv", op->buf.bid);
 	if ((fl & OPF_TRUNC) && op->code != OP_RECVMSG)
 		violation("%s: OPF_TRUNC on op code %d", be->name, (int)op->code);
+	if (batch_pending && batch_pending != op)
+		violation("%s: a completion of another op (res %d) came between an OPF_BATCH and "
+			  "the rest of its batch", be->name, res);
+	if ((fl & OPF_BATCH) && (!(fl & OPF_MORE) || op->code != OP_RECV || res <= 0))
+		violation("%s: OPF_BATCH on op code %d, res %d, flags %#x", be->name,
+			  (int)op->code, res, fl);
+	batch_pending = (fl & OPF_BATCH) ? op : NULL;
+	if (fl & OPF_BATCH)
+		t->nbatch++;
 	if (fl & OPF_BUFFER) {
 		if (res > 0) {
 			if (op->buf.len != (uint32_t)res)
@@ -229,6 +240,8 @@ static int sub(struct trk *t)
 
 static void can(struct trk *t)
 {
+	if (batch_pending == &t->op)
+		batch_pending = NULL; /* reactor.h: a cancel ends the batch, the rest is dropped */
 	in_api++;
 	assert_int_equal(loop_cancel(&L, &t->op), 0);
 	in_api--;
@@ -303,6 +316,7 @@ static int teardown(void **state)
 	}
 	for (int i = 0; i < ntracked; i++)
 		close(tracked[i]);
+	batch_pending = NULL;
 	for (int i = 0; i < MAX_TRKS; i++) {
 		free(trks[i].data);
 		memset(&trks[i], 0, sizeof(trks[i]));
@@ -314,6 +328,8 @@ static int teardown(void **state)
 /* Every test ends with this: the checks on_done made along the way. */
 static void assert_contract_kept(void)
 {
+	if (batch_pending)
+		violation("%s: an OPF_BATCH completion was not followed by its op's next", be->name);
 	if (violations)
 		print_error("[%s] %d contract violation(s); first: %s\n", be->name, violations,
 			    first_violation);
@@ -821,6 +837,138 @@ static void test_send_backpressure_tcp(void **state)
 {
 	(void)state;
 	send_backpressure_on(TCP_PAIR);
+}
+
+/* Gathered sends: 2 MiB in 40 runs of 1 byte to 200 KB, sent as chains of up to
+ * LOOP_SEND_MAX_SEGS runs to a peer that reads only after a send has stayed pending. Sends come
+ * back short, also in the middle of a run; each resumes there, and the peer gets every byte in
+ * order. A readiness backend makes one sendmsg per chain, never a send per run. */
+#define GATHER_RUNS 40
+static void send_gathered_on(enum kind k)
+{
+	int sv[2];
+	start_loop(8, 4096);
+	make_pair(k, sv, true);
+	struct seg runs[GATHER_RUNS];
+	size_t len = 0;
+	for (int i = 0; i < GATHER_RUNS; i++) {
+		runs[i].len = i % 4 == 0 ? 1 : (uint32_t)(i * 5003 % 200000) + 1;
+		len += runs[i].len;
+	}
+	uint8_t *data = malloc(len), *back = malloc(len);
+	fill(data, len, 11);
+	size_t at = 0;
+	for (int i = 0; i < GATHER_RUNS; i++) {
+		runs[i] = (struct seg){ .next = i + 1 < GATHER_RUNS ? &runs[i + 1] : NULL,
+					.base = (char *)data + at, .len = runs[i].len };
+		at += runs[i].len;
+	}
+	struct trk *t = new_trk(OP_SEND, sv[0]);
+	int head = 0, mid_run = 0, chains = 0, singles = 0;
+	size_t sent = 0, got = 0;
+	bool reading = false;
+	uint64_t before = L.tally.syscalls[SC_SEND], dl = ms_now() + 10000;
+	while ((sent < len || got < len) && ms_now() < dl) {
+		if (!t->op.armed && sent < len) {
+			trk_reset(t, OP_SEND, sv[0]);
+			t->op.segs = &runs[head];
+			t->op.nsegs = GATHER_RUNS - head < (int)LOOP_SEND_MAX_SEGS
+					      ? (uint32_t)(GATHER_RUNS - head)
+					      : LOOP_SEND_MAX_SEGS;
+			assert_int_equal(sub(t), 0);
+			chains++;
+			singles += t->op.nsegs == 1;
+		}
+		assert_int_equal(loop_run_once(&L, 2), 0);
+		if (t->final_seen && !t->op.armed && t->op.segs == &runs[head] && t->ncompl) {
+			assert_true(t->final_res > 0);
+			uint32_t n = (uint32_t)t->final_res;
+			sent += n;
+			while (n) { /* resume where the send ended: mid-run if need be */
+				uint32_t take = n < runs[head].len ? n : runs[head].len;
+				runs[head].off += take;
+				runs[head].len -= take;
+				n -= take;
+				if (runs[head].len == 0)
+					head++;
+			}
+			mid_run += head < GATHER_RUNS && runs[head].off > 0;
+			t->ncompl = 0;
+		} else if (t->op.armed) {
+			reading = true; /* pending: the peer's buffer is full */
+		}
+		if (reading) {
+			ssize_t n = recv(sv[1], back + got, len - got, 0);
+			if (n > 0)
+				got += (size_t)n;
+		}
+	}
+	print_message("  [%s/%s] %zu bytes in %d runs: %d sends, %d ended mid-run\n", be->name,
+		      kind_name[k], len, GATHER_RUNS, chains, mid_run);
+	assert_int_equal(sent, len);
+	assert_int_equal(got, len);
+	assert_memory_equal(back, data, len);
+	assert_true(mid_run > 0);
+	if (strcmp(be->name, "uring") != 0) {
+		/* a plain send only for a chain of one run (the last run, alone) */
+		assert_true(L.tally.syscalls[SC_SEND] - before <= (uint64_t)singles * 2);
+		assert_true(L.tally.syscalls[SC_SENDMSG] >= (uint64_t)(chains - singles));
+	}
+	free(data);
+	free(back);
+	assert_contract_kept();
+}
+
+static void test_send_gathered_unix(void **state)
+{
+	(void)state;
+	send_gathered_on(UNIX_PAIR);
+}
+
+static void test_send_gathered_tcp(void **state)
+{
+	(void)state;
+	send_gathered_on(TCP_PAIR);
+}
+
+/* A stream with more waiting than one buffer holds comes out in batches: every OPF_BATCH
+ * completion is followed at once by its op's next (on_done checks), the bytes arrive whole and
+ * in order, and at least one batch happens. Readiness backends take several buffers with one
+ * recvmsg once a recv has filled its buffer; io_uring marks consecutive CQEs of one recv. */
+static void test_recv_batches(void **state)
+{
+	(void)state;
+	int sv[2];
+	start_loop(16, 4096);
+	make_pair(TCP_PAIR, sv, false);
+	size_t len = 64 * 4096 + 100;
+	uint8_t *data = malloc(len);
+	fill(data, len, 5);
+	struct trk *t = new_trk(OP_RECV, sv[0]);
+	size_t off = 0;
+	uint64_t dl = ms_now() + 5000;
+	assert_int_equal(sub(t), 0);
+	while (t->len < len && !t->final_seen && ms_now() < dl) {
+		if (off < len) {
+			ssize_t n = send(sv[1], data + off, len - off < 40000 ? len - off : 40000,
+					 MSG_NOSIGNAL);
+			if (n > 0)
+				off += (size_t)n;
+		}
+		assert_int_equal(loop_run_once(&L, 2), 0);
+	}
+	print_message("  [%s] %zu bytes in %d completions, %d with OPF_BATCH\n", be->name, t->len,
+		      t->ndata, t->nbatch);
+	assert_false(t->final_seen);
+	assert_int_equal(t->len, len);
+	assert_memory_equal(t->data, data, len);
+	assert_true(t->nbatch > 0);
+	if (strcmp(be->name, "uring") != 0)
+		assert_true(L.tally.syscalls[SC_RECVMSG] > 0);
+	free(data);
+	can(t);
+	RUN_UNTIL(t->final_seen, 2000);
+	assert_contract_kept();
 }
 
 /* A send to a closed peer fails (MSG_NOSIGNAL: no SIGPIPE), final; so does a pending send whose
@@ -2355,6 +2503,9 @@ int main(void)
 		T(test_cancel_races_data),
 		T(test_send_backpressure_unix),
 		T(test_send_backpressure_tcp),
+		T(test_send_gathered_unix),
+		T(test_send_gathered_tcp),
+		T(test_recv_batches),
 		T(test_send_to_closed_peer),
 		T(test_cancel_pending_send),
 		T(test_send_and_recv_same_fd),
