@@ -848,17 +848,22 @@ static void refuse(struct echo_server *srv, int fd, const char *reason)
 	log_refusal(srv, reason, fd);
 }
 
-static int adopt(struct echo_server *srv, int fd, bool tcp)
+/* Echo replies are small and latency-bound; Nagle would hold them. */
+static int set_nodelay(struct loop *loop, int fd)
+{
+	int one = 1;
+	loop_count(loop, SC_SETSOCKOPT);
+	return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* nodelay: the socket has TCP_NODELAY already (Linux copies it from the listener). */
+static int adopt(struct echo_server *srv, int fd, bool tcp, bool nodelay)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	if (tcp) {
-		int one = 1;
-		/* Echo replies are small and latency-bound; Nagle would hold them. */
-		loop_count(srv->loop, SC_SETSOCKOPT);
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	}
+	if (tcp && !nodelay)
+		(void)set_nodelay(srv->loop, fd);
 	c->tcp = tcp;
 	c->srv = srv;
 	if (srv->lim.proxy_protocol && preamble_begin(c) < 0) {
@@ -880,7 +885,7 @@ static int adopt(struct echo_server *srv, int fd, bool tcp)
 
 int echo_server_adopt(struct echo_server *srv, int fd)
 {
-	return adopt(srv, fd, true);
+	return adopt(srv, fd, true, false);
 }
 
 /* One more connection within max_conns, process-wide when the workers share a count. */
@@ -915,7 +920,7 @@ static void accept_one(struct echo_server *srv, const struct listener *l, int fd
 		refuse(srv, fd, "fd_limit");
 		return;
 	}
-	if (adopt(srv, fd, !l->unix_stream) < 0) {
+	if (adopt(srv, fd, !l->unix_stream, l->nodelay) < 0) {
 		conns_unreserve(srv);
 		srv->stats.refused_nomem++;
 		refuse(srv, fd, "out_of_memory");
@@ -997,6 +1002,14 @@ int echo_server_listen(struct echo_server *srv, int fd)
 		return -errno;
 	struct listener *l = &srv->listeners[srv->nlisteners++];
 	*l = (struct listener){ .fd = fd, .srv = srv, .unix_stream = ss.ss_family == AF_UNIX };
+	/* A listener with TCP_NODELAY passes it to every socket it accepts: no setsockopt per
+	 * connection, which a churning load (health checks, short connections) pays per accept.
+	 * echod sets it before listen() (listeners.c); systemd does with NoDelay=yes. Set any
+	 * later, it would miss connections already in the backlog: those are set one by one. */
+	int on = 0;
+	socklen_t olen = sizeof(on);
+	l->nodelay = !l->unix_stream &&
+		     getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &olen) == 0 && on;
 	l->acc = (struct op){ .code = OP_ACCEPT, .fd = fd, .done = on_accept, .owner = l };
 	srv->nlisteners_open++;
 	int rc = loop_submit(srv->loop, &l->acc);

@@ -71,6 +71,7 @@ struct listener {
 	int fd;
 	bool closing;
 	bool unix_stream; /* AF_UNIX: no TCP options, nothing to wait for at close */
+	bool nodelay;     /* TCP_NODELAY set on it: accepted sockets inherit it */
 	struct echo_server *srv;
 };
 

@@ -25,6 +25,7 @@
 #include <linux/filter.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -90,6 +91,10 @@ static int open_tcp(const char *spec, char *where, size_t wlen)
 		close(fd);
 		return rc;
 	}
+	/* Before listen(): every connection accepted from it inherits TCP_NODELAY (echo replies
+	 * are small and latency-bound), so the core sets nothing per connection. */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		return fail_close(fd);
 	if (listen(fd, LISTEN_BACKLOG) < 0 || getsockname(fd, (struct sockaddr *)&addr, &alen) < 0)
 		return fail_close(fd);
 	log_format_addr((struct sockaddr *)&addr, alen, where, wlen);

@@ -15,8 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -43,6 +46,73 @@ static void test_hello(void **state)
 	struct child c;
 	test_start_echod(&c, NULL);
 	assert_hello(c.port);
+	stop_clean(&c);
+}
+
+/* echod's socket for the connection whose client end is `client`, copied into this process
+ * with pidfd_getfd (5.6; the test runs as echod's user), or -1 where the kernel or a policy
+ * does not allow it. */
+static int server_end_of(pid_t pid, int client)
+{
+	struct sockaddr_storage me, peer;
+	socklen_t ml = sizeof(me);
+	if (getsockname(client, (struct sockaddr *)&me, &ml) < 0)
+		return -1;
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		return -1;
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(dir);
+	int found = -1;
+	for (struct dirent *e; d && found < 0 && (e = readdir(d));) {
+		int fd = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(e->d_name), 0);
+		if (fd < 0)
+			continue;
+		socklen_t pl = sizeof(peer);
+		if (getpeername(fd, (struct sockaddr *)&peer, &pl) == 0 && pl == ml &&
+		    memcmp(&peer, &me, ml) == 0)
+			found = fd;
+		else
+			close(fd);
+	}
+	if (d)
+		closedir(d);
+	close(pidfd);
+	return found;
+}
+
+/* Replies leave at once, never held by Nagle: every accepted TCP socket has TCP_NODELAY,
+ * inherited from the listener, with no setsockopt per connection (a churning load pays per
+ * accept what a steady one pays once). Unix streams have no such option and get none. */
+static void test_accepted_sockets_nodelay(void **state)
+{
+	(void)state;
+	struct child c;
+	test_start_echod(&c, NULL);
+	int fds[3];
+	for (int i = 0; i < 3; i++) {
+		fds[i] = tcp_connect(c.port);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(send_retry(fds[i], "n", 1, MSG_NOSIGNAL), 1);
+		char b;
+		assert_int_equal(recv_retry(fds[i], &b, 1, 0), 1);
+	}
+	for (int i = 0; i < 3; i++) {
+		int srv = server_end_of(c.pid, fds[i]);
+		if (srv < 0 && i == 0) {
+			print_message("  skipped: pidfd_getfd cannot copy echod's sockets here (%s)\n",
+				      strerror(errno));
+			break;
+		}
+		assert_true(srv >= 0);
+		int on = 0;
+		socklen_t len = sizeof(on);
+		assert_int_equal(getsockopt(srv, IPPROTO_TCP, TCP_NODELAY, &on, &len), 0);
+		assert_int_equal(on, 1);
+		close(srv);
+		close(fds[i]);
+	}
 	stop_clean(&c);
 }
 
@@ -759,6 +829,7 @@ int main(int argc, char **argv)
 	proc_init(argv[0]);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_hello, test_kill_strays),
+		cmocka_unit_test_teardown(test_accepted_sockets_nodelay, test_kill_strays),
 		cmocka_unit_test_teardown(test_16mib_concurrent, test_kill_strays),
 		cmocka_unit_test_teardown(test_half_close_1mib, test_kill_strays),
 		cmocka_unit_test_teardown(test_half_close_before_reading, test_kill_strays),

@@ -286,6 +286,9 @@ static void test_threads_exact_deltas(void **state)
 	assert_true(metric(text, "echod_loop_wakeups_total", NULL) > 0);
 	assert_true(metric(text, "echod_completions_total", NULL) >= 13 + 11 * 2);
 	assert_true(metric(text, "echod_syscalls_total", NULL) > 0);
+	/* TCP_NODELAY is set once per listener (each worker sets it on the shared socket) and
+	 * inherited by the 13 accepted connections; the refusal's SO_LINGER is the third. */
+	assert_true(metric(text, "echod_syscalls_total", "call=\"setsockopt\"") <= 2 + 1);
 	free(text);
 
 	/* echoload's connections (within --max-conns): every one accepted, closed, and every byte
