@@ -301,6 +301,7 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 			uring_fini(loop);
 			return -ENOMEM;
 		}
+		st->uc.uses |= UC_USE_SUBMIT_STABLE;
 	}
 	st->avail = loop->pool.nbufs;
 	loop->cq_entries = st->uc.cq_entries;
@@ -539,6 +540,11 @@ static void uring_buf_release(struct loop *loop, uint32_t bid)
 	uc_buf_put(&st->uc, UC_BG_STREAM, bid);
 }
 
+struct uc *uring_ring_of(const struct loop *loop)
+{
+	return &((struct uring_state *)loop->be_state)->uc;
+}
+
 const struct backend backend_uring = {
 	.name = "uring",
 	.summary = "completion (io_uring), multishot accept+recv+recvmsg, kernel-selected "
@@ -551,4 +557,5 @@ const struct backend backend_uring = {
 	.wait = uring_wait,
 	.buf_release = uring_buf_release,
 	.forget_fd = NULL,
+	.describe = uc_describe,
 };

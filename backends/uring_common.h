@@ -21,12 +21,47 @@
  * then each request keeps its file open (a listener would still complete handshakes after the
  * process is gone). uc_fini submits what is queued, cancels everything synchronously and runs
  * the deferred task work before exiting the ring.
+ *
+ * Newer features, probed once by uc_init on the kernel actually running (never from version
+ * numbers: distributions backport, seccomp filters refuse), into uc->has; `echod
+ * --list-backends` shows each as available here or not, and used by the backend or not
+ * (uc->uses, UC_USE_*: uc_init sets what it does itself, a backend ORs in what it adopts):
+ *   registered ring fd   io_uring_register_ring_fd (5.18): what uc_init got; used when got.
+ *   direct accept        multishot accept into a direct descriptor (IORING_FILE_INDEX_ALLOC
+ *                        over a sparse file table, 5.19): a cancelled accept on a listener.
+ *   recv bundles         IORING_RECVSEND_BUNDLE (6.10): IORING_FEAT_RECVSEND_BUNDLE, which
+ *                        came with it; without the bit, a cancelled bundle recv.
+ *   incremental buffers  IOU_PBUF_RING_INC (6.12): a one-entry buffer ring registered with the
+ *                        flag and unregistered (older kernels refuse the flag: EINVAL).
+ *   min-wait             IORING_FEAT_MIN_TIMEOUT (6.12), the bit alone: an enter carrying a
+ *                        min_wait_usec would prove nothing on kernels before 5.18, which
+ *                        ignored that field (it was "pad", then refused unless zero).
+ *   nodrop               IORING_FEAT_NODROP (5.5): overflowed CQEs are kept, which uc_wait's
+ *                        EBUSY handling relies on (used).
+ *   submit-stable        IORING_FEAT_SUBMIT_STABLE (5.5): what an SQE points to may change once
+ *                        the SQE is consumed.
+ * The probes use a spare buffer group (UC_BG_PROBE) and user_data the backends ignore, and
+ * leave nothing registered behind.
+ *
+ * Waiting in batches (uc_wait), a measurement aid, off by default: ECHOD_URING_WAIT="NR[:USEC]"
+ * in the environment, read by every uc_init (so once per loop), makes a wait that blocks ask
+ * the kernel for NR completions (wait_nr, 1 to UC_WAIT_NR_MAX; 1 = the default, return at the
+ * first) and, on a kernel with min-wait, for USEC microseconds at most (min_wait_usec, 0 to
+ * UC_MIN_WAIT_MAX_USEC): once USEC have passed the wait ends with what has arrived, or, when
+ * nothing has, at the first completion after that. So a busy loop returns with a batch and an
+ * idle one still wakes for a lone completion, at most USEC late. The loop's own timeout (its
+ * next timer) still bounds every wait. Without min-wait (USEC 0 or absent, or a kernel without
+ * the feature, where USEC is ignored and the describe line says so), NR > 1 holds a lone
+ * completion until NR have arrived or the loop's timeout expires, forever with no timer
+ * running: for measuring pure batching, never for serving. A value that does not parse is
+ * ignored (NR 1) with one warning line per process.
  */
 #ifndef ECHOD_URING_COMMON_H
 #define ECHOD_URING_COMMON_H
 
 #include <liburing.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "reactor.h"
@@ -37,6 +72,30 @@
 #define UC_BG_STREAM 0u /* OP_RECV's buffer group: the loop's pool */
 #define UC_BG_DGRAM 1u  /* OP_RECVMSG's: the loop's datagram pool */
 #define UC_BGROUPS 2u
+#define UC_BG_PROBE 0xfffeu /* the feature probes' buffer group, registered only during one */
+
+#define UC_WAIT_NR_MAX 1024u          /* ECHOD_URING_WAIT's NR */
+#define UC_MIN_WAIT_MAX_USEC 1000000u /* and its USEC: a second */
+
+/* What the running kernel offers, probed by uc_init (see above). */
+struct uc_features {
+	bool ring_fd;       /* the ring fd is registered (5.18) */
+	bool direct_accept; /* multishot accept straight into the file table (5.19) */
+	bool recv_bundle;   /* IORING_RECVSEND_BUNDLE (6.10) */
+	bool pbuf_inc;      /* IOU_PBUF_RING_INC (6.12) */
+	bool min_wait;      /* IORING_FEAT_MIN_TIMEOUT (6.12) */
+	bool nodrop;        /* IORING_FEAT_NODROP (5.5) */
+	bool submit_stable; /* IORING_FEAT_SUBMIT_STABLE (5.5) */
+};
+
+/* uc->uses: which of them the backend relies on. */
+#define UC_USE_RING_FD       (1u << 0)
+#define UC_USE_DIRECT_ACCEPT (1u << 1)
+#define UC_USE_RECV_BUNDLE   (1u << 2)
+#define UC_USE_PBUF_INC      (1u << 3)
+#define UC_USE_MIN_WAIT      (1u << 4)
+#define UC_USE_NODROP        (1u << 5)
+#define UC_USE_SUBMIT_STABLE (1u << 6)
 
 /* One provided-buffer ring (buffer group = its index in struct uc). Each entry hands the
  * kernel a pool buffer from `offset` to its end, so a backend can keep the front of every
@@ -63,15 +122,43 @@ struct uc {
 	/* Provided-buffer rings, only for the completion backend: group UC_BG_STREAM over the
 	 * loop's pool, group UC_BG_DGRAM over its datagram pool (when it has one). */
 	struct uc_bufring br[UC_BGROUPS];
-	/* Waits that found the CQ overflowed (CQEs held in the kernel). Each io_uring backend's
-	 * state starts with its struct uc, so tests read this through loop->be_state. */
+	/* Waits that found the CQ overflowed (CQEs held in the kernel); the backends copy it to
+	 * loop->cq_overflows. */
 	uint64_t overflows;
 	/* Counted at every io_uring_enter (the loop's tally; set by the backend after uc_init). */
 	uint64_t *enters;
+	struct uc_features has; /* probed by uc_init */
+	unsigned uses;          /* UC_USE_*: uc_init's own, then the backend's (after uc_init) */
+	/* Batched waits (ECHOD_URING_WAIT, above): completions a blocking wait asks for (1: the
+	 * first), and the min-wait asked for in microseconds (0: none), passed to the kernel
+	 * only with has.min_wait and wait_nr > 1. */
+	unsigned wait_nr;
+	unsigned min_wait_usec;
+	int probe_error; /* errno of a probe that could not run (uc_init goes on without it) */
 };
 
-/* Create the ring (see above for the fallbacks). Returns 0 or -errno. */
+/* Create the ring (see above for the fallbacks), probe the features into uc->has and read
+ * ECHOD_URING_WAIT. Returns 0 or -errno. */
 int uc_init(struct uc *uc, uint32_t sq_entries);
+/* The probes uc_init runs, for a ring that is up. With trust_feature_bits false, every
+ * feature that has an SQE or register probe is probed that way even when the kernel's
+ * feature bits already answer (tests compare the two). Returns 0 or -errno (a probe that
+ * could not run at all: no socket, no memory); a feature the kernel refuses is just false. */
+int uc_probe_features(struct uc *uc, bool trust_feature_bits, struct uc_features *out);
+/* ECHOD_URING_WAIT's syntax: "NR" or "NR:USEC", decimal digits only, NR 1 to UC_WAIT_NR_MAX,
+ * USEC 0 to UC_MIN_WAIT_MAX_USEC. Returns 0 and fills both, or -EINVAL and leaves them. */
+int uc_wait_parse(const char *s, unsigned *nr, unsigned *usec);
+/* The ring of a loop that runs on an io_uring backend, or NULL (another backend, or none
+ * set up). Each backend says where its state keeps the ring: uring.c's state starts with it,
+ * uring_poll.c's with its struct readiness. */
+struct uc *uc_of_loop(const struct loop *loop);
+struct uc *uring_ring_of(const struct loop *loop);
+struct uc *uring_poll_ring_of(const struct loop *loop);
+/* struct backend's describe hook: one line, each feature "on" (available and used),
+ * "available, off" or "not in this kernel", then the batched-wait setting and the set-up
+ * flags the kernel took. */
+void uc_describe(struct loop *loop, char *buf, size_t len);
+void uc_describe_uc(const struct uc *uc, char *buf, size_t len);
 /* Register provided-buffer ring `bgid` (< UC_BGROUPS) over `pool`: every buffer starts in the
  * ring with bid = pool index, the kernel's part of it from `offset` on. Returns 0, or
  * -EOPNOTSUPP when the kernel lacks buffer rings. */

@@ -172,6 +172,11 @@ static int up_wait(struct loop *loop, int timeout_ms)
 	return rc;
 }
 
+struct uc *uring_poll_ring_of(const struct loop *loop)
+{
+	return &((struct up_state *)loop->be_state)->uc;
+}
+
 const struct backend backend_uring_poll = {
 	.name = "uring-poll",
 	.summary = "readiness through io_uring (multishot POLL_ADD), syscalls like epoll, "
@@ -184,4 +189,5 @@ const struct backend backend_uring_poll = {
 	.wait = up_wait,
 	.buf_release = rd_buf_release,
 	.forget_fd = rd_forget_fd,
+	.describe = uc_describe,
 };

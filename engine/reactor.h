@@ -160,6 +160,9 @@ struct backend {
 	void (*buf_release)(struct loop *loop, uint32_t bid);
 	/* The fd is about to be closed: drop any registration (ops on it are already final). */
 	void (*forget_fd)(struct loop *loop, int fd);
+	/* Optional (NULL: nothing to add): one line on what this loop found in the kernel and
+	 * uses, for --list-backends (io_uring: its newer features, available and used). */
+	void (*describe)(struct loop *loop, char *buf, size_t len);
 };
 
 struct loop_timer;

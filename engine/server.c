@@ -498,6 +498,10 @@ int server_list_backends(FILE *out)
 		const struct backend *be = backend_table[i];
 		struct loop probe;
 		int rc = loop_init(&probe, be, &lcfg);
+		/* What the running loop found (io_uring's features), asked while it is up. */
+		char detail[512] = "";
+		if (rc == 0 && be->describe)
+			be->describe(&probe, detail, sizeof(detail));
 		if (rc == 0)
 			loop_fini(&probe);
 		char limit[64] = "";
@@ -505,6 +509,10 @@ int server_list_backends(FILE *out)
 			snprintf(limit, sizeof(limit), "; fds < %d (FD_SETSIZE)", be->max_fd);
 		fprintf(out, "%-11s %-6zu %-8s %s%s%s%s\n", be->name, i + 1, rc == 0 ? "yes" : "no",
 			be->summary, limit, rc == 0 ? "" : "; here: ", rc == 0 ? "" : strerror(-rc));
+		/* Indented under its backend; its first word is never a backend's name and its third
+		 * never "yes", for scripts that read the table (bench/compare). */
+		if (detail[0])
+			fprintf(out, "    %s\n", detail);
 	}
 	return 0;
 }

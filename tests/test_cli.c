@@ -190,6 +190,87 @@ static void test_good_addresses_serve(void **state)
 	proc_cleanup(&c);
 }
 
+/* `echod --list-backends`: under each io_uring backend that runs here, one indented line
+ * naming each newer feature with its state, "on" (available and used), "available, off" or
+ * "not in this kernel", and the batched-wait and set-up settings; nothing under the others.
+ * Every kernel that runs the `uring` backend (multishot recv, 6.0) registers ring fds (5.18),
+ * so there ring fd registration is "on" for both io_uring backends. */
+static void test_list_backends_io_uring_features(void **state)
+{
+	(void)state;
+#ifndef ECHOD_HAVE_URING
+	print_message("  no io_uring backend in this build (no liburing): nothing to describe\n");
+	skip();
+#else
+	static const char *const features[] = { "registered ring fd", "direct accept",
+						"recv bundles", "incremental buffers", "min-wait",
+						"nodrop", "submit-stable" };
+	static const char *const states[] = { "on", "available, off", "not in this kernel" };
+	const char *argv[] = { proc_bin("echod"), "--list-backends", NULL };
+	struct child c;
+	assert_int_equal(proc_run(argv, RUN_MS, &c), 0);
+	char *out = proc_out(&c);
+	proc_cleanup(&c);
+	bool uring_runs = false;
+	int described = 0;
+	char *save = NULL;
+	char *lines[32];
+	int n = 0;
+	for (char *l = strtok_r(out, "\n", &save); l && n < 32; l = strtok_r(NULL, "\n", &save))
+		lines[n++] = l;
+	for (int i = 1; i < n; i++) {
+		char name[32] = "", runs[8] = "";
+		if (lines[i][0] == ' ' || sscanf(lines[i], "%31s %*d %7s", name, runs) != 2)
+			continue;
+		bool io_uring = strcmp(name, "uring") == 0 || strcmp(name, "uring-poll") == 0;
+		const char *next = i + 1 < n ? lines[i + 1] : "";
+		bool has_detail = strncmp(next, "    ", 4) == 0;
+		if (!io_uring || strcmp(runs, "yes") != 0) {
+			if (has_detail)
+				fail_msg("%s: a line under it: %s", name, next);
+			continue;
+		}
+		uring_runs |= strcmp(name, "uring") == 0;
+		print_message("  %s\n  %s\n", lines[i], next);
+		if (strncmp(next, "    io_uring: ", 14) != 0)
+			fail_msg("%s: no io_uring line under it (got: %s)", name, next);
+		described++;
+		/* Each feature once, as "NAME STATE", clauses separated by "; ". */
+		for (size_t f = 0; f < sizeof(features) / sizeof(features[0]); f++) {
+			char key[64];
+			snprintf(key, sizeof(key), "; %s ", features[f]);
+			const char *at = strstr(next, key);
+			if (f == 0 && !at) { /* the first clause follows "io_uring: " */
+				snprintf(key, sizeof(key), "io_uring: %s ", features[f]);
+				at = strstr(next, key);
+			}
+			if (!at)
+				fail_msg("%s: feature '%s' missing: %s", name, features[f], next);
+			const char *st = at + strlen(key);
+			bool ok = false;
+			for (size_t k = 0; k < sizeof(states) / sizeof(states[0]) && !ok; k++) {
+				size_t len = strlen(states[k]);
+				ok = strncmp(st, states[k], len) == 0 &&
+				     (st[len] == ';' || st[len] == '\0' || st[len] == ' ');
+			}
+			if (!ok)
+				fail_msg("%s: feature '%s' has no allowed state: %s", name,
+					 features[f], st);
+		}
+		assert_non_null(strstr(next, "; batched wait "));
+		assert_non_null(strstr(next, "; set-up "));
+		/* uring comes first in the table, so uring-poll is checked too. */
+		if (uring_runs)
+			assert_non_null(strstr(next, "io_uring: registered ring fd on;"));
+	}
+	free(out);
+	if (described == 0) {
+		print_message("  io_uring cannot run here: no feature line to check\n");
+		skip();
+	}
+#endif
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -200,6 +281,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_bad_timeouts, teardown),
 		cmocka_unit_test_teardown(test_other_garbage, teardown),
 		cmocka_unit_test_teardown(test_good_addresses_serve, teardown),
+		cmocka_unit_test_teardown(test_list_backends_io_uring_features, teardown),
 	};
 	return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }

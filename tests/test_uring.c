@@ -34,6 +34,14 @@
 #include "echo.h"
 #include "lib_proc.h"
 #include "reactor.h"
+#ifdef ECHOD_HAVE_URING
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "uring_common.h"
+#endif
 
 #define TEST_ALARM_S 60
 
@@ -529,6 +537,372 @@ static void test_auto_falls_back_when_io_uring_blocked(void **state)
 	proc_cleanup(&c);
 }
 
+/* --- newer io_uring features: the probe against independent checks ------------------------- */
+
+#ifdef ECHOD_HAVE_URING
+/* The kernel's values (include/uapi/linux/io_uring.h), which liburing 2.3 lacks; spelled out
+ * here rather than taken from uring_common.c, so that a wrong value there shows. */
+#define T_FEAT_RECVSEND_BUNDLE (1u << 14) /* 6.10 */
+#define T_FEAT_MIN_TIMEOUT (1u << 15)     /* 6.12 */
+#define T_RECVSEND_BUNDLE (1u << 4)       /* 6.10, sqe->ioprio */
+#define T_PBUF_RING_INC 2u                /* 6.12, io_uring_buf_reg's flags (2.3: "pad") */
+
+/* A buffer ring of n buffers of `size` bytes in group bgid of ring r, registered with the
+ * given flags; returns the mapping (ring, then the buffers) or NULL with *err. */
+static void *t_bufring(struct io_uring *r, uint16_t bgid, unsigned n, unsigned size,
+		       uint16_t flags, int *err, size_t *bytes)
+{
+	*bytes = 4096 + (size_t)n * size;
+	void *mem = mmap(NULL, *bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(mem != MAP_FAILED);
+	struct io_uring_buf_ring *br = mem;
+	io_uring_buf_ring_init(br);
+	for (unsigned i = 0; i < n; i++)
+		io_uring_buf_ring_add(br, (char *)mem + 4096 + (size_t)i * size, size,
+				      (unsigned short)i, (int)(n - 1), (int)i);
+	io_uring_buf_ring_advance(br, (int)n);
+	struct io_uring_buf_reg reg;
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)mem;
+	reg.ring_entries = n;
+	reg.bgid = bgid;
+	memcpy((char *)&reg + offsetof(struct io_uring_buf_reg, bgid) + 2, &flags, 2); /* flags */
+	*err = io_uring_register(r->ring_fd, IORING_REGISTER_PBUF_RING, &reg, 1);
+	if (*err < 0) {
+		munmap(mem, *bytes);
+		return NULL;
+	}
+	return mem;
+}
+
+/* The first CQE within 1 s (the ring is the test's own, plain set-up). */
+static struct io_uring_cqe t_cqe(struct io_uring *r)
+{
+	struct io_uring_cqe *cqe = NULL, copy = { .res = -ETIME };
+	struct __kernel_timespec ts = { .tv_sec = 1 };
+	if (io_uring_wait_cqe_timeout(r, &cqe, &ts) == 0) {
+		copy = *cqe;
+		io_uring_cqe_seen(r, cqe);
+	}
+	return copy;
+}
+
+/* Does a multishot accept into a kernel-picked direct descriptor take a real connection? */
+static bool t_direct_accept_works(struct io_uring *r)
+{
+	if (io_uring_register_files_sparse(r, 4) < 0)
+		return false;
+	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(l >= 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	socklen_t sl = sizeof(sa_family_t);
+	assert_int_equal(bind(l, (struct sockaddr *)&sa, sl), 0); /* autobind: abstract name */
+	assert_int_equal(listen(l, 4), 0);
+	sl = sizeof(sa);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+	io_uring_prep_multishot_accept_direct(sqe, l, NULL, NULL, 0);
+	sqe->user_data = 1;
+	assert_int_equal(io_uring_submit(r), 1);
+	int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(c >= 0);
+	assert_int_equal(connect(c, (struct sockaddr *)&sa, sl), 0);
+	struct io_uring_cqe cqe = t_cqe(r);
+	/* A slot index (not an fd) and the accept still armed; EINVAL on a kernel without it. */
+	bool works = cqe.user_data == 1 && cqe.res >= 0 && cqe.res < 4 &&
+		     (cqe.flags & IORING_CQE_F_MORE);
+	print_message("  [%s] direct accept by hand: res %d, flags %#x\n", be->name, cqe.res,
+		      cqe.flags);
+	if (cqe.flags & IORING_CQE_F_MORE) {
+		sqe = io_uring_get_sqe(r);
+		io_uring_prep_cancel64(sqe, 1, 0);
+		sqe->user_data = 2;
+		assert_true(io_uring_submit(r) >= 1);
+		for (int i = 0; i < 2; i++)
+			(void)t_cqe(r);
+	}
+	close(c);
+	close(l);
+	assert_int_equal(io_uring_unregister_files(r), 0);
+	return works;
+}
+
+/* Does a bundle recv gather two buffers' worth of queued bytes in one completion? */
+static bool t_recv_bundle_works(struct io_uring *r)
+{
+	int err = 0;
+	size_t bytes = 0;
+	void *mem = t_bufring(r, 9, 2, 8, 0, &err, &bytes);
+	if (!mem)
+		return false;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(write(sv[1], "0123456789abcdef", 16), 16);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+	io_uring_prep_recv(sqe, sv[0], NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 9;
+	sqe->ioprio |= T_RECVSEND_BUNDLE;
+	sqe->user_data = 3;
+	assert_int_equal(io_uring_submit(r), 1);
+	struct io_uring_cqe cqe = t_cqe(r);
+	print_message("  [%s] bundle recv by hand: res %d (two 8-byte buffers, 16 bytes queued)\n",
+		      be->name, cqe.res);
+	close(sv[0]);
+	close(sv[1]);
+	assert_int_equal(io_uring_unregister_buf_ring(r, 9), 0);
+	munmap(mem, bytes);
+	return cqe.res > 0;
+}
+
+static void assert_features_equal(const struct uc_features *a, const struct uc_features *b)
+{
+	assert_int_equal(a->ring_fd, b->ring_fd);
+	assert_int_equal(a->direct_accept, b->direct_accept);
+	assert_int_equal(a->recv_bundle, b->recv_bundle);
+	assert_int_equal(a->pbuf_inc, b->pbuf_inc);
+	assert_int_equal(a->min_wait, b->min_wait);
+	assert_int_equal(a->nodrop, b->nodrop);
+	assert_int_equal(a->submit_stable, b->submit_stable);
+}
+#endif
+
+/* What uc_init's probe found must be what the kernel does when asked by other means: the
+ * feature bits of a ring of the test's own, and each feature used for real on that ring (a
+ * connection accepted into a direct descriptor, a recv gathering two buffers, a buffer ring
+ * registered with the incremental flag). And the probe run again without trusting the bits
+ * (SQE probes only) must agree. */
+static void test_feature_probe(void **state)
+{
+	(void)state;
+#ifndef ECHOD_HAVE_URING
+	skip(); /* no io_uring backend in this build */
+#else
+	struct loop loop;
+	struct loop_config cfg = { .nbufs = 16, .bufsize = 4096, .max_fds = 1024 };
+	assert_int_equal(loop_init(&loop, be, &cfg), 0);
+	struct uc *uc = uc_of_loop(&loop);
+	assert_non_null(uc);
+
+	struct io_uring r;
+	struct io_uring_params p;
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(io_uring_queue_init_params(8, &r, &p), 0);
+	struct uc_features want = {
+		.ring_fd = io_uring_register_ring_fd(&r) == 1,
+		.min_wait = p.features & T_FEAT_MIN_TIMEOUT,
+		.nodrop = p.features & IORING_FEAT_NODROP,
+		.submit_stable = p.features & IORING_FEAT_SUBMIT_STABLE,
+	};
+	int err = 0;
+	size_t bytes = 0;
+	void *inc = t_bufring(&r, 7, 1, 64, T_PBUF_RING_INC, &err, &bytes);
+	want.pbuf_inc = inc != NULL;
+	if (inc) {
+		assert_int_equal(io_uring_unregister_buf_ring(&r, 7), 0);
+		munmap(inc, bytes);
+	} else {
+		assert_int_equal(err, -EINVAL); /* refused, not failed */
+	}
+	want.direct_accept = t_direct_accept_works(&r);
+	want.recv_bundle = t_recv_bundle_works(&r);
+	/* The feature bit came with bundles: where it is set they must work. */
+	if (p.features & T_FEAT_RECVSEND_BUNDLE)
+		assert_true(want.recv_bundle);
+	io_uring_queue_exit(&r);
+
+	char line[512];
+	uc_describe(&loop, line, sizeof(line));
+	print_message("  [%s] %s\n", be->name, line);
+	assert_features_equal(&uc->has, &want);
+	struct uc_features again;
+	assert_int_equal(uc_probe_features(uc, false, &again), 0);
+	assert_features_equal(&again, &want);
+	assert_int_equal(uc->probe_error, 0);
+	/* Used: the registered ring fd when there is one, nothing else these backends do not
+	 * say they use, and the line says so. */
+	assert_int_equal(!!(uc->uses & UC_USE_RING_FD), want.ring_fd);
+	assert_int_equal(!!(uc->enter_flags & IORING_ENTER_REGISTERED_RING), want.ring_fd);
+	assert_int_equal(uc->uses & UC_USE_MIN_WAIT, 0); /* no ECHOD_URING_WAIT here */
+	assert_int_equal(uc->wait_nr, 1);
+	assert_non_null(strstr(line, want.ring_fd ? "registered ring fd on" :
+					  "registered ring fd not in this kernel"));
+	assert_non_null(strstr(line, "batched wait off"));
+	/* The probes left nothing behind: the loop still echoes through its own ring. */
+	loop_fini(&loop);
+	assert_null(uc_of_loop(&loop));
+#endif
+}
+
+/* ECHOD_URING_WAIT's syntax: whole decimal numbers in range, nothing else. */
+static void test_wait_env_parse(void **state)
+{
+	(void)state;
+#ifndef ECHOD_HAVE_URING
+	skip();
+#else
+	unsigned nr = 99, us = 99;
+	assert_int_equal(uc_wait_parse("8:50", &nr, &us), 0);
+	assert_int_equal(nr, 8);
+	assert_int_equal(us, 50);
+	assert_int_equal(uc_wait_parse("4", &nr, &us), 0);
+	assert_int_equal(nr, 4);
+	assert_int_equal(us, 0);
+	assert_int_equal(uc_wait_parse("1024:1000000", &nr, &us), 0);
+	const char *bad[] = { "", "0", "1025", "4:", ":5", "4:1000001", "+4", " 4", "4 ", "4x",
+			      "4:5:6", "-1", "0x10", "4:-1", "99999999999", "4:99999999999" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		nr = us = 77;
+		if (uc_wait_parse(bad[i], &nr, &us) != -EINVAL)
+			fail_msg("ECHOD_URING_WAIT=\"%s\" was taken", bad[i]);
+		assert_int_equal(nr, 77); /* left as it was */
+	}
+#endif
+}
+
+#ifdef ECHOD_HAVE_URING
+/* A loop on `be` created with ECHOD_URING_WAIT=value (read by the backend's init only). */
+static void loop_with_wait_env(struct loop *loop, const char *value)
+{
+	struct loop_config cfg = { .nbufs = 16, .bufsize = 4096, .max_fds = 1024 };
+	assert_int_equal(setenv("ECHOD_URING_WAIT", value, 1), 0);
+	int rc = loop_init(loop, be, &cfg);
+	assert_int_equal(unsetenv("ECHOD_URING_WAIT"), 0);
+	assert_int_equal(rc, 0);
+}
+
+static uint64_t t_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+struct lone_read {
+	struct op op;
+	uint64_t buf;
+	uint64_t done_us; /* 0: not yet */
+	int res;
+};
+
+static void on_lone_read(struct loop *loop, struct op *op, int res, unsigned fl)
+{
+	(void)loop;
+	(void)fl;
+	struct lone_read *r = op->owner;
+	r->res = res;
+	r->done_us = t_now_us();
+}
+
+/* One OP_READ on an empty eventfd, submitted and in the kernel (one iteration that does not
+ * block), so that the eventfd write that follows is a lone completion in a later wait. */
+static int lone_read_arm(struct loop *loop, struct lone_read *r)
+{
+	memset(r, 0, sizeof(*r));
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	assert_true(efd >= 0);
+	r->op = (struct op){ .code = OP_READ, .fd = efd,
+			     .buf = { .base = (char *)&r->buf, .len = sizeof(r->buf) },
+			     .done = on_lone_read, .owner = r };
+	assert_int_equal(loop_submit(loop, &r->op), 0);
+	assert_int_equal(loop_run_once(loop, 0), 0);
+	assert_int_equal(r->done_us, 0);
+	return efd;
+}
+
+static void eventfd_kick(int efd)
+{
+	uint64_t one = 1;
+	assert_int_equal(write(efd, &one, sizeof(one)), (ssize_t)sizeof(one));
+}
+
+static void t_timer_fired(struct loop *loop, struct loop_timer *t)
+{
+	(void)loop;
+	*(uint64_t *)t->owner = t_now_us();
+}
+#endif
+
+/* ECHOD_URING_WAIT=4:1000: a wait asks for four completions but, with min-wait, returns with a
+ * lone one within about the min-wait (1 ms), never at the loop's timeout (1 s here). */
+static void test_wait_batch_min_wait_releases_lone(void **state)
+{
+	(void)state;
+#ifndef ECHOD_HAVE_URING
+	skip();
+#else
+	struct loop loop;
+	loop_with_wait_env(&loop, "4:1000");
+	struct uc *uc = uc_of_loop(&loop);
+	assert_non_null(uc);
+	assert_int_equal(uc->wait_nr, 4);
+	assert_int_equal(uc->min_wait_usec, 1000);
+	if (!uc->has.min_wait) {
+		loop_fini(&loop);
+		print_message("  [%s] this kernel has no min-wait (IORING_FEAT_MIN_TIMEOUT, 6.12)\n",
+			      be->name);
+		skip();
+	}
+	assert_true(uc->uses & UC_USE_MIN_WAIT);
+	char line[512];
+	uc_describe(&loop, line, sizeof(line));
+	assert_non_null(strstr(line, "min-wait on"));
+	assert_non_null(strstr(line, "batched wait 4 completions, min-wait 1000 us"));
+	struct lone_read r;
+	int efd = lone_read_arm(&loop, &r);
+	uint64_t t0 = t_now_us();
+	eventfd_kick(efd);
+	assert_int_equal(loop_run_once(&loop, 1000), 0);
+	uint64_t took = t_now_us() - t0;
+	print_message("  [%s] wait_nr 4, min-wait 1000 us: a lone completion after %llu us\n",
+		      be->name, (unsigned long long)took);
+	assert_true(r.done_us != 0);
+	assert_int_equal(r.res, 8);
+	assert_true(took < 1000 + 50000); /* min-wait + slack for a loaded or sanitized run */
+	close(efd);
+	loop_fini(&loop);
+#endif
+}
+
+/* ECHOD_URING_WAIT=4 (no min-wait): the wait holds a lone completion for three more, but the
+ * loop's next timer (40 ms) still bounds it: the timer fires on time and the completion comes
+ * with it, not later. */
+static void test_wait_batch_bounded_by_timer(void **state)
+{
+	(void)state;
+#ifndef ECHOD_HAVE_URING
+	skip();
+#else
+	enum { TIMER_MS = 40, SLACK_MS = 50 };
+	struct loop loop;
+	loop_with_wait_env(&loop, "4");
+	struct uc *uc = uc_of_loop(&loop);
+	assert_non_null(uc);
+	assert_int_equal(uc->wait_nr, 4);
+	assert_int_equal(uc->min_wait_usec, 0);
+	struct lone_read r;
+	int efd = lone_read_arm(&loop, &r);
+	uint64_t fired_us = 0;
+	struct loop_timer t = { .fire = t_timer_fired, .owner = &fired_us };
+	uint64_t t0 = t_now_us();
+	loop_timer_start(&loop, &t, TIMER_MS);
+	eventfd_kick(efd);
+	while ((!fired_us || !r.done_us) && t_now_us() - t0 < 1000000)
+		assert_int_equal(loop_run_once(&loop, -1), 0);
+	uint64_t read_ms = (r.done_us - t0) / 1000, timer_ms = (fired_us - t0) / 1000;
+	print_message("  [%s] wait_nr 4, no min-wait: the lone completion after %llu ms, the "
+		      "%d ms timer after %llu ms\n", be->name, (unsigned long long)read_ms,
+		      TIMER_MS, (unsigned long long)timer_ms);
+	assert_true(fired_us && r.done_us);
+	assert_int_equal(r.res, 8);
+	assert_true(timer_ms <= TIMER_MS + SLACK_MS);   /* the timer was not held back */
+	assert_true(read_ms <= TIMER_MS + SLACK_MS);    /* nor the completion past it */
+	assert_true(read_ms >= TIMER_MS - 10);          /* batching did hold it: policy in force */
+	close(efd);
+	loop_fini(&loop);
+#endif
+}
+
 /* --- main ----------------------------------------------------------------------------------- */
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -545,6 +919,10 @@ int main(int argc, char **argv)
 		T(test_cq_overflow),
 		T(test_refused_when_io_uring_blocked),
 		T(test_auto_falls_back_when_io_uring_blocked),
+		T(test_feature_probe),
+		T(test_wait_env_parse),
+		T(test_wait_batch_min_wait_releases_lone),
+		T(test_wait_batch_bounded_by_timer),
 	};
 	static const char *const names[] = { "uring", "uring-poll" };
 	int failed = 0;
