@@ -50,6 +50,11 @@
  *    optlen field) is recent: init probes it, and on a kernel without it every recv is a
  *    one-shot of at most one buffer and the budget, renewed the same way (one SQE per buffer:
  *    slower, still bounded).
+ *  - The kernel takes buffers in ring order, so a ring holding the whole pool would touch
+ *    every buffer's pages in turn, however few are in use at once (1,191 bytes of RSS per
+ *    idle connection at 10,000 in bench/RESULTS.md, most of it the 16 MiB pool): the ring is
+ *    kept stocked with a few, warmest first from the pool's free stack, and grows when a recv
+ *    finds it empty while the stack is not (stock_ring).
  *  - Returned buffers are invisible to the kernel until the ring tail moves: the tail is
  *    published once per iteration, before anything is submitted (also before a submit forced
  *    by a full SQ), so a re-armed recv never looks at a stale ring.
@@ -121,6 +126,8 @@
 #define UD_IGNORE 1u
 #define ENOBUFS_REARMS_MAX 8 /* quiet re-arms of one recv in a row before -ENOBUFS goes out */
 #define RECV_LIMIT_DIV 16    /* one multishot recv takes at most pool/16 before it is renewed */
+#define RING_STOCK_DIV 32    /* the stream ring starts with pool/32 buffers (stock_ring) ... */
+#define RING_STOCK_MIN 32    /* ... or this many, if more */
 
 /* The multishot recvmsg template (see the traps above). The kernel copies namelen and
  * controllen at prep and never writes to it; nobody else does either, so every loop's ring may
@@ -143,6 +150,8 @@ struct uring_state {
 	struct sendv *sendv; /* the arena; NULL without FEAT_SUBMIT_STABLE: one run per send */
 	uint32_t nsendv;     /* entries in use by SQEs the kernel may not have consumed yet */
 	uint32_t avail;      /* pool buffers not held by the core (in the ring or about to be) */
+	uint32_t in_ring;    /* pool buffers put in the stream ring and not yet seen in a CQE */
+	uint32_t stock;      /* how many the stream ring is kept stocked with (see stock_ring) */
 	uint32_t dgram_avail; /* the same for the datagram pool */
 	bool recvmsg_oneshot; /* the kernel lacks multishot recvmsg */
 	uint32_t recv_limit; /* bytes one multishot recv may take before it ends (0: no limit) */
@@ -247,10 +256,26 @@ static int dgram_init(struct uring_state *st, struct loop *loop)
 	else if (rc < 0)
 		return rc;
 	rc = uc_bufring_init(&st->uc, UC_BG_DGRAM, &loop->dgram_pool,
-			     st->recvmsg_oneshot ? LOOP_DGRAM_HEADROOM : DGRAM_RING_OFFSET);
+			     st->recvmsg_oneshot ? LOOP_DGRAM_HEADROOM : DGRAM_RING_OFFSET, true);
 	if (rc == 0)
 		st->dgram_avail = loop->dgram_pool.nbufs;
 	return rc;
+}
+
+/* The stream ring holds `stock` buffers, not the whole pool: the rest wait on the pool's free
+ * stack, warmest on top, and go in as the kernel takes buffers out. A ring holding the whole
+ * pool hands buffers out in ring order, so a server that has echoed one message on each of
+ * N connections has touched min(N, pool) buffers' pages however few were ever in use at once
+ * (16 MiB by default, held for good); this way, the pages of about `stock` buffers. A recv
+ * that finds the ring empty while the stack is not doubles `stock` (enobufs_rearm), so a
+ * busy loop's ring grows to what it uses. Run before every wait (the enter publishes it). */
+static void stock_ring(struct uring_state *st)
+{
+	struct bufpool *p = &st->loop->pool;
+	while (st->in_ring < st->stock && p->nfree) {
+		uc_buf_put(&st->uc, UC_BG_STREAM, (uint32_t)bufpool_get(p));
+		st->in_ring++;
+	}
 }
 
 static void uring_fini(struct loop *loop)
@@ -277,8 +302,14 @@ static int uring_init(struct loop *loop, const struct loop_config *cfg)
 	st->loop = loop;
 	st->uc.enters = &loop->tally.syscalls[SC_IO_URING_ENTER];
 	loop->be_state = st;
-	rc = uc_bufring_init(&st->uc, UC_BG_STREAM, &loop->pool, 0);
+	rc = uc_bufring_init(&st->uc, UC_BG_STREAM, &loop->pool, 0, false);
 	if (rc == 0) {
+		/* Stocked before the probes: a recv finding the ring empty fails at once. */
+		st->stock = loop->pool.nbufs / RING_STOCK_DIV;
+		if (st->stock < RING_STOCK_MIN)
+			st->stock = loop->pool.nbufs < RING_STOCK_MIN ? loop->pool.nbufs
+								      : RING_STOCK_MIN;
+		stock_ring(st);
 		/* One recv's burst: a sixteenth of the pool, at least one buffer. */
 		uint32_t nb = loop->pool.nbufs / RECV_LIMIT_DIV ? loop->pool.nbufs / RECV_LIMIT_DIV : 1;
 		uint64_t limit = (uint64_t)nb * loop->pool.bufsize;
@@ -482,6 +513,7 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 					.len = res > 0 ? (uint32_t)res : 0,
 					.bid = bid };
 		st->avail--;
+		st->in_ring--;
 		cf |= OPF_BUFFER;
 		if ((cf & OPF_MORE) && next_cqe_is(&st->uc, ud))
 			cf |= OPF_BATCH;
@@ -514,6 +546,10 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 			return;
 		}
 	} else if (res == -ENOBUFS && op->code == OP_RECV && !(cf & OPF_MORE)) {
+		/* The ring ran dry with buffers on the stack: stock more from now on. */
+		if (st->loop->pool.nfree && st->stock < st->loop->pool.nbufs)
+			st->stock = st->stock * 2 < st->loop->pool.nbufs ? st->stock * 2
+									  : st->loop->pool.nbufs;
 		if (enobufs_rearm(st, op, st->avail, &res))
 			return;
 	}
@@ -523,6 +559,7 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 static int uring_wait(struct loop *loop, int timeout_ms)
 {
 	struct uring_state *st = loop->be_state;
+	stock_ring(st);
 	int rc = uc_wait(&st->uc, timeout_ms, on_cqe, st);
 	loop->cq_overflows = st->uc.overflows;
 	return rc;
@@ -537,7 +574,7 @@ static void uring_buf_release(struct loop *loop, uint32_t bid)
 		return;
 	}
 	st->avail++;
-	uc_buf_put(&st->uc, UC_BG_STREAM, bid);
+	bufpool_put(&loop->pool, bid); /* the ring takes it from there (stock_ring) */
 }
 
 struct uc *uring_ring_of(const struct loop *loop)

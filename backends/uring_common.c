@@ -140,7 +140,8 @@ up:
 	return 0;
 }
 
-int uc_bufring_init(struct uc *uc, unsigned bgid, struct bufpool *pool, uint32_t offset)
+int uc_bufring_init(struct uc *uc, unsigned bgid, struct bufpool *pool, uint32_t offset,
+		    bool fill)
 {
 	/* Buffer ids are 16 bits and a ring holds at most 32768 entries. */
 	if (bgid >= UC_BGROUPS || pool->nbufs == 0 || pool->nbufs > 32768 ||
@@ -175,7 +176,7 @@ int uc_bufring_init(struct uc *uc, unsigned bgid, struct bufpool *pool, uint32_t
 		b->br = NULL;
 		return rc == -EINVAL ? -EOPNOTSUPP : rc;
 	}
-	for (uint32_t bid = 0; bid < pool->nbufs; bid++)
+	for (uint32_t bid = 0; fill && bid < pool->nbufs; bid++)
 		uc_buf_put(uc, bgid, bid);
 	return 0;
 }

@@ -159,10 +159,12 @@ struct uc *uring_poll_ring_of(const struct loop *loop);
  * flags the kernel took. */
 void uc_describe(struct loop *loop, char *buf, size_t len);
 void uc_describe_uc(const struct uc *uc, char *buf, size_t len);
-/* Register provided-buffer ring `bgid` (< UC_BGROUPS) over `pool`: every buffer starts in the
- * ring with bid = pool index, the kernel's part of it from `offset` on. Returns 0, or
- * -EOPNOTSUPP when the kernel lacks buffer rings. */
-int uc_bufring_init(struct uc *uc, unsigned bgid, struct bufpool *pool, uint32_t offset);
+/* Register provided-buffer ring `bgid` (< UC_BGROUPS) over `pool`, the kernel's part of each
+ * buffer from `offset` on, bid = pool index. With `fill` every buffer starts in the ring;
+ * without, it starts empty and the backend stocks it (uc_buf_put). Returns 0, or -EOPNOTSUPP
+ * when the kernel lacks buffer rings. */
+int uc_bufring_init(struct uc *uc, unsigned bgid, struct bufpool *pool, uint32_t offset,
+		    bool fill);
 void uc_fini(struct uc *uc);
 
 /* Give buffer `bid` of group `bgid` back to the kernel. It becomes visible at the next enter

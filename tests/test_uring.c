@@ -266,6 +266,53 @@ static void assert_whole_pool(struct loop *loop)
 	close(sv[1]);
 }
 
+/* --- which buffers get used --------------------------------------------------------------- */
+
+/* One message at a time, each buffer given back before the next: the loop must keep reusing a
+ * few warm buffers, not walk the whole pool in ring order (whose pages would all stay
+ * resident: what 10,000 idle connections that each echoed a byte cost in bench/RESULTS.md). */
+static void test_few_warm_buffers_serve_sequential_messages(void **state)
+{
+	(void)state;
+	struct loop loop;
+	struct loop_config cfg = { .nbufs = 1024, .bufsize = 4096, .max_fds = 1024 };
+	assert_int_equal(loop_init(&loop, be, &cfg), 0);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	set_nonblock(sv[0]);
+	set_nonblock(sv[1]);
+	struct holder h = { .op = { .code = OP_RECV, .fd = sv[0], .done = on_hold } };
+	h.op.owner = &h;
+	assert_int_equal(loop_submit(&loop, &h.op), 0);
+	static bool used[1024];
+	memset(used, 0, sizeof(used));
+	uint32_t distinct = 0;
+	uint64_t dl = now_ms() + 5000;
+	for (int i = 0; i < 300 && !h.final && now_ms() < dl; i++) {
+		assert_int_equal(send(sv[1], "x", 1, MSG_NOSIGNAL), 1);
+		while (h.n == 0 && !h.final && now_ms() < dl)
+			assert_int_equal(loop_run_once(&loop, 10), 0);
+		assert_int_equal(h.n, 1);
+		distinct += !used[h.bids[0]];
+		used[h.bids[0]] = true;
+		loop_buf_release(&loop, h.bids[0]);
+		h.n = 0;
+	}
+	print_message("  [%s] 300 messages one after another used %u distinct buffers of %u\n",
+		      be->name, distinct, cfg.nbufs);
+	assert_false(h.final);
+	assert_true(distinct <= 64);
+	loop_cancel(&loop, &h.op);
+	while (!h.final && now_ms() < dl + 2000)
+		assert_int_equal(loop_run_once(&loop, 10), 0);
+	assert_true(h.final);
+	for (uint32_t i = 0; i < h.n; i++)
+		loop_buf_release(&loop, h.bids[i]);
+	loop_fini(&loop);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 /* --- buffer ring exhaustion ---------------------------------------------------------------- */
 
 /* 20 connections stream 64 KiB each at once through a pool of 4 buffers: the ring runs dry
@@ -913,6 +960,7 @@ int main(int argc, char **argv)
 	proc_init(argv[0]);
 	raise_nofile();
 	const struct CMUnitTest tests[] = {
+		T(test_few_warm_buffers_serve_sequential_messages),
 		T(test_tiny_pool_many_senders),
 		T(test_10k_connect_close),
 		T(test_peer_closes_with_sends_in_flight),
