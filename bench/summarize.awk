@@ -67,7 +67,10 @@
 # each with _lo/_hi, client_saturated (0 or 1; empty without a figure), server_total_ and
 # client_total_cpu_us_per_msg (CPU 0's, CPU 1's busy time per message) and
 # server_total_cpu_ratio_vs_<ref>, each with _lo/_hi, server_softirq_pct, client_softirq_pct,
-# steal_pct (mean of the two CPUs') and rate_achieved_pct. Empty where raw.csv has no source.
+# steal_pct (mean of the two CPUs') and rate_achieved_pct, conns_per_s and
+# conns_ratio_vs_<ref> (each with _lo/_hi: echoload --reconnect's connections per second).
+# Empty where raw.csv has no source. table.md has a conns/s column (and its ratio) only when
+# some row of raw.csv has conns_per_s, so tables of runs without --reconnect stay as they were.
 
 BEGIN {
 	if (mode == "") mode = "summary"
@@ -86,7 +89,8 @@ BEGIN {
 	src["w"] = "server_wakeups_per_msg"; src["q"] = "server_completions_per_wakeup"
 	src["l"] = "loss_rate"; src["t0"] = "cpu0_busy_us_per_msg"; src["t1"] = "cpu1_busy_us_per_msg"
 	src["si0"] = "cpu0_softirq_pct"; src["si1"] = "cpu1_softirq_pct"; src["ra"] = "rate_achieved_pct"
-	nsrc = split("m p50 p99 p999 s c cp sp y w q l t0 t1 si0 si1 ra", srcs, " ")
+	src["cps"] = "conns_per_s"
+	nsrc = split("m p50 p99 p999 s c cp sp y w q l t0 t1 si0 si1 ra cps", srcs, " ")
 }
 
 mode == "merge" {
@@ -111,6 +115,7 @@ mode == "judge" { print reject_reasons(); print progress(); exit }
 		kconns[key] = conns; krate[key] = rate
 	}
 	errs[key] += field("errors")
+	if (field("conns_per_s") != "") churn = 1 # echoload --reconnect: the tables add conns/s
 	if (field("load_pct") != "") load[key] = field("load_pct")
 	if (field("depth") != "") kdepth[key] = field("depth")
 	why = reject_reasons()
@@ -154,7 +159,9 @@ function progress(   s) {
 	if (field("rate") > 0) s = s " rate=" field("rate")
 	s = s " repeat " field("repeat")
 	if (field("msgs_per_s") == "") return s
-	return s sprintf(": %.0f msgs/s, p99 %.0f us%s, server %.2f us/msg, client CPU %.0f%%", field("msgs_per_s"), field("lat_p99_us"), field("rate") > 0 ? "" : " (closed loop: queueing)", field("server_cpu_us_per_msg"), field("client_cpu_pct"))
+	s = s sprintf(": %.0f msgs/s, p99 %.0f us%s, server %.2f us/msg, client CPU %.0f%%", field("msgs_per_s"), field("lat_p99_us"), field("rate") > 0 ? "" : " (closed loop: queueing)", field("server_cpu_us_per_msg"), field("client_cpu_pct"))
+	if (field("conns_per_s") != "") s = s sprintf(", %.0f conns/s", field("conns_per_s"))
+	return s
 }
 
 function merge(   r, out, j, n, x, val, i) {
@@ -434,6 +441,9 @@ function row(key,   k, pairs, cown, cbusy, satd, c, m3, p99, s3, c3, rm3, rs3, l
 	cell[key, "si"] = sb == "" && MED == "" ? "—" : num(sb, "%.0f") " / " num(MED, "%.0f")
 	stat(key, "st"); put("steal_pct", num(MED, "%.1f"), "n")
 	stat(key, "ra"); put("rate_achieved_pct", num(MED, "%.1f"), "n"); cell[key, "ra"] = MED == "" ? "—" : rounded(MED, 1)
+	# echoload --reconnect: connections per second, and paired to the reference like msgs/s
+	stat(key, "cps"); put_stat("conns_per_s", "%.0f"); cell[key, "cps"] = human(MED, LO, HI, 0)
+	ratio(key, "cps"); put_stat("conns_ratio_vs_" ref, "%.3f"); cell[key, "rcps"] = ratio_cell(key)
 	c = ""
 	if (cown != "" && cown > sat) c = c ", client CPU " sprintf("%.0f", cown) "%"
 	else if (satd) c = c ", client's CPU 1 busy " sprintf("%.0f", cbusy) "%"
@@ -448,10 +458,11 @@ function ratio_cell(key) { return MED == "" ? "—" : klab[key] == ref ? "1" : h
 
 # The tables' columns: header text (UNIT, REF stand for the unit and the reference backend) and
 # the cell it shows, "|" between columns.
-function columns(open,   loss) {
+function columns(open,   loss, conns) {
 	loss = proto == "udp" ? "|loss %=l" : ""
+	conns = churn ? "|conns/s=cps|÷ REF=rcps" : "" # only when the runs churned connections
 	if (!open)
-		return "TITLE=label|size=size|CONNS=conns|runs=runs|UNITs/s=m|÷ REF=rm|server CPU µs/UNIT=s|÷ REF=rs|client CPU µs/UNIT=c|client CPU %=cp|CPU 0 µs/UNIT=t0|÷ REF=rt0|CPU 1 µs/UNIT=t1|busy % CPU 0 / 1=busy|softirq % CPU 0 / 1=si" loss "|p99 µs ¹=p99|Little's law µs ¹=little|server syscalls/UNIT=y|wake-ups/UNIT=w|completions/wake-up=q|errors=errors|flags=flags"
+		return "TITLE=label|size=size|CONNS=conns|runs=runs|UNITs/s=m|÷ REF=rm" conns "|server CPU µs/UNIT=s|÷ REF=rs|client CPU µs/UNIT=c|client CPU %=cp|CPU 0 µs/UNIT=t0|÷ REF=rt0|CPU 1 µs/UNIT=t1|busy % CPU 0 / 1=busy|softirq % CPU 0 / 1=si" loss "|p99 µs ¹=p99|Little's law µs ¹=little|server syscalls/UNIT=y|wake-ups/UNIT=w|completions/wake-up=q|errors=errors|flags=flags"
 	return "TITLE=label|size=size|CONNS=conns|offered UNITs/s=rate|% of capacity=load|achieved %=ra|runs=runs|p50 µs=p50|p99 µs=p99|p99.9 µs=p999|server CPU µs/UNIT=s|÷ REF=rs|CPU 0 µs/UNIT=t0|÷ REF=rt0|server CPU %=sp|client CPU %=cp|busy % CPU 0 / 1=busy|softirq % CPU 0 / 1=si" loss "|errors=errors|flags=flags"
 }
 
@@ -484,6 +495,10 @@ function notes(md, closed, open,   i) {
 	print "" >> md
 	print "CPU: server and client CPU µs/" (proto == "udp" ? "datagram" : "msg") " are each process's own CPU time per message (as echoload reads it; softirq work on its packets may be charged to whichever process was on the CPU); CPU 0 and CPU 1 (echod's and echoload's pinned CPUs, from /proc/stat, when echoload has --cpu-stat) are the whole CPU's busy time per message, softirq included, which the kernel spends on packets and bills to neither process. Client CPU above " sat "% (echoload's own, or CPU 1 busy as a whole: softirq for its packets, or anything else this shared machine ran there) flags the row: the client may have set the pace, so msgs/s and CPU per message there are one observation, not two, and a ratio may be the client's." >> md
 	print "" >> md
+	if (churn) {
+		print "conns/s: connection churn (echoload --reconnect N): each connection echoes N messages, closes cleanly (its FIN, then the server's EOF) and is replaced by a new one; conns/s counts the connections whose close completed inside the measured interval, per second. msgs/s and CPU per message then include connecting and closing." >> md
+		print "" >> md
+	}
 	if (closed) {
 		print "¹ Closed loop: every connection sends its next message only when the echo of the last is back, so latency here is mostly queueing: by Little's law the mean is connections × depth ÷ msgs/s (the \"Little's law\" column). It is not a latency result; the open-loop runs are (bench/compare --fixed-rate, --rate-sweep)." >> md
 		print "" >> md

@@ -17,7 +17,9 @@
  * bad runs counted as rejected and kept out of the medians; closed-loop latency labelled as
  * Little's law; an older raw.csv (without the new columns) still summarised, the new fields
  * empty; and `--env-only` writing the env file's fields. Every one of these fails on the
- * script before issue 15 (which had none of those columns, options or notes).
+ * script before issue 15 (which had none of those columns, options or notes). And a raw.csv of
+ * echoload --reconnect runs (conns_per_s) gives a conns/s column with its ratio to epoll; one
+ * without, none.
  *
  * ECHOD_COMPARE_SCRIPT runs another copy of the script (an older one, to see these fail). The
  * script is found from the repository root: this file's compile-time path (make compiles it
@@ -493,6 +495,62 @@ static void test_old_raw_new_fields_empty(void **state)
 	assert_true(flagged);
 }
 
+/* bench/compare --reconnect: echoload's conns_per_s (after its older columns, before the
+ * script's own) becomes a conns/s column in table.md, median and interval, with its paired
+ * ratio to epoll beside it (uring's repeats: 1.2, 1.3 and 1.1 times epoll's); summary.csv has
+ * both. A raw.csv without the column (the group's own) has no such column in its table. */
+static const char churn_raw[] =
+	"tool,label,connections,size,depth,rate,msgs_per_s,lat_p99_us,errors,valid,reconnect,"
+	"conns_opened,conns_per_s,repeat,order,exit_status,load_pct\n"
+	"echoload,epoll,50,128,1,0,100000,900,0,1,10,31000,10000,1,1,0,\n"
+	"echoload,uring,50,128,1,0,120000,800,0,1,10,37000,12000,1,2,0,\n"
+	"echoload,uring,50,128,1,0,132600,800,0,1,10,40000,13260,2,1,0,\n"
+	"echoload,epoll,50,128,1,0,102000,900,0,1,10,31600,10200,2,2,0,\n"
+	"echoload,epoll,50,128,1,0,98000,900,0,1,10,30400,9800,3,1,0,\n"
+	"echoload,uring,50,128,1,0,107800,800,0,1,10,33400,10780,3,2,0,\n";
+
+static void test_reconnect_conns_column(void **state)
+{
+	(void)state;
+	char d[64], p[128];
+	snprintf(d, sizeof(d), "/tmp/test_compare_churn.XXXXXX");
+	assert_non_null(mkdtemp(d));
+	snprintf(p, sizeof(p), "%s/raw.csv", d);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fputs(churn_raw, f);
+	fclose(f);
+	char *err = NULL;
+	int rc = from_raw(d, false, &err);
+	char *csv = slurp_in(d, "summary.csv"), *md = slurp_in(d, "table.md");
+	rm_rf(d);
+	char v[4][64], row[2048] = "";
+	cell(csv, "epoll", 50, 0, "conns_per_s", v[0], sizeof(v[0]));
+	cell(csv, "uring", 50, 0, "conns_ratio_vs_epoll", v[1], sizeof(v[1]));
+	cell(csv, "uring", 50, 0, "conns_ratio_vs_epoll_lo", v[2], sizeof(v[2]));
+	cell(csv, "uring", 50, 0, "conns_ratio_vs_epoll_hi", v[3], sizeof(v[3]));
+	const char *line = strstr(md, "\n| uring | 128 | 50 |");
+	if (line)
+		snprintf(row, sizeof(row), "%.*s", (int)strcspn(line + 1, "\n"), line + 1);
+	bool ok = rc == 0 && !strcmp(v[0], "10000") && !strcmp(v[1], "1.200") &&
+		  !strcmp(v[2], "1.100") && !strcmp(v[3], "1.300") &&
+		  strstr(md, "| msgs/s | ÷ epoll | conns/s | ÷ epoll |") &&
+		  strstr(row, "| 12,000 (10,800–13,300) | 1.20 (1.10–1.30) |");
+	const char *head = strstr(md, "| backend |");
+	if (!ok) /* the header and the row: cmocka's message buffer holds no whole table */
+		print_error("--from-raw with conns_per_s: exit %d; conns_per_s %s, ratio %s (%s-%s)"
+			    "\ntable.md's header: %.*s\nuring's row: %s\nstderr:\n%s", rc, v[0], v[1],
+			    v[2], v[3], head ? (int)strcspn(head, "\n") : 0, head ? head : "", row,
+			    err);
+	free(err);
+	free(csv);
+	free(md);
+	assert_true(ok);
+	/* runs without --reconnect: no conns/s column, the table as it always was */
+	ran_cleanly();
+	assert_null(strstr(table_md, "conns/s"));
+}
+
 /* Point 10: the env file's fields (a real run writes the same through the same function;
  * make test's bench/compare --smoke runs that path). */
 static void test_env_file_fields(void **state)
@@ -547,6 +605,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_bad_runs_rejected_and_counted),
 		cmocka_unit_test(test_closed_loop_latency_is_littles_law),
 		cmocka_unit_test(test_old_raw_new_fields_empty),
+		cmocka_unit_test(test_reconnect_conns_column),
 		cmocka_unit_test(test_env_file_fields),
 	};
 	const char *filter = getenv("ECHOD_TEST_FILTER");

@@ -24,6 +24,10 @@
  * much or wrongly, echoload's figures from that server's known counters, a scrape that fails
  * (a warning, null fields, the run still passes), and the real echod's /metrics per backend.
  *
+ * --reconnect: connection churn against the real echod, on each engine: connections opened,
+ * closed cleanly and reopened, conns/s, no error, and echod's own count of the connections it
+ * accepted agreeing with echoload's; and its refusals (0, --udp, --rate).
+ *
  * --udp: helper_badudp mistreats datagrams in each way echoload --udp tells apart: a datagram
  * never answered (loss: a rate, the run passes), answered late (counted, passes), answered
  * with a flipped bit (corrupted), twice (duplicated), or to another socket (misdelivered), each
@@ -1833,6 +1837,102 @@ static void test_udp_echod(void **state)
 		      json_num(o.out, "server_cpu_us_per_msg"), sys);
 }
 
+/* --- --reconnect: connection churn --------------------------------------------------------- */
+
+/* A count on echod's `event=stopped` line (key like "accepted="); -1 if there is none. */
+static double stopped_count(const struct child *d, const char *key)
+{
+	char *log = proc_log(d);
+	const char *line = strstr(log, "event=stopped");
+	const char *p = line ? strstr(line, key) : NULL;
+	double v = p ? strtod(p + strlen(key), NULL) : -1;
+	free(log);
+	return v;
+}
+
+/* echoload --reconnect 5 on engine against a fresh echod for 0.3 s after 0.1 s of warm-up:
+ * many connections opened and closed cleanly, every echo verified, and echod's own count of
+ * accepted connections within the run's in-flight slack of echoload's: a connect under way
+ * when echoload ended may have been accepted without echoload seeing it complete (at most one
+ * per slot), and one completed last may not have been accepted yet when echod stopped. */
+static void expect_churn(const char *engine)
+{
+	static const char *const listen[] = { "--listen", "127.0.0.1:0", NULL };
+	struct child d;
+	int status = -1;
+	if (echod_start(&d, 0, &status, listen) != 0)
+		fail_msg("echod did not start (exit %d)", status);
+	char port[16];
+	snprintf(port, sizeof(port), "%d", d.port);
+	const char *args[] = { "--port", port, "--engine", engine, "--reconnect", "5",
+			       "--connections", "10", "--depth", "2", "--duration", "0.3",
+			       "--warmup", "0.1", "--json", NULL };
+	struct output o;
+	run_echoload(args, &o);
+	int stop = proc_stop(&d, SIGTERM, 5000);
+	double accepted = stopped_count(&d, "accepted=");
+	proc_cleanup(&d);
+	if (o.status != 0 || stop != 0)
+		fail_msg("%s: echoload exit %d, echod exit %d\nstdout: %s\nstderr: %s", engine,
+			 o.status, stop, o.out, o.err);
+	assert_no_errors(&o);
+	double opened = json_num(o.out, "conns_opened"), closed = json_num(o.out, "conns_closed");
+	double per_s = json_num(o.out, "conns_per_s");
+	if (!(opened > 10 && closed > 1 && per_s > 0) || json_num(o.out, "connect_errors") != 0 ||
+	    json_num(o.out, "reconnect") != 5 || json_num(o.out, "valid") != 1 ||
+	    !(json_num(o.out, "connect_p99_us") > 0))
+		fail_msg("%s: %s", engine, o.out);
+	/* each connection closed in the interval echoed its 5 messages, most of them in it */
+	double done = per_s * json_num(o.out, "duration_s");
+	if (!(json_num(o.out, "msgs") >= 4 * done))
+		fail_msg("%s: %g connections closed in the interval, %g messages: %s", engine, done,
+			 json_num(o.out, "msgs"), o.out);
+	if (!(accepted >= opened - 10 && accepted <= opened + 10))
+		fail_msg("%s: echod accepted %g connections, echoload opened %g\n%s", engine,
+			 accepted, opened, o.out);
+	print_message("  %-5s %.0f conns/s, %.0f opened, echod accepted %.0f; connect p50 %g "
+		      "p99 %g µs\n", engine, per_s, opened, accepted,
+		      json_num(o.out, "connect_p50_us"), json_num(o.out, "connect_p99_us"));
+}
+
+static void test_reconnect_churns_echod(void **state)
+{
+	(void)state;
+	expect_churn("epoll");
+	struct output o;
+	const char *probe[] = { "--engine", "uring", "--port", "1", NULL };
+	run_echoload(probe, &o);
+	if (o.status == 69) { /* no io_uring here (test_uring says why): epoll was the test */
+		print_message("  uring: not available here, not run\n");
+		return;
+	}
+	expect_churn("uring");
+}
+
+/* --reconnect N is refused, with a line that says why, when N is not 1 or more and beside
+ * --udp (no connections to churn) or --rate (a closed loop only). */
+static void test_reconnect_usage_errors(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *args[5];
+		const char *why;
+	} bad[] = {
+		{ { "--reconnect", "0", NULL }, "--reconnect: '0' is not a whole number from 1" },
+		{ { "--reconnect", "x", NULL }, "--reconnect: 'x' is not a whole number" },
+		{ { "--udp", "--reconnect", "5", NULL }, "--udp" },
+		{ { "--reconnect", "5", "--rate", "1000", NULL }, "--rate" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		struct output o;
+		run_echoload(bad[i].args, &o);
+		if (o.status != 64 || count_char(o.err, '\n', sizeof(o.err)) != 1 ||
+		    !strstr(o.err, bad[i].why) || !strstr(o.err, "--reconnect"))
+			fail_msg("%s %s: exit %d, stderr: %s", bad[i].args[0], bad[i].args[1],
+				 o.status, o.err);
+	}
+}
+
 /* --- the histogram ------------------------------------------------------------------------- */
 
 static void test_hist_accuracy_and_merge(void **state)
@@ -1949,6 +2049,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_udp_refused_and_too_small, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_udp_server_metrics_figures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_udp_echod, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reconnect_usage_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reconnect_churns_echod, setup, teardown),
 	};
 	/* A glob over test names, for a build that runs only part of the suite (make test's
 	 * build without liburing runs the io_uring engine's cases: its refusal there). */

@@ -3,7 +3,7 @@
  *   echoload [--host H] [--port P] [--connections N] [--size B] [--depth D] [--duration S]
  *            [--warmup S] [--threads T] [--rate R] [--engine epoll|uring] [--server-pid PID]
  *            [--server-metrics URL] [--cpu-stat LIST] [--label TEXT] [--json|--csv]
- *            [--quiet] [--udp [--udp-timeout T]]
+ *            [--quiet] [--udp [--udp-timeout T]] [--reconnect N]
  *
  * Closed loop by default (each connection keeps D messages outstanding); --rate makes it open
  * loop with latency measured from each message's intended send time, so a stalled server
@@ -11,7 +11,8 @@
  * checked byte for byte; any loss, duplication, corruption, reordering or dropped connection
  * is counted and makes the exit status 1, and so does an echo still missing when the drain
  * after the stop ends. --udp sends datagrams instead (echoload_udp.c): loss is counted as a
- * rate, damage and misdelivery are errors.
+ * rate, damage and misdelivery are errors. --reconnect N closes each connection cleanly after
+ * N echoes and opens a new one in its place (echoload_reconnect.c): conns/s.
  *
  * This file: the command line, connecting, the worker threads, the per-second progress line,
  * CPU samples and server scrapes around the measured interval, and the exit status. See
@@ -58,6 +59,10 @@ static const char usage_text[] =
 	"  -r, --rate MSGS          open loop: MSGS messages/s in total, latency measured\n"
 	"                           from each message's intended send time  [closed loop]\n"
 	"  -e, --engine NAME        epoll or uring                          [epoll]\n"
+	"      --reconnect N        churn: each connection echoes N messages, closes cleanly\n"
+	"                           (its FIN, then the server's EOF) and a new one takes its\n"
+	"                           place; reports conns/s and connect latency (TCP, closed\n"
+	"                           loop: not with --udp or --rate)         [off]\n"
 	"  -u, --udp                UDP: each connection is a connect()ed UDP socket and each\n"
 	"                           message one datagram (--size 16 to 65507, --depth at most\n"
 	"                           1024 per socket, epoll engine); loss is counted as a rate,\n"
@@ -98,7 +103,7 @@ uint64_t now_ns(void)
 /* --- the command line ---------------------------------------------------------------------- */
 
 enum { OPT_DURATION = 256, OPT_WARMUP, OPT_SERVER_PID, OPT_SERVER_METRICS, OPT_LABEL, OPT_JSON,
-       OPT_CSV, OPT_UDP_TIMEOUT, OPT_PROGRESS, OPT_CPU_STAT };
+       OPT_CSV, OPT_UDP_TIMEOUT, OPT_PROGRESS, OPT_CPU_STAT, OPT_RECONNECT };
 
 static const struct option long_opts[] = {
 	{ "host", required_argument, NULL, 'H' },
@@ -116,6 +121,7 @@ static const struct option long_opts[] = {
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
 	{ "server-metrics", required_argument, NULL, OPT_SERVER_METRICS },
 	{ "cpu-stat", required_argument, NULL, OPT_CPU_STAT },
+	{ "reconnect", required_argument, NULL, OPT_RECONNECT },
 	{ "label", required_argument, NULL, OPT_LABEL },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "csv", no_argument, NULL, OPT_CSV },
@@ -273,6 +279,7 @@ static int parse_one(struct options *o, int opt, const char *arg)
 		o->server_metrics = arg;
 		return 0;
 	case OPT_CPU_STAT: return parse_cpu_list(o, arg);
+	case OPT_RECONNECT: return parse_u32("reconnect", arg, 1, 1000000000, &o->reconnect);
 	case 'u': o->udp = true; return 0;
 	case OPT_UDP_TIMEOUT: return parse_timeout("udp-timeout", arg, &o->udp_timeout_ns);
 	case OPT_LABEL: o->label = arg; return 0;
@@ -326,6 +333,11 @@ static int parse_args(struct options *o, int argc, char **argv)
 				   UDP_DEPTH_MAX);
 	if (o->udp && o->engine == ENGINE_URING)
 		return usage_error("--udp runs on the epoll engine only; drop --engine uring");
+	if (o->reconnect && o->udp)
+		return usage_error("--reconnect opens and closes TCP connections; --udp sockets have "
+				   "none: choose one");
+	if (o->reconnect && o->rate > 0)
+		return usage_error("--reconnect runs a closed loop; drop --rate (or --reconnect)");
 	if (o->threads > o->conns)
 		return usage_error("--threads %u is more than --connections %u", o->threads,
 				   o->conns);
@@ -368,8 +380,10 @@ static void raise_fd_limit(uint32_t conns)
 	}
 }
 
-/* Connects all; the first address that works is used for every connection. 0 or -1. */
-static int connect_all(const struct options *o, struct conn *conns)
+/* Connects all; the first address that works is used for every connection, and is kept in
+ * peer (--reconnect's new connections go there too). 0 or -1. */
+static int connect_all(const struct options *o, struct conn *conns,
+		       struct sockaddr_storage *peer, socklen_t *peer_len)
 {
 	char where[300];
 	host_port(o, where, sizeof(where));
@@ -401,6 +415,8 @@ static int connect_all(const struct options *o, struct conn *conns)
 		conns[i].fd = fd;
 		conns[i].id = i;
 	}
+	memcpy(peer, ai->ai_addr, ai->ai_addrlen);
+	*peer_len = ai->ai_addrlen;
 	freeaddrinfo(res);
 	return 0;
 }
@@ -569,6 +585,8 @@ struct run {
 	struct scrape scrape0, scrape1; /* --server-metrics at the start and end of the interval */
 	bool scraped0, scraped1;
 	char timestamp[32];
+	struct sockaddr_storage peer; /* the server's address, as connect_all found it */
+	socklen_t peer_len;
 };
 
 static void on_signal(int sig)
@@ -614,6 +632,10 @@ static int setup_workers(struct run *r)
 		w->t_meas = r->t_meas;
 		w->stop_at = &r->stop_at;
 		w->abort_run = &r->abort_run;
+		w->peer = r->peer;
+		w->peer_len = r->peer_len;
+		if (o->reconnect)
+			reconnect_setup(w);
 		if (worker_setup(w) < 0) {
 			fprintf(stderr, "echoload: %s\n", w->why);
 			return -1;
@@ -672,6 +694,7 @@ static void collect_published(struct run *r, struct counters *sum, struct hist *
 		sum->rx_bytes += c.rx_bytes;
 		sum->errors += c.errors;
 		sum->dg_lost += c.dg_lost;
+		sum->conns_closed += c.conns_closed;
 	}
 }
 
@@ -692,6 +715,9 @@ static void show_progress(struct run *r, struct progress *p, uint64_t now)
 	char lost[48] = "";
 	if (r->opt.udp)
 		snprintf(lost, sizeof(lost), "  lost %llu", (unsigned long long)c.dg_lost);
+	else if (r->opt.reconnect)
+		snprintf(lost, sizeof(lost), "  %.0f conns/s",
+			 (double)(c.conns_closed - p->last.conns_closed) / dt);
 	fprintf(stderr, "echoload: %6.1f s  %10.0f msgs/s  %8.2f MB/s  p99 %s µs  errors %llu  "
 		"msgs %llu%s%s\n", (double)(now - r->t_begin) / 1e9,
 		(double)(c.msgs_all - p->last.msgs_all) / dt,
@@ -792,6 +818,10 @@ static void sum_counters(struct counters *a, const struct counters *b)
 	a->dg_lost += b->dg_lost;
 	a->dg_late += b->dg_late;
 	a->misdelivered += b->misdelivered;
+	a->conns_opened += b->conns_opened;
+	a->conns_closed += b->conns_closed;
+	a->conns_done += b->conns_done;
+	a->connect_errors += b->connect_errors;
 }
 
 /* The server-side figures: NAN unless both scrapes worked; a family missing from them (an
@@ -888,6 +918,11 @@ static int verdict(const struct result *res)
 			   grouped(c->errors, a, sizeof(a)), (unsigned long long)c->lost_bytes,
 			   (unsigned long long)c->dup_bytes, (unsigned long long)c->corrupt_bytes,
 			   (unsigned long long)c->reordered, (unsigned long long)c->conn_errors);
+	if (c->connect_errors)
+		n = append(why, sizeof(why), n, "; %s connect%s failed (first: %s%s)",
+			   grouped(c->connect_errors, a, sizeof(a)), c->connect_errors == 1 ? "" : "s",
+			   strerror(res->connect_err), res->connect_err == EADDRNOTAVAIL
+				   ? ": no local port left, see TIME_WAIT in echoload(1)" : "");
 	if (c->unanswered_bytes) {
 		uint64_t partly = c->in_flight_partly, none = c->in_flight - partly;
 		n = append(why, sizeof(why), n, "%s", n ? "; " : "");
@@ -923,13 +958,18 @@ static int finish_run(struct run *r)
 		}
 	static struct result res; /* static: large, and zeroed */
 	res = (struct result){ .opt = o, .lat = &r->w[0].lat,
-			       .lag = o->rate > 0 ? &r->w[0].lag : NULL };
+			       .lag = o->rate > 0 ? &r->w[0].lag : NULL,
+			       .conn_lat = o->reconnect ? &r->w[0].conn_lat : NULL };
 	for (uint32_t i = 0; i < o->threads; i++) {
 		sum_counters(&res.cnt, &r->w[i].cnt);
 		if (i)
 			hist_merge(&r->w[0].lat, &r->w[i].lat);
 		if (i && o->rate > 0)
 			hist_merge(&r->w[0].lag, &r->w[i].lag);
+		if (i && o->reconnect)
+			hist_merge(&r->w[0].conn_lat, &r->w[i].conn_lat);
+		if (!res.connect_err)
+			res.connect_err = r->w[i].connect_err;
 	}
 	uint64_t stop = atomic_load(&r->stop_at);
 	res.measured_s = stop > r->t_meas ? (double)(stop - r->t_meas) / 1e9 : 0;
@@ -1053,7 +1093,7 @@ int main(int argc, char **argv)
 	for (uint32_t i = 0; i < r.opt.conns; i++)
 		r.conns[i].fd = -1;
 	rc = 1;
-	if (connect_all(&r.opt, r.conns) == 0) {
+	if (connect_all(&r.opt, r.conns, &r.peer, &r.peer_len) == 0) {
 		start_clock(&r);
 		if (setup_workers(&r) == 0 && start_workers(&r) == 0) {
 			supervise(&r);

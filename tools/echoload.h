@@ -11,6 +11,8 @@
  *   echoload_epoll.c   the epoll engine      echoload_uring.c   the io_uring engine
  *   echoload_udp.c     --udp: datagram sockets, their window, timeouts and verdicts, and
  *                      their epoll engine (recvmmsg/sendmmsg)
+ *   echoload_reconnect.c  --reconnect: a connection's life after its N echoes (the clean
+ *                      close, the new connection on its slot), shared by both engines
  *
  * A connection's bytes are one stream: message seq occupies stream bytes [seq*size, seq*size +
  * size). All positions below are stream offsets, so a partial send or recv is just a smaller
@@ -23,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "echoload_scrape.h"
@@ -59,6 +62,9 @@ struct options {
 	uint64_t udp_timeout_ns;       /* --udp-timeout: a datagram unanswered this long is lost */
 	unsigned ncpu_stat;            /* --cpu-stat: CPUs whose /proc/stat lines are reported */
 	unsigned cpu_stat[CPU_STAT_MAX];
+	uint32_t reconnect;            /* --reconnect N: each connection echoes N messages, closes
+					* cleanly and is replaced by a new one; 0: connections
+					* stay open for the whole run */
 };
 
 /* Counted by each worker, summed for the report. Every unexpected event adds 1 to errors and
@@ -98,15 +104,31 @@ struct counters {
 				 * time; not an error, and the datagram stays counted lost) */
 	uint64_t misdelivered;  /* replies with another socket's id, or a sequence this socket
 				 * never sent (error) */
+	/* TCP. conns_opened: connections established, the first ones included. --reconnect only:
+	 * conns_closed: connections that echoed their N messages and closed cleanly (server's
+	 * EOF read after our FIN); conns_done: ... of those, the ones whose close completed
+	 * inside the measured interval (conns/s); connect_errors: connects that failed, each also
+	 * counted in errors. */
+	uint64_t conns_opened, conns_closed, conns_done, connect_errors;
 };
 
 struct mismatch; /* echoload_verify.c: received bytes not yet explained */
 struct udp_sock;   /* echoload_udp.c: one UDP socket's window */
 struct udp_worker; /* echoload_udp.c: a worker's timeout queue and I/O batches */
 
+/* --reconnect: where a connection is in its life. Without it every connection is OPEN until it
+ * fails or the run ends. */
+enum conn_phase {
+	CONN_OPEN,       /* echoing (the zero value: the first connections start here) */
+	CONN_CONNECTING, /* a new connection's connect() is under way */
+	CONN_CLOSING,    /* its N echoes verified, our FIN sent: reading until the server's EOF */
+	CONN_DONE,       /* closed cleanly after the stop, or its connect failed: no new one */
+};
+
 struct conn {
 	int fd;
-	uint32_t id;            /* in every header: which connection a message belongs to */
+	uint32_t id;            /* in every header: which connection a message belongs to (with
+				 * --reconnect each new connection on a slot gets a new one) */
 	uint32_t index;         /* in its worker's array */
 	uint64_t queued;        /* stream bytes of the messages created so far (whole messages) */
 	uint64_t sent;          /* stream bytes handed to the kernel (<= queued) */
@@ -122,6 +144,9 @@ struct conn {
 	struct udp_sock *udp;   /* --udp: its window (the stream fields above stay 0) */
 	bool dead;              /* closed by the server or failed: no more I/O on it */
 	bool dirty;             /* on the worker's list of connections with bytes to send */
+	uint8_t phase;          /* enum conn_phase */
+	uint32_t gen;           /* --reconnect: connections this slot has had before this one */
+	uint64_t connect_at;    /* --reconnect: when this connection's connect() was issued */
 	/* engine state */
 	bool out_armed;         /* epoll: EPOLLOUT registered */
 	bool send_busy;         /* uring: a send is in flight (at most one, to keep order) */
@@ -160,6 +185,14 @@ struct worker {
 	int status;               /* 0, or an exit status with why[] saying what failed */
 	char why[256];
 	struct udp_worker *udp;   /* --udp: the timeout queue and I/O batches */
+	/* --reconnect */
+	struct hist conn_lat;     /* ns from connect() to established, for connects issued inside
+				   * the measured interval */
+	struct sockaddr_storage peer; /* the server's address, as the first connections used */
+	socklen_t peer_len;
+	bool vary_src;            /* the server is on 127.0.0.0/8: rotate source addresses */
+	uint32_t next_src;        /* ... the next one, an offset into RECONNECT_SOURCES */
+	int connect_err;          /* errno of the first connect that failed (0: none) */
 };
 
 /* echoload.c */
@@ -219,6 +252,30 @@ bool verify_pending(const struct conn *c);
 uint64_t verify_last_arrival(const struct conn *c); /* when held bytes last arrived */
 void verify_free(struct conn *c);
 
+/* echoload_reconnect.c: --reconnect, for the engines. A connection's life: OPEN until
+ * conn_close_due(), then the engine sends its FIN (shutdown SHUT_WR) and calls conn_closing();
+ * at the server's EOF conn_eof() says whether this was that clean end; the engine closes the
+ * socket and, if conn_cycle_done() says so, opens a new one (reconnect_socket, conn_connecting,
+ * its connect) and reports conn_established() or conn_connect_failed(). */
+void reconnect_setup(struct worker *w);  /* after peer is set: source rotation */
+/* Every echo of the connection's N messages verified, nothing held back or in flight: time for
+ * the engine to half-close it. */
+bool conn_close_due(const struct worker *w, const struct conn *c);
+void conn_closing(struct conn *c);       /* our FIN went out */
+/* The server's EOF: true if it ends a clean close (held bytes are decided first), false if
+ * the server closed on its own (the engine fails the connection as before). */
+bool conn_eof(struct worker *w, struct conn *c);
+/* The socket of a cleanly closed connection is gone: counted, the slot reset for a new
+ * connection. true: open one; false: the run is stopping, the slot is done. */
+bool conn_cycle_done(struct worker *w, struct conn *c);
+/* A TCP socket for a new connection (flags: SOCK_NONBLOCK or 0), TCP_NODELAY set and, on
+ * loopback, bound to the next source address; -1 with *err. */
+int reconnect_socket(struct worker *w, int flags, int *err);
+void conn_connecting(struct worker *w, struct conn *c, int fd); /* connect() issued on fd */
+void conn_established(struct worker *w, struct conn *c);
+/* The connect failed (err: errno value): an error; the engine has closed the socket. */
+void conn_connect_failed(struct worker *w, struct conn *c, int err);
+
 /* echoload_udp.c */
 /* A nonblocking UDP socket connect()ed to ai (replies from elsewhere are filtered by the
  * kernel), with room to receive a window of datagrams; -1 with *err on failure. */
@@ -269,6 +326,8 @@ struct result {
 	double tick_s;            /* one /proc/stat tick */
 	struct server_work work;  /* from --server-metrics; NAN where unknown */
 	char timestamp[32], kernel[128];
+	const struct hist *conn_lat; /* --reconnect: connect latencies; else NULL */
+	int connect_err;          /* errno of the first connect that failed, 0 if none */
 };
 /* Open loop: the messages that went out inside the interval, in % of the slots --rate
  * scheduled in it (the rate achieved over the rate asked for); NAN for a closed loop. */

@@ -72,7 +72,8 @@ int worker_setup(struct worker *w)
 	}
 	if (hist_init(&w->lat, LAT_MAX_NS, LAT_BITS) < 0 ||
 	    hist_init(&w->pub_lat, LAT_MAX_NS, LAT_BITS) < 0 ||
-	    (o->rate > 0 && hist_init(&w->lag, LAT_MAX_NS, LAT_BITS) < 0))
+	    (o->rate > 0 && hist_init(&w->lag, LAT_MAX_NS, LAT_BITS) < 0) ||
+	    (o->reconnect && hist_init(&w->conn_lat, LAT_MAX_NS, LAT_BITS) < 0))
 		goto oom;
 	w->dirty = calloc(w->nconns ? w->nconns : 1, sizeof(*w->dirty));
 	if (!w->dirty)
@@ -107,6 +108,8 @@ void worker_teardown(struct worker *w)
 	hist_free(&w->pub_lat);
 	if (w->opt->rate > 0)
 		hist_free(&w->lag);
+	if (w->opt->reconnect)
+		hist_free(&w->conn_lat);
 	pthread_mutex_destroy(&w->pub_lock);
 }
 
@@ -173,12 +176,15 @@ static bool in_interval(const struct worker *w, uint64_t stamp)
 	return stamp >= w->t_meas && stamp < w->stop;
 }
 
-/* Room for one more message: fewer than depth outstanding (UDP: its window's own rule). */
+/* Room for one more message: fewer than depth outstanding (UDP: its window's own rule), and
+ * with --reconnect fewer than N made on this connection. */
 static bool may_create(const struct worker *w, const struct conn *c)
 {
 	if (w->opt->udp)
 		return udp_may_create(w, c);
 	uint32_t size = w->opt->size;
+	if (w->opt->reconnect && c->queued / size >= w->opt->reconnect)
+		return false;
 	return c->queued / size - c->rx / size < w->opt->depth;
 }
 
@@ -186,7 +192,7 @@ static bool may_create(const struct worker *w, const struct conn *c)
 void conn_refill(struct worker *w, struct conn *c)
 {
 	uint32_t size = w->opt->size, depth = w->opt->depth;
-	if (c->dead)
+	if (c->dead || c->phase != CONN_OPEN)
 		return;
 	/* closed loop: nothing new after the stop; open loop: the credits, granted only for slots
 	 * due before it, are the limit, and the drain sends those the depth cap held back */
@@ -253,6 +259,8 @@ void conn_advance(struct worker *w, struct conn *c, uint64_t pos, bool damaged)
 		complete(w, c, seq);
 	if (last > first)
 		conn_refill(w, c);
+	if (conn_close_due(w, c)) /* --reconnect: its N echoes are in; the engine half-closes */
+		conn_want_send(w, c);
 }
 
 void conn_received(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
@@ -333,9 +341,11 @@ static uint64_t settle_idle(struct worker *w)
 		if (!verify_pending(c))
 			continue;
 		uint64_t due = verify_last_arrival(c) + SETTLE_NS;
-		if (w->now >= due)
+		if (w->now >= due) {
 			verify_settle(w, c);
-		else if (due < next)
+			if (conn_close_due(w, c)) /* the held bytes were all its connection owed */
+				conn_want_send(w, c);
+		} else if (due < next)
 			next = due;
 	}
 	return next;
@@ -432,6 +442,8 @@ int64_t worker_step(struct worker *w)
 	if (!w->started) {
 		w->started = true;
 		w->last_rx = w->now;
+		if (!w->opt->udp) /* connected by main before the start */
+			w->cnt.conns_opened += w->nconns;
 		for (uint32_t i = 0; i < w->nconns; i++) {
 			w->conns[i].last_rx = w->now;
 			conn_refill(w, &w->conns[i]);

@@ -2,7 +2,10 @@
  * EPOLLOUT only while a send was cut short. One loop iteration: timers (worker_step), one send
  * per connection carrying everything it has queued (with --depth > 1 the pipelined messages go
  * out in one call), epoll_pwait2 with a nanosecond timeout (open-loop pacing needs better than
- * epoll_wait's milliseconds), then recv into one large buffer per readable connection. */
+ * epoll_wait's milliseconds), then recv into one large buffer per readable connection.
+ * --reconnect: a connection whose echoes are all in is half-closed by the flush that finds it
+ * so; at the server's EOF its socket is closed and a nonblocking connect() starts the next,
+ * registered for EPOLLOUT alone until it is established (echoload_reconnect.c). */
 #include "echoload.h"
 
 #include <errno.h>
@@ -38,9 +41,20 @@ static void want_out(struct worker *w, struct epoll_engine *e, struct conn *c, b
 	c->out_armed = on;
 }
 
+/* --reconnect: our FIN, after the connection's last echo. */
+static void half_close(struct worker *w, struct conn *c)
+{
+	if (shutdown(c->fd, SHUT_WR) < 0)
+		drop(w, c, errno);
+	else
+		conn_closing(c);
+}
+
 /* Sends everything queued; a short send means the socket is full: wait for EPOLLOUT. */
 static void flush(struct worker *w, struct epoll_engine *e, struct conn *c)
 {
+	if (c->phase != CONN_OPEN) /* a stale mark from before a reconnect */
+		return;
 	while (!c->dead && c->sent < c->queued) {
 		size_t len = conn_fill(c, e->txbuf, IO_BUF);
 		ssize_t n = send(c->fd, e->txbuf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -60,11 +74,74 @@ static void flush(struct worker *w, struct epoll_engine *e, struct conn *c)
 	}
 	if (c->out_armed && !c->dead)
 		want_out(w, e, c, false);
+	if (conn_close_due(w, c))
+		half_close(w, c);
 }
 
 static void flush_marked(struct worker *w, void *e, struct conn *c)
 {
 	flush(w, e, c);
+}
+
+/* --reconnect: a new connection on c's slot, connect() under way or done. */
+static void reopen(struct worker *w, struct epoll_engine *e, struct conn *c)
+{
+	int err;
+	int fd = reconnect_socket(w, SOCK_NONBLOCK, &err);
+	if (fd < 0) {
+		conn_connect_failed(w, c, err);
+		return;
+	}
+	conn_connecting(w, c, fd);
+	int rc = connect(fd, (const struct sockaddr *)&w->peer, w->peer_len);
+	/* EINTR: the connect goes on in the background, as with EINPROGRESS (connect(2)) */
+	if (rc < 0 && errno != EINPROGRESS && errno != EINTR) {
+		err = errno;
+		close(fd);
+		conn_connect_failed(w, c, err);
+		return;
+	}
+	struct epoll_event ev = { .events = rc == 0 ? EPOLLIN : EPOLLOUT, .data.u32 = c->index };
+	if (epoll_ctl(e->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		worker_fail(w, 1, "epoll_ctl: %s", strerror(errno));
+		return;
+	}
+	if (rc == 0)
+		conn_established(w, c);
+}
+
+/* --reconnect: the connect of a CONNECTING connection finished, one way or the other. */
+static void connected(struct worker *w, struct epoll_engine *e, struct conn *c)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err) {
+		close(c->fd); /* also leaves the epoll set */
+		conn_connect_failed(w, c, err);
+		return;
+	}
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = c->index };
+	if (epoll_ctl(e->ep, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
+		worker_fail(w, 1, "epoll_ctl: %s", strerror(errno));
+		return;
+	}
+	conn_established(w, c);
+}
+
+/* The server's EOF: after our FIN, the clean end of a --reconnect connection, then the next
+ * one; else the server closed on its own, a failed connection. */
+static void end_of_stream(struct worker *w, struct epoll_engine *e, struct conn *c)
+{
+	if (!conn_eof(w, c)) {
+		drop(w, c, 0);
+		return;
+	}
+	if (close(c->fd) < 0 && errno != EINTR)
+		worker_fail(w, 1, "close: %s", strerror(errno));
+	if (conn_cycle_done(w, c))
+		reopen(w, e, c);
 }
 
 /* Level-triggered: one recv is enough unless it filled the buffer. */
@@ -77,7 +154,8 @@ static void readable(struct worker *w, struct epoll_engine *e, struct conn *c)
 			if ((size_t)n < IO_BUF)
 				return;
 		} else if (n == 0) {
-			drop(w, c, 0);
+			end_of_stream(w, e, c);
+			return; /* c may be a new connection now, with nothing to read yet */
 		} else if (errno == EAGAIN) {
 			return;
 		} else if (errno != EINTR) {
@@ -97,6 +175,22 @@ int epoll_wait_ns(int ep, struct epoll_event *ev, int max, int64_t wait_ns, bool
 		*no_pwait2 = true;
 	}
 	return epoll_wait(ep, ev, max, (int)((wait_ns + 999999) / 1000000));
+}
+
+static void on_event(struct worker *w, struct epoll_engine *e, struct conn *c, uint32_t events)
+{
+	if (c->dead)
+		return;
+	if (c->phase == CONN_CONNECTING) {
+		connected(w, e, c);
+		return;
+	}
+	uint32_t gen = c->gen;
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+		readable(w, e, c);
+	/* the EPOLLOUT was the old socket's if readable() closed it and opened another */
+	if (!c->dead && c->gen == gen && (events & EPOLLOUT))
+		conn_want_send(w, c);
 }
 
 static int engine_init(struct worker *w, struct epoll_engine *e)
@@ -148,13 +242,8 @@ int epoll_run(struct worker *w)
 				break;
 			}
 			worker_clock(w);
-			for (int i = 0; i < n; i++) {
-				struct conn *c = &w->conns[ev[i].data.u32];
-				if (!c->dead && (ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-					readable(w, &e, c);
-				if (!c->dead && (ev[i].events & EPOLLOUT))
-					conn_want_send(w, c);
-			}
+			for (int i = 0; i < n; i++)
+				on_event(w, &e, &w->conns[ev[i].data.u32], ev[i].events);
 		}
 	}
 	engine_fini(&e);

@@ -257,6 +257,41 @@ static void add_checks(const struct result *r, struct table *t)
 	add_int(t, "valid", result_valid(r));
 }
 
+/* Connections per second of the measured interval (--reconnect): those whose clean close
+ * completed inside it, like msgs_per_s's messages made inside it. */
+static double conns_per_s(const struct result *r)
+{
+	return per_s(r, (double)r->cnt.conns_done);
+}
+
+/* TCP connections opened, and with --reconnect their churn: closed cleanly, per second,
+ * connect latency, failed connects. null where they do not apply. */
+static void add_churn(const struct result *r, struct table *t)
+{
+	const struct options *o = r->opt;
+	const struct counters *c = &r->cnt;
+	if (o->reconnect)
+		add_int(t, "reconnect", o->reconnect);
+	else
+		add_str(t, "reconnect", NULL);
+	if (o->udp)
+		add_str(t, "conns_opened", NULL);
+	else
+		add_int(t, "conns_opened", c->conns_opened);
+	if (!o->reconnect) {
+		static const char *const none[] = { "conns_closed", "conns_per_s", "connect_p50_us",
+						    "connect_p99_us", "connect_errors" };
+		for (size_t i = 0; i < sizeof(none) / sizeof(*none); i++)
+			add_str(t, none[i], NULL);
+		return;
+	}
+	add_int(t, "conns_closed", c->conns_closed);
+	add_num(t, "conns_per_s", conns_per_s(r));
+	add_pct(t, "connect_p50_us", r->conn_lat, 50);
+	add_pct(t, "connect_p99_us", r->conn_lat, 99);
+	add_int(t, "connect_errors", c->connect_errors);
+}
+
 static void build(const struct result *r, struct table *t)
 {
 	const struct options *o = r->opt;
@@ -330,7 +365,8 @@ static void build(const struct result *r, struct table *t)
 	add_int(t, "lat_p99_samples", hist_rests_on(r->lat, 99));
 	add_int(t, "lat_p999_samples", hist_rests_on(r->lat, 99.9));
 	add_checks(r, t);
-	add_cpu_stat(r, t); /* last: as many columns as --cpu-stat lists CPUs */
+	add_cpu_stat(r, t); /* as many columns as --cpu-stat lists CPUs */
+	add_churn(r, t);    /* after all the older columns, so none of them moves */
 }
 
 static void json_string(const char *s)
@@ -521,11 +557,35 @@ static void human_errors(const struct counters *c)
 		return;
 	}
 	printf("  errors       %s events: lost %s B (%llu whole msgs), duplicated %s B, "
-	       "corrupted %llu B,\n               reordered %llu, connections failed %llu\n",
+	       "corrupted %llu B,\n               reordered %llu, connections failed %llu",
 	       grouped(c->errors, a, sizeof(a)), grouped(c->lost_bytes, b, sizeof(b)),
 	       (unsigned long long)c->lost_msgs, grouped(c->dup_bytes, d, sizeof(d)),
 	       (unsigned long long)c->corrupt_bytes, (unsigned long long)c->reordered,
 	       (unsigned long long)c->conn_errors);
+	if (c->connect_errors)
+		printf(", connects failed %llu", (unsigned long long)c->connect_errors);
+	putchar('\n');
+}
+
+/* --reconnect: how fast connections came and went, and how long a connect took. */
+static void human_churn(const struct result *r)
+{
+	const struct counters *c = &r->cnt;
+	const struct hist *h = r->conn_lat;
+	char a[32], b[32], d[32], e[48], f[48];
+	printf("  connections  %s conns/s (%s closed cleanly after %u echoes each in the "
+	       "interval); %s opened, %s closed in all\n",
+	       grouped((uint64_t)llround(conns_per_s(r)), a, sizeof(a)),
+	       grouped(c->conns_done, b, sizeof(b)), r->opt->reconnect,
+	       grouped(c->conns_opened, d, sizeof(d)), grouped(c->conns_closed, e, sizeof(e)));
+	if (h->count)
+		printf("  connect µs   p50 %s  p99 %s  max %s (%s connects issued in the interval)\n",
+		       us(h, hist_percentile(h, 50), e, sizeof(e)),
+		       us(h, hist_percentile(h, 99), f, sizeof(f)),
+		       us(h, hist_percentile(h, 100), a, sizeof(a)),
+		       grouped(h->count, b, sizeof(b)));
+	else
+		printf("  connect µs   - (no connect issued in the interval completed)\n");
 }
 
 static int min_int(int a, int b)
@@ -685,6 +745,8 @@ void report_human(const struct result *r)
 	       per_s(r, (double)r->cnt.msgs * o->size / 1e6));
 	human_latency(r);
 	human_messages(r);
+	if (o->reconnect)
+		human_churn(r);
 	if (o->udp)
 		human_udp(r);
 	else if (r->cnt.unanswered_bytes)

@@ -3,7 +3,13 @@
  * liburing 2.3 has no io_uring_setup_buf_ring), and at most one send in flight (two sends on
  * one socket may complete out of order) carrying everything the connection has queued. One
  * io_uring_submit_and_wait_timeout per loop iteration submits all and waits. Features are
- * probed before connecting (uring_probe), not guessed from the kernel version. */
+ * probed before connecting (uring_probe), not guessed from the kernel version.
+ * --reconnect: once a connection's echoes are all in and its last send has completed, it is
+ * half-closed; at the server's EOF (which ends its multishot recv, so no operation refers to
+ * the socket any more) the socket is closed, and an IORING_OP_CONNECT on a new one starts the
+ * next connection on the slot. Every operation's user_data carries its slot's generation, so
+ * a completion that belongs to an earlier connection on the slot can never be taken for the
+ * current one's (echoload_reconnect.c). */
 #include "echoload.h"
 
 #include <errno.h>
@@ -19,7 +25,9 @@
 #define RX_BUF (16u << 10)     /* bytes per provided buffer */
 #define TX_MAX (256u << 10)    /* largest single send */
 
-enum { OP_RECV = 1, OP_SEND = 2 };
+enum { OP_RECV = 1, OP_SEND = 2, OP_CONNECT = 3 };
+#define TAG_GEN_SHIFT 48   /* user_data: generation (16 bits), slot index (40), op (8) */
+#define TAG_INDEX_MASK ((1ull << 40) - 1)
 
 struct uring_engine {
 	struct io_uring ring;
@@ -32,9 +40,16 @@ struct uring_engine {
 	bool recv_worked;  /* a multishot recv delivered data: -EINVAL later is not "unsupported" */
 };
 
-static uint64_t tag(uint32_t index, int op)
+static uint64_t tag(const struct conn *c, int op)
 {
-	return (uint64_t)index << 8 | (uint64_t)op;
+	return (uint64_t)(c->gen & 0xffff) << TAG_GEN_SHIFT | (uint64_t)c->index << 8 |
+	       (uint64_t)op;
+}
+
+/* Is this completion for the connection now on its slot (not an earlier one's)? */
+static bool tag_current(const struct conn *c, uint64_t user_data)
+{
+	return (user_data >> TAG_GEN_SHIFT) == (c->gen & 0xffff);
 }
 
 /* Flags from the fastest set the kernel accepts: single issuer with task work deferred to our
@@ -125,7 +140,7 @@ static void arm_recv(struct worker *w, struct uring_engine *u, struct conn *c)
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BGID;
-	io_uring_sqe_set_data64(sqe, tag(c->index, OP_RECV));
+	io_uring_sqe_set_data64(sqe, tag(c, OP_RECV));
 }
 
 /* shutdown() ends the pending multishot recv; its last completions are ignored as dead. The
@@ -137,10 +152,24 @@ static void drop(struct worker *w, struct conn *c, int err)
 		worker_fail(w, 1, "shutdown: %s", strerror(errno));
 }
 
-/* Starts a send if none is in flight: first the rest of a short one, else all that is queued. */
+/* --reconnect: our FIN, after the connection's last echo and its last send's completion. */
+static void half_close(struct worker *w, struct conn *c)
+{
+	if (shutdown(c->fd, SHUT_WR) < 0)
+		drop(w, c, errno);
+	else
+		conn_closing(c);
+}
+
+/* Starts a send if none is in flight: first the rest of a short one, else all that is queued;
+ * or, with --reconnect, half-closes a connection that is done. */
 static void start_send(struct worker *w, struct uring_engine *u, struct conn *c)
 {
-	if (c->dead || c->send_busy)
+	if (conn_close_due(w, c)) {
+		half_close(w, c);
+		return;
+	}
+	if (c->dead || c->send_busy || c->phase != CONN_OPEN)
 		return;
 	if (c->txoff == c->txlen) {
 		if (c->sent >= c->queued)
@@ -153,7 +182,7 @@ static void start_send(struct worker *w, struct uring_engine *u, struct conn *c)
 	if (!sqe)
 		return;
 	io_uring_prep_send(sqe, c->fd, c->txbuf + c->txoff, c->txlen - c->txoff, MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, tag(c->index, OP_SEND));
+	io_uring_sqe_set_data64(sqe, tag(c, OP_SEND));
 	c->send_busy = true;
 }
 
@@ -167,8 +196,53 @@ static void on_send(struct worker *w, struct conn *c, int res)
 		return;
 	}
 	c->txoff += (uint32_t)res;
-	if (c->txoff < c->txlen || c->sent < c->queued)
+	if (c->txoff < c->txlen || c->sent < c->queued || conn_close_due(w, c))
 		conn_want_send(w, c);
+}
+
+/* --reconnect: a new connection on c's slot, its connect submitted. The socket is a blocking
+ * one: io_uring polls it for the connect either way, and on a kernel that hands a connect to a
+ * worker thread instead, a blocking connect there still reports how it ended. */
+static void reopen(struct worker *w, struct uring_engine *u, struct conn *c)
+{
+	int err;
+	int fd = reconnect_socket(w, 0, &err);
+	if (fd < 0) {
+		conn_connect_failed(w, c, err);
+		return;
+	}
+	conn_connecting(w, c, fd);
+	struct io_uring_sqe *sqe = get_sqe(w, u);
+	if (!sqe)
+		return; /* the run is failing; main closes the socket */
+	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&w->peer, w->peer_len);
+	io_uring_sqe_set_data64(sqe, tag(c, OP_CONNECT));
+}
+
+static void on_connect(struct worker *w, struct uring_engine *u, struct conn *c, int res)
+{
+	if (res < 0) {
+		close(c->fd); /* no other operation was started on it */
+		conn_connect_failed(w, c, -res);
+		return;
+	}
+	conn_established(w, c);
+	arm_recv(w, u, c);
+}
+
+/* The server's EOF: after our FIN, the clean end of a --reconnect connection (the EOF ended its
+ * recv, and no send is in flight: the socket can go) and then the next; else the server
+ * closed on its own, a failed connection. */
+static void end_of_stream(struct worker *w, struct uring_engine *u, struct conn *c)
+{
+	if (!conn_eof(w, c)) {
+		drop(w, c, 0);
+		return;
+	}
+	if (close(c->fd) < 0 && errno != EINTR)
+		worker_fail(w, 1, "close: %s", strerror(errno));
+	if (conn_cycle_done(w, c))
+		reopen(w, u, c);
 }
 
 static void on_recv(struct worker *w, struct uring_engine *u, struct conn *c,
@@ -189,7 +263,7 @@ static void on_recv(struct worker *w, struct uring_engine *u, struct conn *c,
 		if (!(cqe->flags & IORING_CQE_F_MORE))
 			arm_recv(w, u, c);
 	} else if (res == 0) {
-		drop(w, c, 0);
+		end_of_stream(w, u, c);
 	} else if (res == -EINVAL && !u->recv_worked) {
 		worker_fail(w, EXIT_UNAVAILABLE,
 			    "io_uring multishot recv is not supported here (needs Linux 6.0)");
@@ -208,12 +282,20 @@ static void reap(struct worker *w, struct uring_engine *u)
 	struct io_uring_cqe *cqe;
 	unsigned head, seen = 0;
 	io_uring_for_each_cqe(&u->ring, head, cqe) {
-		struct conn *c = &w->conns[cqe->user_data >> 8];
-		if ((cqe->user_data & 0xff) == OP_RECV)
-			on_recv(w, u, c, cqe);
-		else
-			on_send(w, c, cqe->res);
+		struct conn *c = &w->conns[(cqe->user_data >> 8) & TAG_INDEX_MASK];
+		int op = (int)(cqe->user_data & 0xff);
 		seen++;
+		if (!tag_current(c, cqe->user_data)) { /* an earlier connection's: its buffer back */
+			if (cqe->flags & IORING_CQE_F_BUFFER)
+				recycle(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+			continue;
+		}
+		if (op == OP_RECV)
+			on_recv(w, u, c, cqe);
+		else if (op == OP_SEND)
+			on_send(w, c, cqe->res);
+		else
+			on_connect(w, u, c, cqe->res);
 	}
 	io_uring_cq_advance(&u->ring, seen);
 }
