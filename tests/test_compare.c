@@ -585,6 +585,138 @@ static void test_env_file_fields(void **state)
 	assert_true(ok);
 }
 
+/* ---- bench/peers/run --peer: a locally built server beside echod --------------------------- */
+/* Unlike the tests above, the first of these runs echod and echoload for real (through
+ * bench/peers/run: one 0.3 s run after 0.1 s of warm-up), about 1.5 s in all. */
+
+/* bench/peers/run beside the bench/compare found (ECHOD_PEERS_SCRIPT runs another copy). */
+static const char *peers_script(void)
+{
+	static char p[PATH_MAX];
+	const char *over = getenv("ECHOD_PEERS_SCRIPT");
+	if (over && *over)
+		snprintf(p, sizeof(p), "%s", over);
+	else if (strrchr(script, '/'))
+		snprintf(p, sizeof(p), "%.*s/peers/run", (int)(strrchr(script, '/') - script), script);
+	else
+		snprintf(p, sizeof(p), "bench/peers/run");
+	return p;
+}
+
+/* How many of raw.csv's rows are labelled label, and the least msgs_per_s among them. */
+static int raw_rows(const char *csv, const char *label, double *min_msgs)
+{
+	char *copy = strdup(csv), *save = NULL;
+	int c_label = -1, c_msgs = -1, rows = 0;
+	bool header = true;
+	*min_msgs = 0;
+	for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *fields[160];
+		int n = 0;
+		for (char *p = line;; p++) {
+			fields[n++] = p;
+			p = strchr(p, ',');
+			if (!p || n == 160)
+				break;
+			*p = '\0';
+		}
+		if (header) {
+			for (int i = 0; i < n; i++) {
+				if (!strcmp(fields[i], "label"))
+					c_label = i;
+				if (!strcmp(fields[i], "msgs_per_s"))
+					c_msgs = i;
+			}
+			header = false;
+			if (c_label < 0 || c_msgs < 0)
+				break;
+			continue;
+		}
+		if (n <= c_msgs || n <= c_label || strcmp(fields[c_label], label) != 0)
+			continue;
+		double m = strtod(fields[c_msgs], NULL);
+		if (!rows++ || m < *min_msgs)
+			*min_msgs = m;
+	}
+	free(copy);
+	return rows;
+}
+
+/* --peer NAME=COMMAND: echod itself under another name stands in for a locally built server
+ * (one that takes its port as {port} in an argument of its own form). It runs as "other",
+ * one repeat, 0.3 s: raw.csv has its row with messages echoed, env.txt its command line and
+ * its executable's sha256sum. Fails on the script before --peer (an unknown option: 64). */
+static void test_peers_run_local_server(void **state)
+{
+	(void)state;
+	char out[64];
+	snprintf(out, sizeof(out), "/tmp/test_compare_peers.XXXXXX");
+	assert_non_null(mkdtemp(out));
+	char peer[PATH_MAX + 96];
+	snprintf(peer, sizeof(peer), "other=%s/echod --backend=poll --listen 127.0.0.1:{port}",
+		 build_dir);
+	const char *argv[] = { peers_script(), "--build", build_dir, "--peer", peer,
+			       "--servers", "other", "--conns", "2", "--repeats", "1",
+			       "--duration", "0.3", "--warmup", "0.1", "--out", out, NULL };
+	struct child c;
+	int rc = proc_run(argv, RUN_MS, &c);
+	char *log = proc_log(&c);
+	proc_cleanup(&c);
+	char *raw = slurp_in(out, "raw.csv");
+	char *env = slurp_in(out, "env.txt");
+	rm_rf(out);
+	double msgs = 0;
+	int rows = raw_rows(raw, "other", &msgs);
+	char want[PATH_MAX + 128]; /* "\npeer other: <the command as given>\n" */
+	snprintf(want, sizeof(want), "\npeer other: %s\n", peer + strlen("other="));
+	bool has_cmd = strstr(env, want) != NULL;
+	bool has_sum = strstr(env, "\npeer other sha256: ") != NULL;
+	bool ok = rc == 0 && rows == 1 && msgs > 0 && has_cmd && has_sum;
+	if (!ok)
+		print_error("%s --peer '%s' --servers other: exit %d, %d rows labelled other "
+			    "(least msgs/s %.0f), env.txt %s the command%s; stderr:\n%s\nraw.csv:\n%s"
+			    "\nenv.txt:\n%s", argv[0], peer, rc, rows, msgs, has_cmd ? "has" : "lacks",
+			    has_sum ? "" : " and lacks its sha256", log, raw, env);
+	free(log);
+	free(raw);
+	free(env);
+	assert_true(ok);
+}
+
+/* A --peer whose executable does not exist: exit 64 before any run (OUT never made), with one
+ * line on stderr that names the path. */
+static void test_peers_run_missing_peer(void **state)
+{
+	(void)state;
+	char tmp[64], out[96];
+	snprintf(tmp, sizeof(tmp), "/tmp/test_compare_nopeer.XXXXXX");
+	assert_non_null(mkdtemp(tmp));
+	snprintf(out, sizeof(out), "%s/out", tmp);
+	static const char path[] = "/nonexistent/test_compare/echo-server";
+	const char *argv[] = { peers_script(), "--build", build_dir, "--peer",
+			       "gone=/nonexistent/test_compare/echo-server -p {port}",
+			       "--servers", "echod-epoll gone", "--repeats", "1", "--duration", "0.3",
+			       "--out", out, NULL };
+	struct child c;
+	int rc = proc_run(argv, RUN_MS, &c);
+	char *log = proc_log(&c);
+	proc_cleanup(&c);
+	bool out_made = access(out, F_OK) == 0;
+	rm_rf(tmp);
+	const char *nl = strchr(log, '\n');
+	bool one_line = nl && nl[1] == '\0';
+	bool names = strstr(log, path) != NULL;
+	if (rc != 64 || !one_line || !names || out_made)
+		print_error("--peer with a missing executable: exit %d (want 64), %s made, stderr "
+			    "(want one line naming %s):\n%s", rc, out_made ? "OUT" : "nothing", path,
+			    log);
+	free(log);
+	assert_int_equal(rc, 64);
+	assert_true(one_line);
+	assert_true(names);
+	assert_false(out_made);
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -607,6 +739,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_old_raw_new_fields_empty),
 		cmocka_unit_test(test_reconnect_conns_column),
 		cmocka_unit_test(test_env_file_fields),
+		cmocka_unit_test(test_peers_run_local_server),
+		cmocka_unit_test(test_peers_run_missing_peer),
 	};
 	const char *filter = getenv("ECHOD_TEST_FILTER");
 	if (filter && *filter)
