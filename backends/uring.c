@@ -23,6 +23,11 @@
  * Traps of this interface, handled here:
  *  - No ordering between independent SQEs on one socket: two sends in flight could go out in
  *    either order. The core keeps at most one send per fd (reactor.h), so no links are needed.
+ *  - A send that meets a full socket is parked on a poll and retried; one that still finds it
+ *    full (a Unix stream's writability is reported at half its buffer, a gathered send wants
+ *    more) may be handed to an io-wq worker, where SENDMSG (not SEND) honours the socket's
+ *    O_NONBLOCK and completes -EAGAIN having sent nothing. That CQE is not an error: the send
+ *    is issued again with IORING_RECVSEND_POLL_FIRST, so it waits for room (send_rearm).
  *  - A SENDMSG's msghdr and iovec must stay put until the kernel has read them. With
  *    IORING_FEAT_SUBMIT_STABLE (5.5) that is once the SQE has been consumed, so they live in a
  *    per-loop arena that is reused as soon as the SQ has been drained, not per connection.
@@ -420,6 +425,24 @@ static bool enobufs_rearm(struct uring_state *st, struct op *op, uint32_t avail,
 	return true;
 }
 
+/* A send that ended -EAGAIN sent nothing: sent again, polling first (5.19), unseen by the
+ * core. See the trap above: a SENDMSG that io_uring hands to a worker thread honours the
+ * socket's O_NONBLOCK. A cancelled one ends. */
+static bool send_rearm(struct uring_state *st, struct op *op)
+{
+	if (op->cancelling)
+		return false;
+	const struct io_uring_sq *sq = &st->uc.ring.sq;
+	bool drained = sq->sqe_tail == *sq->khead;
+	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
+	if (!sqe)
+		return false;
+	prep_send(st, sqe, op, drained);
+	sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+	io_uring_sqe_set_data(sqe, op);
+	return true;
+}
+
 /* A datagram's CQE: find the payload and the source in the buffer (traps above). */
 static void on_recvmsg_cqe(struct uring_state *st, struct op *op, int res, unsigned flags)
 {
@@ -497,6 +520,8 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 	if (ud & UD_IGNORE)
 		return;
 	struct op *op = (struct op *)(uintptr_t)ud;
+	if (op->code == OP_SEND && res == -EAGAIN && send_rearm(st, op))
+		return;
 	if (op->code == OP_RECVMSG) {
 		on_recvmsg_cqe(st, op, res, flags);
 		return;

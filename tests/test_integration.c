@@ -221,6 +221,52 @@ static void test_half_close_before_reading(void **state)
 	stop_clean(&c);
 }
 
+/* The same pattern, five times over, with a reader that takes 16 KiB at a time and pauses:
+ * echod's gathered sends then find the peer's buffer with too little room again and again
+ * (on io_uring, a SENDMSG that ends up on a worker thread used to come back -EAGAIN there and
+ * the connection was closed with the echo cut short). */
+static void test_half_close_slow_reader(void **state)
+{
+	(void)state;
+	struct child c;
+	test_start_echod(&c, NULL);
+	size_t len = 1u << 20;
+	uint8_t *data = malloc(len), *back = malloc(len);
+	pattern_fill(data, len, 4);
+	for (int round = 0; round < 5; round++) {
+		int fd = tcp_connect(c.port);
+		assert_true(fd >= 0);
+		pid_t kid = fork();
+		if (kid == 0) {
+			int rc = send_all(fd, data, len);
+			shutdown(fd, SHUT_WR);
+			_exit(rc == 0 ? 0 : 1);
+		}
+		size_t got = 0;
+		ssize_t n = 1;
+		while (got < len && n > 0) {
+			n = recv_retry(fd, back + got, len - got < 16384 ? len - got : 16384, 0);
+			if (n > 0)
+				got += (size_t)n;
+			usleep(100);
+		}
+		if (got != len)
+			print_error("[%s] round %d: %zu of %zu bytes echoed, then %s\n",
+				    test_backend_name(), round, got, len,
+				    n == 0 ? "EOF" : strerror(errno));
+		assert_int_equal(got, len);
+		assert_memory_equal(back, data, len);
+		char x;
+		assert_int_equal(recv_retry(fd, &x, 1, 0), 0);
+		struct child k = { .pid = kid };
+		assert_int_equal(proc_wait(&k, 5000), 0);
+		close(fd);
+	}
+	free(data);
+	free(back);
+	stop_clean(&c);
+}
+
 static void test_dribble(void **state)
 {
 	(void)state;
@@ -833,6 +879,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_16mib_concurrent, test_kill_strays),
 		cmocka_unit_test_teardown(test_half_close_1mib, test_kill_strays),
 		cmocka_unit_test_teardown(test_half_close_before_reading, test_kill_strays),
+		cmocka_unit_test_teardown(test_half_close_slow_reader, test_kill_strays),
 		cmocka_unit_test_teardown(test_dribble, test_kill_strays),
 		cmocka_unit_test_teardown(test_1000_connections, test_kill_strays),
 		cmocka_unit_test_teardown(test_never_reading_client_is_bounded, test_kill_strays),
@@ -863,6 +910,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_16mib_concurrent, test_kill_strays),
 		cmocka_unit_test_teardown(test_half_close_1mib, test_kill_strays),
 		cmocka_unit_test_teardown(test_half_close_before_reading, test_kill_strays),
+		cmocka_unit_test_teardown(test_half_close_slow_reader, test_kill_strays),
 		cmocka_unit_test_teardown(test_dribble, test_kill_strays),
 		cmocka_unit_test_teardown(test_1000_connections, test_kill_strays),
 		cmocka_unit_test_teardown(test_sigterm_drains, test_kill_strays),

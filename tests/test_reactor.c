@@ -195,6 +195,8 @@ static void on_done(struct loop *loop, struct op *op, int res, unsigned fl)
 		violation("%s: OPF_BATCH on op code %d, res %d, flags %#x", be->name,
 			  (int)op->code, res, fl);
 	batch_pending = (fl & OPF_BATCH) ? op : NULL;
+	if (op->code == OP_SEND && res == -EAGAIN)
+		violation("%s: a send completed -EAGAIN (it must wait for room)", be->name);
 	if (fl & OPF_BATCH)
 		t->nbatch++;
 	if (fl & OPF_BUFFER) {
