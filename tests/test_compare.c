@@ -657,7 +657,8 @@ static void test_peers_run_local_server(void **state)
 		 build_dir);
 	const char *argv[] = { peers_script(), "--build", build_dir, "--peer", peer,
 			       "--servers", "other", "--conns", "2", "--repeats", "1",
-			       "--duration", "0.3", "--warmup", "0.1", "--out", out, NULL };
+			       "--duration", "0.3", "--warmup", "0.1", "--client-engine", "epoll",
+			       "--out", out, NULL };
 	struct child c;
 	int rc = proc_run(argv, RUN_MS, &c);
 	char *log = proc_log(&c);
