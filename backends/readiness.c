@@ -98,20 +98,26 @@ static void want_retry(struct readiness *r, int fd)
 	}
 }
 
-/* Returns bytes sent, -errno, or -EAGAIN when the socket is full (EINTR folds into that). A
- * gathered send's iovec is built afresh at each try: the runs are the caller's (reactor.h). */
-static int send_now(struct loop *loop, const struct op *op)
+/* A gathered send: one sendmsg over an iovec built afresh at each try (the runs are the
+ * caller's, reactor.h). Kept out of line: most sends have one run. */
+static __attribute__((noinline)) ssize_t send_runs(struct loop *loop, const struct op *op)
+{
+	struct iovec iov[LOOP_SEND_MAX_SEGS];
+	size_t k = 0;
+	for (const struct seg *s = op->segs; s && k < op->nsegs && k < LOOP_SEND_MAX_SEGS;
+	     s = s->next)
+		iov[k++] = (struct iovec){ s->base + s->off, s->len };
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = k };
+	loop_count(loop, SC_SENDMSG);
+	return sendmsg(op->fd, &m, MSG_NOSIGNAL);
+}
+
+/* Returns bytes sent, -errno, or -EAGAIN when the socket is full (EINTR folds into that). */
+static inline int send_now(struct loop *loop, const struct op *op)
 {
 	ssize_t n;
 	if (op->nsegs > 1) {
-		struct iovec iov[LOOP_SEND_MAX_SEGS];
-		size_t k = 0;
-		for (const struct seg *s = op->segs; s && k < op->nsegs && k < LOOP_SEND_MAX_SEGS;
-		     s = s->next)
-			iov[k++] = (struct iovec){ s->base + s->off, s->len };
-		struct msghdr m = { .msg_iov = iov, .msg_iovlen = k };
-		loop_count(loop, SC_SENDMSG);
-		n = sendmsg(op->fd, &m, MSG_NOSIGNAL);
+		n = send_runs(loop, op);
 	} else {
 		const char *base = op->nsegs ? op->segs->base + op->segs->off : op->buf.base;
 		size_t len = op->nsegs ? op->segs->len : op->buf.len;
@@ -387,19 +393,39 @@ static void bufs_put_back(struct bufpool *pool, const uint32_t *bids, int from, 
 		bufpool_put(pool, bids[i]);
 }
 
-/* One recv into a pool buffer or, when the fd's last recv filled all it was given (a stream
- * with more waiting: pipelining, a bulk sender), one recvmsg into up to RECV_MAX_BUFS of them,
- * each a completion of its own; all but the last carry OPF_BATCH, so the core answers the lot
- * with one send. Both stay within the caller's budget. */
-static void do_recv(struct readiness *r, int fd, struct op *op)
+/* A recv that fails or finds nothing: the buffers go back; EOF and errors end the read side. */
+static void recv_none(struct readiness *r, int fd, ssize_t n, int err)
+{
+	r->slots[fd].hungry = false;
+	if (n < 0 && (err == EAGAIN || err == EINTR)) {
+		if (err == EINTR && r->edge)
+			want_retry(r, fd);
+		return;
+	}
+	rd_finish_read(r, fd, n == 0 ? 0 : -err);
+}
+
+/* Edge: a full read may leave more behind, and a FIN behind the bytes has no wake-up of its
+ * own left: read on until it comes out. */
+static inline void recv_edge(struct readiness *r, int fd, bool full)
+{
+	if (r->edge && (full || r->slots[fd].hup))
+		want_retry(r, fd); /* (only if a read-side op is armed there, whichever) */
+}
+
+/* The fd's last recv filled all it was given (a stream with more waiting: pipelining, a bulk
+ * sender): one recvmsg into up to RECV_MAX_BUFS pool buffers, each a completion of its own,
+ * all but the last with OPF_BATCH, so the core answers the lot with one send. Within the
+ * caller's budget, as every recv. */
+static __attribute__((noinline)) void do_recv_many(struct readiness *r, int fd, struct op *op)
 {
 	struct loop *loop = r->loop;
 	struct bufpool *pool = &loop->pool;
 	uint32_t bids[RECV_MAX_BUFS];
 	struct iovec iov[RECV_MAX_BUFS];
-	int max = r->slots[fd].hungry ? RECV_MAX_BUFS : 1, k = 0;
+	int k = 0;
 	uint32_t budget = op->max_bytes ? op->max_bytes : UINT32_MAX, want = 0;
-	while (k < max && want < budget) {
+	while (k < RECV_MAX_BUFS && want < budget) {
 		int64_t bid = bufpool_get(pool);
 		if (bid < 0)
 			break;
@@ -412,25 +438,13 @@ static void do_recv(struct readiness *r, int fd, struct op *op)
 		rd_finish_read(r, fd, -ENOBUFS); /* the core re-arms when buffers return */
 		return;
 	}
-	ssize_t n;
-	if (k == 1) {
-		loop_count(loop, SC_RECV);
-		n = recv(fd, iov[0].iov_base, iov[0].iov_len, 0);
-	} else {
-		struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)k };
-		loop_count(loop, SC_RECVMSG);
-		n = recvmsg(fd, &m, 0);
-	}
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)k };
+	loop_count(loop, SC_RECVMSG);
+	ssize_t n = recvmsg(fd, &m, 0);
 	if (n <= 0) {
 		int err = errno; /* bufs_put_back() leaves it alone */
 		bufs_put_back(pool, bids, 0, k);
-		r->slots[fd].hungry = false;
-		if (n < 0 && (err == EAGAIN || err == EINTR)) {
-			if (err == EINTR && r->edge)
-				want_retry(r, fd);
-			return;
-		}
-		rd_finish_read(r, fd, n == 0 ? 0 : -err);
+		recv_none(r, fd, n, err);
 		return;
 	}
 	bool full = (uint32_t)n == want;
@@ -444,10 +458,38 @@ static void do_recv(struct readiness *r, int fd, struct op *op)
 		loop_complete(loop, op, (int)len, OPF_MORE | OPF_BUFFER | (left ? OPF_BATCH : 0));
 	}
 	bufs_put_back(pool, bids, i, k); /* unfilled, or dropped after an abort's cancel */
-	/* Edge: a full read may leave more behind, and a FIN behind the bytes has no wake-up of
-	 * its own left: read on until it comes out. */
-	if (r->edge && r->slots[fd].rd == op && (full || r->slots[fd].hup))
-		want_retry(r, fd);
+	recv_edge(r, fd, full);
+}
+
+/* One recv into one pool buffer: the common case. A recv that fills it marks the fd hungry,
+ * and the next one takes several (do_recv_many). */
+static void do_recv(struct readiness *r, int fd, struct op *op)
+{
+	if (r->slots[fd].hungry) {
+		do_recv_many(r, fd, op);
+		return;
+	}
+	struct bufpool *pool = &r->loop->pool;
+	int64_t bid = bufpool_get(pool);
+	if (bid < 0) {
+		rd_finish_read(r, fd, -ENOBUFS); /* the core re-arms when buffers return */
+		return;
+	}
+	char *base = bufpool_addr(pool, (uint32_t)bid);
+	uint32_t len = op_recv_len(op, pool->bufsize);
+	loop_count(r->loop, SC_RECV);
+	ssize_t n = recv(fd, base, len, 0);
+	if (n > 0) {
+		bool full = (uint32_t)n == len;
+		r->slots[fd].hungry = full;
+		op->buf = (struct buf){ .base = base, .len = (uint32_t)n, .bid = (uint32_t)bid };
+		loop_complete(r->loop, op, (int)n, OPF_MORE | OPF_BUFFER);
+		recv_edge(r, fd, full);
+		return;
+	}
+	int err = errno; /* bufpool_put() leaves it alone */
+	bufpool_put(pool, (uint32_t)bid);
+	recv_none(r, fd, n, err);
 }
 
 /* One recvmmsg() batch, one completion per datagram (see the traps at the top). */

@@ -290,7 +290,8 @@ struct io_uring_sqe *uc_sqe_slow(struct uc *uc)
 	return io_uring_get_sqe(&uc->ring);
 }
 
-int uc_wait(struct uc *uc, int timeout_ms, uc_cqe_fn fn, void *ctx)
+/* uc_wait's enter (see uring_common.h): publish, submit, wait; count an overflow. */
+int uc_wait_enter(struct uc *uc, int timeout_ms)
 {
 	buf_flush(uc);
 	unsigned submit = sq_flush(uc);
@@ -300,20 +301,17 @@ int uc_wait(struct uc *uc, int timeout_ms, uc_cqe_fn fn, void *ctx)
 	int rc = enter(uc, submit, wait_nr, IORING_ENTER_GETEVENTS, timeout_ms);
 	if (rc == -EBUSY || io_uring_cq_has_overflow(&uc->ring))
 		uc->overflows++;
-	unsigned n = uc_reap(uc, uc->cq_entries, fn, ctx);
-	if (rc == -EBUSY || rc == -EAGAIN) {
-		/* The CQ was full (overflow waiting) or the kernel lacked memory: now that the CQ
-		 * is empty, submit again without blocking. A second failure waits for the next
-		 * iteration; the SQEs stay queued. */
-		buf_flush(uc);
-		rc = enter(uc, sq_flush(uc), 0, IORING_ENTER_GETEVENTS, 0);
-		n += uc_reap(uc, uc->cq_entries, fn, ctx);
-		if (rc == -EBUSY || rc == -EAGAIN)
-			rc = 0;
-	}
-	if (rc == -ETIME || (rc == -EINTR && n > 0))
-		rc = 0;
-	return rc < 0 ? rc : (int)n;
+	return rc;
+}
+
+/* The CQ was full (overflow waiting) or the kernel lacked memory: now that the CQ has been
+ * emptied, submit again without blocking. A second failure waits for the next iteration (the
+ * SQEs stay queued), so it is not an error. */
+int uc_wait_resubmit(struct uc *uc)
+{
+	buf_flush(uc);
+	int rc = enter(uc, sq_flush(uc), 0, IORING_ENTER_GETEVENTS, 0);
+	return rc == -EBUSY || rc == -EAGAIN ? 0 : rc;
 }
 
 #define PROBE_UD 0x7u        /* low two bits set: ignored by uring.c and uring_poll.c */

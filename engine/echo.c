@@ -109,7 +109,7 @@ static void list_append(struct echo_server *srv, struct conn *c)
 	srv->tail = c;
 }
 
-static void conn_touch(struct conn *c)
+static inline void conn_touch(struct conn *c)
 {
 	struct echo_server *srv = c->srv;
 	c->last_active_ms = srv->loop->now_ms;
@@ -184,7 +184,7 @@ enum spill { SPILL_ROOM, SPILL_FULL, SPILL_NOMEM };
 
 /* Room for n more bytes at the end of the spill, allocating it if the queue has none. The
  * spill only grows at its end: a send in flight may be reading its front. */
-static enum spill spill_room(struct conn *c, uint32_t n)
+static __attribute__((noinline)) enum spill spill_room(struct conn *c, uint32_t n)
 {
 	if (!c->spill.base) {
 		uint32_t cap = c->srv->lim.conn_buffer;
@@ -241,7 +241,7 @@ static void conn_enqueue(struct conn *c, const struct buf *b)
  * reading), or reads the spill (which cannot be rewritten under it), it is cancelled and
  * on_send() comes back here once it is final; a send still moving keeps its segments, and the
  * rest moves. */
-static void conn_migrate(struct conn *c)
+static __attribute__((noinline)) void conn_migrate(struct conn *c)
 {
 	struct echo_server *srv = c->srv;
 	struct seg *head = c->qhead, *from = head, *last_kept = NULL;
@@ -439,6 +439,16 @@ static void wake_waiters(struct echo_server *srv)
 		conn_step(wait_pop(srv));
 }
 
+static __attribute__((noinline)) void send_failed(struct conn *c, int rc)
+{
+	if (rc == -ENOMEM) {
+		conn_nomem(c, "the backend to watch its fd"); /* counted and rate-limited */
+	} else {
+		log_msg(LOG_WARN, "submit_failed", "op=send error=\"%s\"", strerror(-rc));
+		conn_abort(c, ECHO_CLOSE_ERROR);
+	}
+}
+
 /* One send for everything queued, up to LOOP_SEND_MAX_SEGS runs: a pipelining peer's
  * messages, received into several buffers, leave in one syscall (or one SQE). */
 static void conn_send_head(struct conn *c)
@@ -450,12 +460,8 @@ static void conn_send_head(struct conn *c)
 	c->tx.nsegs = n;
 	c->tx_at_ms = c->srv->loop->now_ms;
 	int rc = loop_submit(c->srv->loop, &c->tx);
-	if (rc == -ENOMEM) {
-		conn_nomem(c, "the backend to watch its fd"); /* counted and rate-limited */
-	} else if (rc < 0) {
-		log_msg(LOG_WARN, "submit_failed", "op=send error=\"%s\"", strerror(-rc));
-		conn_abort(c, ECHO_CLOSE_ERROR);
-	}
+	if (rc < 0)
+		send_failed(c, rc);
 }
 
 static bool rx_blocked(const struct conn *c)
@@ -470,7 +476,7 @@ static bool rx_blocked(const struct conn *c)
 		c->spill.off + c->spill.len + srv->loop->pool.bufsize > c->spill_cap);
 }
 
-static void conn_update_rx(struct conn *c)
+static __attribute__((noinline)) void conn_update_rx(struct conn *c)
 {
 	struct echo_server *srv = c->srv;
 	/* Saturating: a recv racing its cancel may bring max_bytes (at least 1: 0 means no bound)
@@ -706,9 +712,9 @@ static int preamble_begin(struct conn *c)
 	return 0;
 }
 
-static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
+/* Everything on_recv() meets: the PROXY header, ends, errors, lingering, and data too. */
+static __attribute__((noinline)) void on_recv_slow(struct op *op, int res, unsigned cflags)
 {
-	(void)loop;
 	struct conn *c = op->owner;
 	struct echo_server *srv = c->srv;
 	if (res > 0 && c->pre && !c->closing && !c->wr_shut) {
@@ -760,6 +766,30 @@ static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
 	}
 	if (!(cflags & OPF_MORE) || (res > 0 && !c->wr_shut))
 		conn_step(c);
+	if (srv->waiting)
+		wake_waiters(srv);
+}
+
+/* Data on an open connection, past its PROXY header: the steady state, kept apart from the
+ * rest (on_recv_slow) so the two completions of every echo run short and lean. */
+static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
+{
+	(void)loop;
+	struct conn *c = op->owner;
+	if (__builtin_expect(res <= 0 || c->pre || c->closing || c->wr_shut, 0)) {
+		on_recv_slow(op, res, cflags);
+		return;
+	}
+	struct echo_server *srv = c->srv;
+	srv->stats.bytes_in += (uint64_t)res;
+	conn_touch(c);
+	conn_enqueue(c, &op->buf);
+	if ((cflags & OPF_BATCH) && !c->closing) { /* see on_recv_slow */
+		uint32_t lim = srv->lim.conn_buffer;
+		c->rx.max_bytes = c->queued < lim ? lim - c->queued : 1;
+		return;
+	}
+	conn_step(c);
 	if (srv->waiting)
 		wake_waiters(srv);
 }
