@@ -35,9 +35,15 @@
 #define ACCEPT_BATCH 64
 #define RD_INITIAL_SLOTS 256
 #define RECV_MAX_BUFS 4   /* pool buffers one recvmsg() may fill (see do_recv) */
-#define RECVMMSG_BATCH 32 /* datagrams per recvmmsg(), if the pool has that many free */
+/* Datagrams per recvmmsg() (if the pool has that many free) and per sendmmsg(). Overridable
+ * at build time (-DRECVMMSG_BATCH=N) to measure them: bench/RESULTS.md, UDP batch sizes. */
+#ifndef RECVMMSG_BATCH
+#define RECVMMSG_BATCH 32
+#endif
 #define SENDMMSG_EINTR_TRIES 4
+#ifndef SENDMMSG_BATCH
 #define SENDMMSG_BATCH 32
+#endif
 
 static __attribute__((noinline)) struct rd_slot *slot_grow(struct readiness *r, int fd)
 {
