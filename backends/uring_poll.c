@@ -22,6 +22,10 @@
  *  - A multishot poll can end (no F_MORE) while wanted, e.g. on CQ overflow: re-armed at once.
  *  - A poll holds a reference to the file: close() alone would neither end it nor free the
  *    socket. Polls are removed when their side goes final, and forget_fd removes any left.
+ *  - A POLL_REMOVE that meets the multishot poll while its wake-up is being completed fails
+ *    with -EALREADY and the poll goes on: its removal is issued again until it lands. Missed,
+ *    it kept closed sockets alive for good (seen once echod stopped sending a shutdown before
+ *    each close: the peer then never saw the FIN).
  *  - Multishot poll needs 5.13: init probes it and refuses (-EOPNOTSUPP) on an older kernel.
  */
 #include <errno.h>
@@ -34,6 +38,7 @@
 #define SIDE_RD 1u
 #define SIDE_WR 2u
 #define UD_IGNORE 3u
+#define UD_REMOVAL (1ull << 63) /* a POLL_REMOVE's own user_data: the poll's, this bit set */
 
 struct up_state {
 	struct readiness r; /* first: rd_of(loop) */
@@ -46,7 +51,7 @@ static int arm_poll(struct up_state *st, int fd, unsigned side)
 	if (!sqe)
 		return -EBUSY;
 	struct rd_slot *s = &st->r.slots[fd];
-	uint64_t ud = (uint64_t)++s->k_gen << 32 | (uint64_t)fd << 2 | side;
+	uint64_t ud = (uint64_t)(++s->k_gen & 0x7fffffffu) << 32 | (uint64_t)fd << 2 | side;
 	if (side == SIDE_RD) {
 		io_uring_prep_poll_multishot(sqe, fd, POLLIN | POLLRDHUP);
 		s->k_rd = ud;
@@ -59,14 +64,21 @@ static int arm_poll(struct up_state *st, int fd, unsigned side)
 	return 0;
 }
 
-static void disarm_poll(struct up_state *st, uint64_t *ud)
+/* Remove poll `ud`. Success posts nothing; a failure posts a CQE with UD_REMOVAL, and one
+ * that says the poll was busy completing (-EALREADY) is tried again (on_cqe). */
+static void remove_poll(struct up_state *st, uint64_t ud)
 {
 	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
 	if (sqe) {
-		io_uring_prep_poll_remove(sqe, *ud);
-		sqe->user_data = UD_IGNORE;
+		io_uring_prep_poll_remove(sqe, ud);
+		sqe->user_data = ud | UD_REMOVAL;
 		sqe->flags |= (uint8_t)st->uc.sqe_flags_ignored;
 	}
+}
+
+static void disarm_poll(struct up_state *st, uint64_t *ud)
+{
+	remove_poll(st, *ud);
 	*ud = 0; /* from now on its CQEs are stale */
 }
 
@@ -126,6 +138,14 @@ static void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 {
 	struct up_state *st = ctx;
 	struct readiness *r = &st->r;
+	if (ud & UD_REMOVAL) {
+		/* The poll was being completed when the removal came: as a multishot poll it
+		 * would go on, holding its file (a closed socket never freed, its peer never told).
+		 * Remove it again; -ENOENT means it is gone. */
+		if (res == -EALREADY)
+			remove_poll(st, ud & ~UD_REMOVAL);
+		return;
+	}
 	unsigned side = ud & 3u;
 	int fd = (int)((ud >> 2) & 0x3fffffffu);
 	if (side == UD_IGNORE || side == 0 || fd >= r->nslots)

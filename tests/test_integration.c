@@ -221,6 +221,32 @@ static void test_half_close_before_reading(void **state)
 	stop_clean(&c);
 }
 
+/* Poll requests pending in echod's io_uring rings (op=6 lines of their fdinfo's PollList):
+ * each holds its socket alive, closed or not. 0 without a ring. */
+static int ring_polls(pid_t pid)
+{
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(dir);
+	int n = 0;
+	for (struct dirent *e; d && (e = readdir(d));) {
+		char link[384], target[64] = "";
+		snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+		ssize_t len = readlink(link, target, sizeof(target) - 1);
+		if (len <= 0 || !strstr(target, "io_uring"))
+			continue;
+		char info[384];
+		snprintf(info, sizeof(info), "/proc/%d/fdinfo/%s", (int)pid, e->d_name);
+		char *text = proc_read_file(info);
+		for (const char *p = text; p && (p = strstr(p, "op=6,")); p++)
+			n++;
+		free(text);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
 /* The same pattern, five times over, with a reader that takes 16 KiB at a time and pauses:
  * echod's gathered sends then find the peer's buffer with too little room again and again
  * (on io_uring, a SENDMSG that ends up on a worker thread used to come back -EAGAIN there and
@@ -233,6 +259,7 @@ static void test_half_close_slow_reader(void **state)
 	size_t len = 1u << 20;
 	uint8_t *data = malloc(len), *back = malloc(len);
 	pattern_fill(data, len, 4);
+	int polls = ring_polls(c.pid); /* the listener's and the wake-up's, on uring-poll */
 	for (int round = 0; round < 5; round++) {
 		int fd = tcp_connect(c.port);
 		assert_true(fd >= 0);
@@ -262,6 +289,14 @@ static void test_half_close_slow_reader(void **state)
 		assert_int_equal(proc_wait(&k, 5000), 0);
 		close(fd);
 	}
+	/* Every connection's polls are gone with it (a removal that raced the poll's wake-up used
+	 * to leave it behind, and the closed socket with it). */
+	int now = ring_polls(c.pid);
+	for (int i = 0; i < 100 && now != polls; i++) {
+		usleep(10000);
+		now = ring_polls(c.pid);
+	}
+	assert_int_equal(now, polls);
 	free(data);
 	free(back);
 	stop_clean(&c);
