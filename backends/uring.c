@@ -79,7 +79,9 @@
  *    is one-shot: re-armed, it queues behind the other loops' and they take turns (one SQE per
  *    connection, which costs nothing next to the handshake).
  *  - Closing an fd does not end io_uring requests on it (they hold the file): the core cancels
- *    and waits for finals before closing, so forget_fd has nothing to do.
+ *    and waits for finals before closing, so forget_fd has nothing to do. The close itself
+ *    goes on the ring (uring_close_fd), so a connection's whole life, accept to close, makes
+ *    no syscall of its own; the number stays taken until the next enter runs it.
  *  - Multishot recv and accept need kernel 6.0 and 5.19; buffer rings 5.19. init probes them
  *    on a socketpair and answers -EOPNOTSUPP on an older kernel; a refused io_uring_setup
  *    (ENOSYS, EPERM from kernel.io_uring_disabled or seccomp) is returned as is.
@@ -629,6 +631,23 @@ static void uring_buf_release(struct loop *loop, uint32_t bid)
 	}
 }
 
+/* A close queued on the ring (IORING_OP_CLOSE, 5.6; no CQE on success): done at the next
+ * enter, in order with what was queued before it. A socket's close never blocks (no
+ * ->flush), so it runs inline there, not on a worker. No SQE: close(2) now. */
+static int uring_close_fd(struct loop *loop, int fd)
+{
+	struct uring_state *st = loop->be_state;
+	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
+	if (!sqe) {
+		loop_count(loop, SC_CLOSE);
+		return close(fd) < 0 ? -errno : 0;
+	}
+	io_uring_prep_close(sqe, fd);
+	sqe->user_data = UD_IGNORE;
+	sqe->flags |= (uint8_t)st->uc.sqe_flags_ignored;
+	return 0;
+}
+
 struct uc *uring_ring_of(const struct loop *loop)
 {
 	return &((struct uring_state *)loop->be_state)->uc;
@@ -646,5 +665,6 @@ const struct backend backend_uring = {
 	.wait = uring_wait,
 	.buf_release = uring_buf_release,
 	.forget_fd = NULL,
+	.close_fd = uring_close_fd,
 	.describe = uc_describe,
 };

@@ -217,6 +217,8 @@ int loop_close_fd(struct loop *loop, int fd)
 {
 	if (loop->be->forget_fd)
 		loop->be->forget_fd(loop, fd);
+	if (loop->be->close_fd)
+		return loop->be->close_fd(loop, fd);
 	loop_count(loop, SC_CLOSE);
 	return close(fd) < 0 ? -errno : 0;
 }

@@ -160,6 +160,9 @@ struct backend {
 	void (*buf_release)(struct loop *loop, uint32_t bid);
 	/* The fd is about to be closed: drop any registration (ops on it are already final). */
 	void (*forget_fd)(struct loop *loop, int fd);
+	/* Optional (NULL: close(2)): close fd, perhaps later; returns 0 or -errno. io_uring
+	 * queues the close with the next submit, so a connection's end costs no syscall. */
+	int (*close_fd)(struct loop *loop, int fd);
 	/* Optional (NULL: nothing to add): one line on what this loop found in the kernel and
 	 * uses, for --list-backends (io_uring: its newer features, available and used). */
 	void (*describe)(struct loop *loop, char *buf, size_t len);
@@ -261,7 +264,9 @@ static inline void loop_set_stop(struct loop *loop, bool stop)
 	loop->stop = stop;
 }
 void loop_buf_release(struct loop *loop, uint32_t bid);
-/* Close an fd whose ops are all final (or about to be cancelled by the caller). */
+/* Close an fd whose ops are all final (or about to be cancelled by the caller). The backend
+ * may close it only at its next submit (io_uring): the number stays taken until then, so
+ * nothing reuses it early, but the caller must not touch the fd after this call. */
 int loop_close_fd(struct loop *loop, int fd);
 
 /* For backends: finish an op now (from wait) or later (from submit/cancel). */

@@ -289,6 +289,12 @@ static void test_threads_exact_deltas(void **state)
 	/* TCP_NODELAY is set once per listener (each worker sets it on the shared socket) and
 	 * inherited by the 13 accepted connections; the refusal's SO_LINGER is the third. */
 	assert_true(metric(text, "echod_syscalls_total", "call=\"setsockopt\"") <= 2 + 1);
+	/* Every close here follows the peer's FIN, a reset or the idle timeout: none needs a
+	 * shutdown first. On io_uring the closes themselves go on the ring, all but the
+	 * refusal's (a close(2) right after SO_LINGER, to reset at once). */
+	assert_true(metric(text, "echod_syscalls_total", "call=\"shutdown\"") == 0);
+	if (strcmp(test_backend_name(), "uring") == 0)
+		assert_true(metric(text, "echod_syscalls_total", "call=\"close\"") <= 1);
 	free(text);
 
 	/* echoload's connections (within --max-conns): every one accepted, closed, and every byte
