@@ -532,9 +532,8 @@ static inline bool next_cqe_is(const struct uc *uc, uint64_t ud)
 	       cq->cqes[head & cq->ring_mask].user_data == ud;
 }
 
-/* Inlined into uc_wait's reap: it runs twice per echoed message. */
-static inline __attribute__((always_inline)) void on_cqe(void *ctx, uint64_t ud, int res,
-							  unsigned flags)
+/* Runs twice per echoed message: uring_wait is flattened, so it is inlined into the reap. */
+static inline void on_cqe(void *ctx, uint64_t ud, int res, unsigned flags)
 {
 	struct uring_state *st = ctx;
 	if (ud & UD_IGNORE)
@@ -605,7 +604,9 @@ static inline __attribute__((always_inline)) void on_cqe(void *ctx, uint64_t ud,
 	loop_complete(st->loop, op, res, cf);
 }
 
-static int uring_wait(struct loop *loop, int timeout_ms)
+/* flatten: the reap and its CQE handler inlined here, where the compiler sees the handler (a
+ * best effort: an unoptimised build keeps the calls). */
+static __attribute__((flatten)) int uring_wait(struct loop *loop, int timeout_ms)
 {
 	struct uring_state *st = loop->be_state;
 	stock_ring(st);
