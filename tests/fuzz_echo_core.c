@@ -166,7 +166,7 @@ static void sync_model(struct harness *h)
 		}
 		if (tx) {
 			check(tx->code == OP_SEND && tx->fd == m->fd && tx->armed);
-			check(tx->buf.len > 0 && tx->buf.len <= m->nin - m->nout);
+			check(fake_send_len(tx) > 0 && fake_send_len(tx) <= m->nin - m->nout);
 		}
 	}
 	for (int l = 0; l < 2; l++)
@@ -228,8 +228,10 @@ static long expect_in(struct mconn *m, const uint8_t *d, size_t n, bool commit)
 	return rc < 0 ? -1 : rc == 0 ? 0 : (long)(have + n) - rc;
 }
 
-/* Hand n bytes to m's armed recv and account for every one of them. */
-static void deliver(struct harness *h, struct mconn *m, const uint8_t *d, uint32_t n, bool more)
+/* Hand n bytes to m's armed recv and account for every one of them. batch: OPF_BATCH on it
+ * (the caller delivers the rest of the batch next, reactor.h). */
+static void deliver(struct harness *h, struct mconn *m, const uint8_t *d, uint32_t n, bool more,
+		    bool batch)
 {
 	struct op *rx = h->fk->rd[m->fd];
 	if (!rx || n == 0)
@@ -262,7 +264,8 @@ static void deliver(struct harness *h, struct mconn *m, const uint8_t *d, uint32
 	}
 	struct echo_stats s0 = h->srv.stats;
 	bool doomed = m->doomed;
-	int bid = fake_recv(&h->loop, m->fd, d, n, more);
+	int bid = fake_recv_flags(&h->loop, m->fd, d, n,
+				  more ? OPF_MORE | (batch ? OPF_BATCH : 0) : 0);
 	m->ndelivered += n;
 	if (bid < 0)
 		return; /* the pool was dry: -ENOBUFS, nothing taken */
@@ -324,9 +327,10 @@ static void do_send(struct harness *h, struct mconn *m, uint32_t n)
 	struct op *tx = h->fk->wr[m->fd];
 	if (!tx)
 		return;
-	if (n > tx->buf.len)
-		n = tx->buf.len;
-	check(tx->buf.len <= h->lim.conn_buffer);
+	uint32_t len = fake_send_len(tx); /* a gathered send: all its runs */
+	if (n > len)
+		n = len;
+	check(len <= h->lim.conn_buffer);
 	fake_send(&h->loop, m->fd, n, h->scratch);
 	check(m->nout + n <= m->nin);
 	check(memcmp(h->scratch, m->in + m->nout, n) == 0);
@@ -346,7 +350,7 @@ static void do_race(struct harness *h, struct mconn *m, uint32_t n)
 	for (uint32_t i = 0; i < n && i < sizeof(d); i++)
 		d[i] = pattern(m, m->ndelivered + i);
 	h->fk->rd[m->fd] = rx;
-	deliver(h, m, d, n < sizeof(d) ? n : sizeof(d), true);
+	deliver(h, m, d, n < sizeof(d) ? n : sizeof(d), true, false);
 	if (h->fk->rd[m->fd] == rx)
 		h->fk->rd[m->fd] = NULL; /* its -ECANCELED final is still queued */
 }
@@ -407,7 +411,22 @@ static void step(struct harness *h)
 			break;
 		for (uint32_t i = 0; i < n && i < sizeof(d); i++)
 			d[i] = pattern(m, m->ndelivered + i);
-		deliver(h, m, d, n, !(fin & 1));
+		struct op *rx = h->fk->rd[m->fd];
+		if ((fin & 2) && !(fin & 1) && rx && !rx->cancelling && n >= 2 &&
+		    (!rx->max_bytes || n <= rx->max_bytes)) {
+			/* A batch (a readiness recvmsg into several buffers, consecutive CQEs):
+			 * 2 to 4 pieces back to back, all but the last with OPF_BATCH. */
+			uint32_t k = 2 + (uint32_t)(fin >> 2) % 3, off = 0;
+			if (k > n)
+				k = n;
+			for (uint32_t i = 0; i < k; i++) {
+				uint32_t len = i + 1 < k ? n / k : n - off;
+				deliver(h, m, d + off, len, true, i + 1 < k);
+				off += len;
+			}
+			break;
+		}
+		deliver(h, m, d, n, !(fin & 1), false);
 		break;
 	}
 	case DO_DELIVER_RAW: {
@@ -415,7 +434,7 @@ static void step(struct harness *h)
 		for (; i < n && h->p < h->end; i++)
 			d[i] = next(h);
 		if (m)
-			deliver(h, m, d, i, true);
+			deliver(h, m, d, i, true, false);
 		break;
 	}
 	case DO_RECV_RESULT: {
@@ -430,13 +449,13 @@ static void step(struct harness *h)
 	case DO_SEND_SHORT: {
 		uint8_t b = next(h);
 		struct op *tx = m ? h->fk->wr[m->fd] : NULL;
-		if (tx && tx->buf.len > 1)
-			do_send(h, m, 1 + b % (tx->buf.len - 1));
+		if (tx && fake_send_len(tx) > 1)
+			do_send(h, m, 1 + b % (fake_send_len(tx) - 1));
 		break;
 	}
 	case DO_SEND_ALL:
 		if (m && h->fk->wr[m->fd])
-			do_send(h, m, h->fk->wr[m->fd]->buf.len);
+			do_send(h, m, fake_send_len(h->fk->wr[m->fd]));
 		break;
 	case DO_SEND_ERROR: {
 		int res = send_errors[next(h) % ARRAY_LEN(send_errors)];
@@ -525,7 +544,7 @@ static void finish(struct harness *h)
 			while (recv(m->peer, sink, sizeof(sink), MSG_DONTWAIT) > 0)
 				;
 			if (h->fk->wr[m->fd]) {
-				do_send(h, m, h->fk->wr[m->fd]->buf.len);
+				do_send(h, m, fake_send_len(h->fk->wr[m->fd]));
 				moved = true;
 			} else if (h->fk->rd[m->fd]) {
 				if (m->hdr == HDR_PENDING)
