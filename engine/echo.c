@@ -722,6 +722,7 @@ static __attribute__((noinline)) void on_recv_slow(struct op *op, int res, unsig
 {
 	struct conn *c = op->owner;
 	struct echo_server *srv = c->srv;
+	bool reclaim = false;
 	if (res > 0 && c->pre && !c->closing && !c->wr_shut) {
 		struct buf b = op->buf;
 		res = (int)proxy_take(c, &b, (uint32_t)res);
@@ -763,14 +764,17 @@ static __attribute__((noinline)) void on_recv_slow(struct op *op, int res, unsig
 			srv->stats.enobufs++;
 			if (!c->closing && !c->waiting_bufs)
 				wait_append(srv, c);
-			/* Stuck clients may be sitting on the pool. */
-			pool_reclaim(srv);
+			reclaim = true; /* stuck clients may be sitting on the pool: below */
 		} else if (res != -ECANCELED) {
 			conn_abort(c, error_reason(res));
 		}
 	}
 	if (!(cflags & OPF_MORE) || (res > 0 && !c->wr_shut))
 		conn_step(c);
+	/* Last: a reclaim may close and free any connection, this one too (out of memory for
+	 * its spill with its ops final), so nothing may touch c after it. */
+	if (reclaim)
+		pool_reclaim(srv);
 	if (srv->waiting)
 		wake_waiters(srv);
 }

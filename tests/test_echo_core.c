@@ -8,9 +8,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -239,6 +242,63 @@ static void test_reclaim_spares_runs_of_gathered_send(void **state)
 	echo_server_fini(&f->srv);
 	loop_fini(&f->loop);
 	free(f);
+}
+
+/* A batch's pieces are queued with no send yet (it waits for the last piece), and the next
+ * completion is the recv's -ENOBUFS: the pool is dry. The batch must go out, and the reclaim
+ * that the dry pool starts must come after it: run first, it found this connection's pool
+ * buffers with no send under them, failed to allocate their spill (the address space is
+ * capped here, as in test_exhaustion) and closed and freed the connection inside the recv's
+ * callback, which then touched it again: a double free. In a child, for the cap. */
+static void test_dry_pool_after_batch_sends_then_reclaims(void **state)
+{
+	(void)state;
+#if defined(__SANITIZE_ADDRESS__)
+	print_message("  skipped: AddressSanitizer reserves terabytes of address space, so "
+		      "RLIMIT_AS cannot make the spill's allocation fail\n");
+	return;
+#endif
+	fflush(NULL);
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		struct fixture *f = setup_with(16, 512, 1u << 20, 100);
+		int peer, fd = new_conn(f, &peer);
+		char x[512];
+		memset(x, 'x', sizeof(x));
+		fake_recv_flags(&f->loop, fd, x, 512, OPF_MORE | OPF_BATCH);
+		fake_recv_flags(&f->loop, fd, x, 512, OPF_MORE | OPF_BATCH);
+		if (f->fk->wr[fd] || f->srv.bufs_held != 2)
+			_exit(2); /* held for the rest of the batch */
+		int peers[16], n = 0;
+		for (; f->loop.pool.nfree > 0 && n < 16; n++) {
+			int o = new_conn(f, &peers[n]);
+			fake_recv(&f->loop, o, x, sizeof(x), true);
+		}
+		struct rlimit rl;
+		if (getrlimit(RLIMIT_AS, &rl) < 0)
+			_exit(3);
+		FILE *st = fopen("/proc/self/statm", "r");
+		unsigned long pages = 0;
+		if (!st || fscanf(st, "%lu", &pages) != 1)
+			_exit(3);
+		fclose(st);
+		rl.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (256u << 10);
+		if (setrlimit(RLIMIT_AS, &rl) < 0)
+			_exit(3);
+		if (fake_recv(&f->loop, fd, x, 1, true) != -1) /* the rest: -ENOBUFS */
+			_exit(4);
+		fake_run(&f->loop);
+		struct op *tx = f->fk->wr[fd];
+		_exit(tx && fake_send_len(tx) == 1024 && f->srv.stats.conns == (uint32_t)n + 1 ? 0 : 5);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(kid, &status, 0), kid);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		print_error("child: %s %d\n", WIFEXITED(status) ? "exit" : "signal",
+			    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static void test_eof_with_bytes_queued_echoes_then_half_closes(void **state)
@@ -635,6 +695,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_batch_answered_with_one_gathered_send, setup,
 						teardown),
 		cmocka_unit_test(test_reclaim_spares_runs_of_gathered_send),
+		cmocka_unit_test(test_dry_pool_after_batch_sends_then_reclaims),
 		cmocka_unit_test_setup_teardown(test_short_send_continues_with_remainder, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_eof_with_bytes_queued_echoes_then_half_closes,
