@@ -521,15 +521,19 @@ static void on_recvmsg_cqe(struct uring_state *st, struct op *op, int res, unsig
 		op->msg->msg_namelen = cap; /* still armed: op and msg are the backend's */
 }
 
-/* Is the CQE after the one being handled (uc_reap has moved the head past it) the same op's?
- * Then its completion carries OPF_BATCH. One that arrives after this reap ends is missed: the
- * core then sends one iteration later, which costs a syscall, never a byte. */
+/* Is the CQE after the one being handled (uc_reap has moved the head past it) more data for
+ * the same op? Then this completion carries OPF_BATCH. Only a CQE with a buffer counts: it is
+ * always delivered, where an -ENOBUFS may be re-armed unseen (enobufs_rearm) and would leave
+ * the core holding its send. One that arrives after this reap ends is missed: the core then
+ * sends one iteration later, which costs a syscall, never a byte. */
 static inline bool next_cqe_is(const struct uc *uc, uint64_t ud)
 {
 	const struct io_uring_cq *cq = &uc->ring.cq;
 	unsigned head = *cq->khead;
-	return head != io_uring_smp_load_acquire(cq->ktail) &&
-	       cq->cqes[head & cq->ring_mask].user_data == ud;
+	if (head == io_uring_smp_load_acquire(cq->ktail))
+		return false;
+	const struct io_uring_cqe *next = &cq->cqes[head & cq->ring_mask];
+	return next->user_data == ud && (next->flags & IORING_CQE_F_BUFFER);
 }
 
 /* Runs twice per echoed message: uring_wait is flattened, so it is inlined into the reap. */
