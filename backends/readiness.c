@@ -109,11 +109,7 @@ static void want_retry(struct readiness *r, int fd)
 static __attribute__((noinline)) ssize_t send_runs(struct loop *loop, const struct op *op)
 {
 	struct iovec iov[LOOP_SEND_MAX_SEGS];
-	size_t k = 0;
-	for (const struct seg *s = op->segs; s && k < op->nsegs && k < LOOP_SEND_MAX_SEGS;
-	     s = s->next)
-		iov[k++] = (struct iovec){ s->base + s->off, s->len };
-	struct msghdr m = { .msg_iov = iov, .msg_iovlen = k };
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = op_send_iovec(op, iov) };
 	loop_count(loop, SC_SENDMSG);
 	return sendmsg(op->fd, &m, MSG_NOSIGNAL);
 }
@@ -125,10 +121,9 @@ static inline int send_now(struct loop *loop, const struct op *op)
 	if (op->nsegs > 1) {
 		n = send_runs(loop, op);
 	} else {
-		const char *base = op->nsegs ? op->segs->base + op->segs->off : op->buf.base;
-		size_t len = op->nsegs ? op->segs->len : op->buf.len;
+		struct buf b = op_send_head(op);
 		loop_count(loop, SC_SEND);
-		n = send(op->fd, base, len, MSG_NOSIGNAL);
+		n = send(op->fd, b.base, b.len, MSG_NOSIGNAL);
 	}
 	if (n >= 0)
 		return (int)n;

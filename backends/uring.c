@@ -370,23 +370,29 @@ static inline void prep_send_one(struct io_uring_sqe *sqe, int fd, const void *b
 static void prep_send(struct uring_state *st, struct io_uring_sqe *sqe, struct op *op,
 		      bool arena_free)
 {
-	if (op->nsegs == 0) {
-		prep_send_one(sqe, op->fd, op->buf.base, op->buf.len);
-		return;
-	}
-	const struct seg *s = op->segs;
-	if (op->nsegs == 1 || !st->sendv || (!arena_free && st->nsendv == SENDV_ARENA)) {
-		prep_send_one(sqe, op->fd, s->base + s->off, s->len);
+	if (op->nsegs <= 1 || !st->sendv || (!arena_free && st->nsendv == SENDV_ARENA)) {
+		struct buf b = op_send_head(op);
+		prep_send_one(sqe, op->fd, b.base, b.len);
 		return;
 	}
 	if (arena_free)
 		st->nsendv = 0;
 	struct sendv *v = &st->sendv[st->nsendv++];
-	size_t k = 0;
-	for (; s && k < op->nsegs && k < LOOP_SEND_MAX_SEGS; s = s->next)
-		v->iov[k++] = (struct iovec){ s->base + s->off, s->len };
-	v->msg = (struct msghdr){ .msg_iov = v->iov, .msg_iovlen = k };
+	v->msg = (struct msghdr){ .msg_iov = v->iov, .msg_iovlen = op_send_iovec(op, v->iov) };
 	io_uring_prep_sendmsg(sqe, op->fd, &v->msg, MSG_NOSIGNAL);
+}
+
+/* Queue op's send: its SQE, or NULL when the SQ cannot take one. */
+static struct io_uring_sqe *queue_send(struct uring_state *st, struct op *op)
+{
+	const struct io_uring_sq *sq = &st->uc.ring.sq;
+	bool drained = sq->sqe_tail == *sq->khead; /* before uc_sqe, which moves the tail */
+	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
+	if (sqe) {
+		prep_send(st, sqe, op, drained);
+		io_uring_sqe_set_data(sqe, op);
+	}
+	return sqe;
 }
 
 static int uring_submit(struct loop *loop, struct op *op)
@@ -396,18 +402,13 @@ static int uring_submit(struct loop *loop, struct op *op)
 	    ((op->code == OP_RECVMSG && (!op->msg || !loop->dgram_pool.nbufs)) ||
 	     (op->code == OP_SENDMSG && !op->msg)))
 		return -EINVAL; /* reactor.h: RECVMSG needs a datagram pool, both a msghdr */
-	const struct io_uring_sq *sq = &st->uc.ring.sq;
-	bool drained = sq->sqe_tail == *sq->khead; /* before uc_sqe, which moves the tail */
+	op->backend_data = 0;
+	if (op->code == OP_SEND)
+		return queue_send(st, op) ? 0 : -EBUSY;
 	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
 	if (!sqe)
 		return -EBUSY;
-	op->backend_data = 0;
-	if (op->code == OP_SEND) {
-		prep_send(st, sqe, op, drained);
-		io_uring_sqe_set_data(sqe, op);
-	} else {
-		prep_op(st, sqe, op);
-	}
+	prep_op(st, sqe, op);
 	return 0;
 }
 
@@ -450,15 +451,10 @@ static bool send_rearm(struct uring_state *st, struct op *op)
 {
 	if (op->cancelling)
 		return false;
-	const struct io_uring_sq *sq = &st->uc.ring.sq;
-	bool drained = sq->sqe_tail == *sq->khead;
-	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
-	if (!sqe)
-		return false;
-	prep_send(st, sqe, op, drained);
-	sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
-	io_uring_sqe_set_data(sqe, op);
-	return true;
+	struct io_uring_sqe *sqe = queue_send(st, op);
+	if (sqe)
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+	return sqe != NULL;
 }
 
 /* A datagram's CQE: find the payload and the source in the buffer (traps above). */

@@ -717,7 +717,26 @@ static int preamble_begin(struct conn *c)
 	return 0;
 }
 
-/* Everything on_recv() meets: the PROXY header, ends, errors, lingering, and data too. */
+/* Bytes for an open connection: queued, then sent. Within a batch (OPF_BATCH: more of this
+ * recv follows at once) only the budget moves, and the last piece sends the lot: pausing
+ * mid-batch would cancel the recv and drop what the backend has already read for it. */
+static inline void conn_received(struct conn *c, const struct buf *b, unsigned cflags)
+{
+	struct echo_server *srv = c->srv;
+	srv->stats.bytes_in += b->len;
+	conn_touch(c);
+	conn_enqueue(c, b);
+	if ((cflags & OPF_BATCH) && !c->closing) {
+		uint32_t lim = srv->lim.conn_buffer;
+		c->rx.max_bytes = c->queued < lim ? lim - c->queued : 1;
+		return;
+	}
+	conn_step(c);
+	if (srv->waiting)
+		wake_waiters(srv);
+}
+
+/* Everything else on_recv() meets: the PROXY header, ends, errors, lingering. */
 static __attribute__((noinline)) void on_recv_slow(struct op *op, int res, unsigned cflags)
 {
 	struct conn *c = op->owner;
@@ -737,17 +756,8 @@ static __attribute__((noinline)) void on_recv_slow(struct op *op, int res, unsig
 		proxy_reject(c, "closed before a complete PROXY header", &srv->stats.proxy_rejected);
 	}
 	if (res > 0 && !c->closing && !c->wr_shut) {
-		srv->stats.bytes_in += (uint64_t)res;
-		conn_touch(c);
-		conn_enqueue(c, &op->buf);
-		if ((cflags & OPF_BATCH) && !c->closing) {
-			/* More of this recv follows at once: queue it all and send once, with the
-			 * last. Only the budget moves meanwhile: pausing now would cancel the recv
-			 * and drop what the backend has already read for it. */
-			uint32_t lim = srv->lim.conn_buffer;
-			c->rx.max_bytes = c->queued < lim ? lim - c->queued : 1;
-			return;
-		}
+		conn_received(c, &op->buf, cflags); /* what followed the header */
+		return;
 	} else if (res > 0) {
 		/* Aborted (counted as such), or lingering after a complete echo. */
 		if (c->wr_shut && !c->closing)
@@ -785,22 +795,10 @@ static void on_recv(struct loop *loop, struct op *op, int res, unsigned cflags)
 {
 	(void)loop;
 	struct conn *c = op->owner;
-	if (__builtin_expect(res <= 0 || c->pre || c->closing || c->wr_shut, 0)) {
+	if (__builtin_expect(res <= 0 || c->pre || c->closing || c->wr_shut, 0))
 		on_recv_slow(op, res, cflags);
-		return;
-	}
-	struct echo_server *srv = c->srv;
-	srv->stats.bytes_in += (uint64_t)res;
-	conn_touch(c);
-	conn_enqueue(c, &op->buf);
-	if ((cflags & OPF_BATCH) && !c->closing) { /* see on_recv_slow */
-		uint32_t lim = srv->lim.conn_buffer;
-		c->rx.max_bytes = c->queued < lim ? lim - c->queued : 1;
-		return;
-	}
-	conn_step(c);
-	if (srv->waiting)
-		wake_waiters(srv);
+	else
+		conn_received(c, &op->buf, cflags);
 }
 
 static void on_send(struct loop *loop, struct op *op, int res, unsigned cflags)

@@ -69,6 +69,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "bufpool.h"
 
@@ -278,6 +279,24 @@ void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags);
 static inline bool loop_accept_error_transient(int err)
 {
 	return err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM;
+}
+
+/* OP_SEND's first run: op->buf, or the head of op->segs. */
+static inline struct buf op_send_head(const struct op *op)
+{
+	if (!op->nsegs)
+		return op->buf;
+	return (struct buf){ .base = op->segs->base + op->segs->off, .len = op->segs->len };
+}
+
+/* OP_SEND's runs as an iovec (at most LOOP_SEND_MAX_SEGS entries); returns how many. */
+static inline size_t op_send_iovec(const struct op *op, struct iovec *iov)
+{
+	size_t k = 0;
+	for (const struct seg *s = op->segs; s && k < op->nsegs && k < LOOP_SEND_MAX_SEGS;
+	     s = s->next)
+		iov[k++] = (struct iovec){ s->base + s->off, s->len };
+	return k;
 }
 
 /* For readiness backends: how many bytes one recv may read into a pool buffer of `bufsize`. */

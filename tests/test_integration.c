@@ -190,6 +190,45 @@ static void test_half_close_1mib(void **state)
 	stop_clean(&c);
 }
 
+/* One connection: a child sends len bytes and half-closes while this process reads the echo,
+ * `chunk` bytes a recv (0: all at once) with a pause between, then the server's EOF. */
+static void half_close_round(int port, const uint8_t *data, uint8_t *back, size_t len,
+			     size_t chunk, int round)
+{
+	int fd = tcp_connect(port);
+	assert_true(fd >= 0);
+	/* 1 MiB may not fit in the socket buffers both ways, so send in a helper child. */
+	pid_t kid = fork();
+	if (kid == 0) {
+		int rc = send_all(fd, data, len);
+		shutdown(fd, SHUT_WR);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	if (!chunk) {
+		assert_int_equal(recv_exact(fd, back, len), (ssize_t)len);
+	} else {
+		size_t got = 0;
+		ssize_t n = 1;
+		while (got < len && n > 0) {
+			n = recv_retry(fd, back + got, len - got < chunk ? len - got : chunk, 0);
+			if (n > 0)
+				got += (size_t)n;
+			usleep(100);
+		}
+		if (got != len)
+			print_error("[%s] round %d: %zu of %zu bytes echoed, then %s\n",
+				    test_backend_name(), round, got, len,
+				    n == 0 ? "EOF" : strerror(errno));
+		assert_int_equal(got, len);
+	}
+	assert_memory_equal(back, data, len);
+	char x;
+	assert_int_equal(recv_retry(fd, &x, 1, 0), 0);
+	struct child k = { .pid = kid };
+	assert_int_equal(proc_wait(&k, 5000), 0);
+	close(fd);
+}
+
 /* Half-close with everything sent first and nothing read until the FIN has gone out: the
  * server holds the whole megabyte in flight and must still echo every byte before closing. */
 static void test_half_close_before_reading(void **state)
@@ -200,22 +239,7 @@ static void test_half_close_before_reading(void **state)
 	size_t len = 1u << 20;
 	uint8_t *data = malloc(len), *back = malloc(len);
 	pattern_fill(data, len, 2);
-	int fd = tcp_connect(c.port);
-	assert_true(fd >= 0);
-	/* 1 MiB may not fit in the socket buffers both ways, so send in a helper child. */
-	pid_t kid = fork();
-	if (kid == 0) {
-		int rc = send_all(fd, data, len);
-		shutdown(fd, SHUT_WR);
-		_exit(rc == 0 ? 0 : 1);
-	}
-	assert_int_equal(recv_exact(fd, back, len), (ssize_t)len);
-	assert_memory_equal(back, data, len);
-	char x;
-	assert_int_equal(recv_retry(fd, &x, 1, 0), 0);
-	struct child k = { .pid = kid };
-	assert_int_equal(proc_wait(&k, 5000), 0);
-	close(fd);
+	half_close_round(c.port, data, back, len, 0, 0);
 	free(data);
 	free(back);
 	stop_clean(&c);
@@ -260,35 +284,8 @@ static void test_half_close_slow_reader(void **state)
 	uint8_t *data = malloc(len), *back = malloc(len);
 	pattern_fill(data, len, 4);
 	int polls = ring_polls(c.pid); /* the listener's and the wake-up's, on uring-poll */
-	for (int round = 0; round < 5; round++) {
-		int fd = tcp_connect(c.port);
-		assert_true(fd >= 0);
-		pid_t kid = fork();
-		if (kid == 0) {
-			int rc = send_all(fd, data, len);
-			shutdown(fd, SHUT_WR);
-			_exit(rc == 0 ? 0 : 1);
-		}
-		size_t got = 0;
-		ssize_t n = 1;
-		while (got < len && n > 0) {
-			n = recv_retry(fd, back + got, len - got < 16384 ? len - got : 16384, 0);
-			if (n > 0)
-				got += (size_t)n;
-			usleep(100);
-		}
-		if (got != len)
-			print_error("[%s] round %d: %zu of %zu bytes echoed, then %s\n",
-				    test_backend_name(), round, got, len,
-				    n == 0 ? "EOF" : strerror(errno));
-		assert_int_equal(got, len);
-		assert_memory_equal(back, data, len);
-		char x;
-		assert_int_equal(recv_retry(fd, &x, 1, 0), 0);
-		struct child k = { .pid = kid };
-		assert_int_equal(proc_wait(&k, 5000), 0);
-		close(fd);
-	}
+	for (int round = 0; round < 5; round++)
+		half_close_round(c.port, data, back, len, 16384, round);
 	/* Every connection's polls are gone with it (a removal that raced the poll's wake-up used
 	 * to leave it behind, and the closed socket with it). */
 	int now = ring_polls(c.pid);

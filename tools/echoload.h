@@ -254,8 +254,8 @@ void verify_free(struct conn *c);
 
 /* echoload_reconnect.c: --reconnect, for the engines. A connection's life: OPEN until
  * conn_close_due(), then the engine sends its FIN (shutdown SHUT_WR) and calls conn_closing();
- * at the server's EOF conn_eof() says whether this was that clean end; the engine closes the
- * socket and, if conn_cycle_done() says so, opens a new one (reconnect_socket, conn_connecting,
+ * at the server's EOF conn_eof() says whether this was that clean end; conn_cycle_done() closes
+ * the socket and says whether the engine opens a new one (reconnect_socket, conn_connecting,
  * its connect) and reports conn_established() or conn_connect_failed(). */
 void reconnect_setup(struct worker *w);  /* after peer is set: source rotation */
 /* Every echo of the connection's N messages verified, nothing held back or in flight: time for
@@ -265,7 +265,7 @@ void conn_closing(struct conn *c);       /* our FIN went out */
 /* The server's EOF: true if it ends a clean close (held bytes are decided first), false if
  * the server closed on its own (the engine fails the connection as before). */
 bool conn_eof(struct worker *w, struct conn *c);
-/* The socket of a cleanly closed connection is gone: counted, the slot reset for a new
+/* A cleanly closed connection: its socket closed, counted, the slot reset for a new
  * connection. true: open one; false: the run is stopping, the slot is done. */
 bool conn_cycle_done(struct worker *w, struct conn *c);
 /* A TCP socket for a new connection (flags: SOCK_NONBLOCK or 0), TCP_NODELAY set and, on

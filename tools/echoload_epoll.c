@@ -138,8 +138,6 @@ static void end_of_stream(struct worker *w, struct epoll_engine *e, struct conn 
 		drop(w, c, 0);
 		return;
 	}
-	if (close(c->fd) < 0 && errno != EINTR)
-		worker_fail(w, 1, "close: %s", strerror(errno));
 	if (conn_cycle_done(w, c))
 		reopen(w, e, c);
 }

@@ -78,6 +78,8 @@ static bool in_interval(const struct worker *w, uint64_t t)
 
 bool conn_cycle_done(struct worker *w, struct conn *c)
 {
+	if (close(c->fd) < 0 && errno != EINTR)
+		worker_fail(w, 1, "close: %s", strerror(errno));
 	worker_clock(w);
 	w->cnt.conns_closed++;
 	if (in_interval(w, w->now))

@@ -239,8 +239,6 @@ static void end_of_stream(struct worker *w, struct uring_engine *u, struct conn 
 		drop(w, c, 0);
 		return;
 	}
-	if (close(c->fd) < 0 && errno != EINTR)
-		worker_fail(w, 1, "close: %s", strerror(errno));
 	if (conn_cycle_done(w, c))
 		reopen(w, u, c);
 }
