@@ -413,19 +413,51 @@ int proc_count_fds(pid_t pid)
 
 const char *proc_unix_path;
 
-int free_port(int socktype)
+/* The low end of the kernel's ephemeral range, from which connect() and bind(port 0) take
+ * their ports; 32768 (the default) if it cannot be read. */
+static int ephemeral_low(void)
+{
+	int low = 32768, high;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	if (f) {
+		if (fscanf(f, "%d %d", &low, &high) != 2)
+			low = 32768;
+		fclose(f);
+	}
+	return low;
+}
+
+static bool port_bindable(int socktype, int port)
 {
 	int fd = socket(AF_INET, socktype | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return -1;
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-			 getsockname(fd, (struct sockaddr *)&sa, &len) == 0
-		 ? ntohs(sa.sin_port)
-		 : -1;
+		return false;
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	bool ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
 	close(fd);
-	return rc;
+	return ok;
+}
+
+/* A port from the kernel's ephemeral range is free only until some other socket connects:
+ * the suites run beside echoload runs that take thousands of those ports a second, and one of
+ * them took a port between free_port() and HAProxy's bind. Below the range nothing takes a
+ * port unasked; a random pick makes two suites choosing at once unlikely to meet. */
+int free_port(int socktype)
+{
+	enum { LOWEST = 10000 };
+	int below = ephemeral_low();
+	if (below - LOWEST < 1000)
+		return -1;
+	static unsigned seed;
+	if (!seed)
+		seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+	for (int tries = 0; tries < 200; tries++) {
+		int port = LOWEST + (int)(rand_r(&seed) % (unsigned)(below - LOWEST));
+		if (port_bindable(socktype, port))
+			return port;
+	}
+	return -1;
 }
 
 int tcp_connect(int port)

@@ -65,8 +65,9 @@ int proc_count_fds(pid_t pid);
 
 /* Sockets, all with deadlines so a broken server fails a test instead of hanging it. */
 int tcp_connect(int port);        /* blocking socket, 5 s send/recv timeouts; -1 on failure */
-/* A 127.0.0.1 port nobody has now for `socktype` (SOCK_STREAM, SOCK_DGRAM): the kernel's
- * pick for port 0, released again. -1 on failure. */
+/* A 127.0.0.1 port nobody has now for `socktype` (SOCK_STREAM, SOCK_DGRAM), chosen below the
+ * kernel's ephemeral range so no outgoing connection takes it before it is used. -1 on
+ * failure (also when that range starts below 11000). */
 int free_port(int socktype);
 /* When set, tcp_connect() (and so hello_echoed()) ignores the port and connects to this Unix
  * socket instead, and test_start_echod() also listens there: a suite's stream cases run over

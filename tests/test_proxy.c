@@ -336,6 +336,31 @@ static void through_haproxy(int port, const struct child *echod, int *client_por
 	free(back);
 }
 
+/* test_haproxy_send_proxy once failed with HAProxy's bind taking EADDRINUSE: free_port()
+ * had handed out a port of the ephemeral range, which a connection elsewhere took first. */
+static void test_free_port_outside_ephemeral_range(void **state)
+{
+	(void)state;
+	int low = 32768, high = 60999;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%d %d", &low, &high), 2);
+	fclose(f);
+	for (int i = 0; i < 20; i++) {
+		int types[] = { SOCK_STREAM, SOCK_DGRAM };
+		int port = free_port(types[i % 2]);
+		assert_true(port > 0);
+		if (port >= low && port <= high)
+			fail_msg("free_port() gave %d, inside the ephemeral range %d-%d", port, low,
+				 high);
+		int fd = socket(AF_INET, types[i % 2] | SOCK_CLOEXEC, 0);
+		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+		close(fd);
+	}
+}
+
 static void test_haproxy_send_proxy(void **state)
 {
 	(void)state;
@@ -405,6 +430,7 @@ int main(int argc, char **argv)
 	int failed = test_run_per_backend("proxy", tests, sizeof(tests) / sizeof(tests[0]));
 	const struct CMUnitTest once[] = {
 		cmocka_unit_test(test_exchange_reads_on_after_eintr),
+		cmocka_unit_test(test_free_port_outside_ephemeral_range),
 	};
 	failed += cmocka_run_group_tests_name("proxy/plumbing", once, NULL, NULL);
 	return failed ? 1 : 0;
