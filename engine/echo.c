@@ -166,7 +166,15 @@ static void queue_push(struct conn *c, struct seg *s)
 	c->qtail = s;
 }
 
-static void seg_release(struct conn *c, struct seg *s)
+static __attribute__((noinline)) void spill_free(struct conn *c)
+{
+	free(c->spill.base);
+	memset(&c->spill, 0, sizeof(c->spill));
+	c->spill_cap = 0;
+}
+
+/* Once per echoed message: a pool buffer back to the loop, inline; the spill out of line. */
+static inline void seg_release(struct conn *c, struct seg *s)
 {
 	struct echo_server *srv = c->srv;
 	if (s->bid >= 0) {
@@ -174,9 +182,7 @@ static void seg_release(struct conn *c, struct seg *s)
 		srv->bufs_held--;
 		loop_buf_release(srv->loop, (uint32_t)s->bid);
 	} else {
-		free(s->base);
-		memset(&c->spill, 0, sizeof(c->spill));
-		c->spill_cap = 0;
+		spill_free(c);
 	}
 }
 
@@ -210,29 +216,45 @@ static void spill_append(struct conn *c, const char *data, uint32_t n)
 	c->srv->stats.spilled_bytes += n;
 }
 
-static void conn_enqueue(struct conn *c, const struct buf *b)
+static inline void conn_enqueue_buffer(struct conn *c, const struct buf *b)
 {
 	struct echo_server *srv = c->srv;
-	bool backlogged = c->qhead != NULL;
-	enum spill sp = backlogged && c->held >= conn_share(srv) ? spill_room(c, b->len)
-								   : SPILL_FULL;
+	struct seg *s = &srv->segs[b->bid];
+	*s = (struct seg){ .base = b->base, .off = 0, .len = b->len, .bid = (int32_t)b->bid };
+	c->held++;
+	srv->bufs_held++;
+	queue_push(c, s);
+	c->queued += b->len;
+}
+
+/* A backlogged connection over its share of pool buffers: the bytes go to its spill, or, with
+ * no spill room left, into the queue on the buffer after all (rx_blocked() pauses it next). */
+static __attribute__((noinline)) void conn_enqueue_backlogged(struct conn *c, const struct buf *b)
+{
+	struct echo_server *srv = c->srv;
+	enum spill sp = spill_room(c, b->len);
 	if (sp == SPILL_NOMEM) {
 		/* Holding the pool's buffers instead would starve everyone once the pool is dry. */
 		loop_buf_release(srv->loop, b->bid);
 		conn_nomem(c, "its echo buffer (--conn-buffer)");
 		return;
 	}
-	if (sp == SPILL_ROOM) {
-		spill_append(c, b->base, b->len);
-		loop_buf_release(srv->loop, b->bid);
-	} else {
-		struct seg *s = &srv->segs[b->bid];
-		*s = (struct seg){ .base = b->base, .off = 0, .len = b->len, .bid = (int32_t)b->bid };
-		c->held++;
-		srv->bufs_held++;
-		queue_push(c, s);
+	if (sp == SPILL_FULL) {
+		conn_enqueue_buffer(c, b);
+		return;
 	}
+	spill_append(c, b->base, b->len);
+	loop_buf_release(srv->loop, b->bid);
 	c->queued += b->len;
+}
+
+/* The steady state keeps the pool buffer as the queue's run: no copy, no spill. */
+static inline void conn_enqueue(struct conn *c, const struct buf *b)
+{
+	if (c->qhead && c->held >= conn_share(c->srv))
+		conn_enqueue_backlogged(c, b);
+	else
+		conn_enqueue_buffer(c, b);
 }
 
 /* Give a backlogged connection's pool buffers back: every queued segment is copied, in order,
@@ -600,7 +622,9 @@ static __attribute__((noinline)) void conn_step_slow(struct conn *c)
 	conn_update_rx(c);
 }
 
-static void conn_step(struct conn *c)
+/* The step after a completion, inline in the two that run once per echo (on_recv's data, on_send);
+ * conn_step() below is the same for everything else. */
+static inline void conn_step_inline(struct conn *c)
 {
 	if (c->qhead && !loop_op_armed(&c->tx) && !c->closing && !c->wr_shut)
 		conn_send_head(c);
@@ -615,6 +639,11 @@ static void conn_step(struct conn *c)
 		c->rx.max_bytes = room;
 	else
 		conn_update_rx(c);
+}
+
+static void conn_step(struct conn *c)
+{
+	conn_step_inline(c);
 }
 
 /* --- the PROXY protocol header ----------------------------------------------------------- */
@@ -731,7 +760,7 @@ static inline void conn_received(struct conn *c, const struct buf *b, unsigned c
 		c->rx.max_bytes = c->queued < lim ? lim - c->queued : 1;
 		return;
 	}
-	conn_step(c);
+	conn_step_inline(c);
 	if (srv->waiting)
 		wake_waiters(srv);
 }
@@ -831,7 +860,7 @@ static void on_send(struct loop *loop, struct op *op, int res, unsigned cflags)
 	} else if (res < 0 && res != -ECANCELED) {
 		conn_abort(c, error_reason(res));
 	}
-	conn_step(c);
+	conn_step_inline(c);
 	if (srv->waiting)
 		wake_waiters(srv);
 }

@@ -112,10 +112,16 @@ static inline void clock_refresh(struct loop *loop)
 		clock_read(loop);
 }
 
+void loop_clock_refresh(struct loop *loop)
+{
+	clock_refresh(loop);
+}
+
 static __attribute__((noinline)) void cancel_unqueue(struct loop *loop, struct op *op);
 
-static __attribute__((noinline)) void complete_slow(struct loop *loop, struct op *op, int res,
-						   unsigned cflags)
+/* loop_complete's long way (reactor.h): the first completion after a wait reads the clock, and
+ * a final one with a cancel still queued takes it off the queue. */
+void loop_complete_slow(struct loop *loop, struct op *op, int res, unsigned cflags)
 {
 	clock_refresh(loop);
 	if (!(cflags & OPF_MORE)) {
@@ -123,20 +129,6 @@ static __attribute__((noinline)) void complete_slow(struct loop *loop, struct op
 		if (op->cancel_queued)
 			cancel_unqueue(loop, op);
 	}
-	op->done(loop, op, res, cflags);
-}
-
-/* Once per completion: the common case calls nothing but the callback (a tail call), the
- * first completion after a wait and a final with a cancel still queued go the long way. */
-void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags)
-{
-	loop->tally.completions++;
-	if (loop->clock_stale || (!(cflags & OPF_MORE) && op->cancel_queued)) {
-		complete_slow(loop, op, res, cflags);
-		return;
-	}
-	if (!(cflags & OPF_MORE))
-		op->armed = false;
 	op->done(loop, op, res, cflags);
 }
 
@@ -206,11 +198,6 @@ static __attribute__((noinline)) void cancel_unqueue(struct loop *loop, struct o
 		}
 	}
 	op->cancel_queued = false;
-}
-
-void loop_buf_release(struct loop *loop, uint32_t bid)
-{
-	loop->be->buf_release(loop, bid);
 }
 
 int loop_close_fd(struct loop *loop, int fd)

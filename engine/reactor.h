@@ -264,14 +264,33 @@ static inline void loop_set_stop(struct loop *loop, bool stop)
 {
 	loop->stop = stop;
 }
-void loop_buf_release(struct loop *loop, uint32_t bid);
+static inline void loop_buf_release(struct loop *loop, uint32_t bid)
+{
+	loop->be->buf_release(loop, bid);
+}
 /* Close an fd whose ops are all final (or about to be cancelled by the caller). The backend
  * may close it only at its next submit (io_uring): the number stays taken until then, so
  * nothing reuses it early, but the caller must not touch the fd after this call. */
 int loop_close_fd(struct loop *loop, int fd);
 
-/* For backends: finish an op now (from wait) or later (from submit/cancel). */
-void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags);
+/* For backends: finish an op now (from wait) or later (from submit/cancel). Inline, twice per
+ * echoed message: the common case is a count, two tests and the callback; the first completion
+ * after a wait and a final one with a cancel still queued go the long way. */
+void loop_complete_slow(struct loop *loop, struct op *op, int res, unsigned cflags);
+/* For backends that wake with a batch of completions (io_uring): read the clock now, once,
+ * before delivering them, so that none of them takes loop_complete's long way for it. */
+void loop_clock_refresh(struct loop *loop);
+static inline void loop_complete(struct loop *loop, struct op *op, int res, unsigned cflags)
+{
+	loop->tally.completions++;
+	if (__builtin_expect(loop->clock_stale || (!(cflags & OPF_MORE) && op->cancel_queued), 0)) {
+		loop_complete_slow(loop, op, res, cflags);
+		return;
+	}
+	if (!(cflags & OPF_MORE))
+		op->armed = false;
+	op->done(loop, op, res, cflags);
+}
 
 /* The accept-error policy of every backend: an error that concerns one connection (it died in
  * the queue, or a firewall or security hook refused it) is skipped and accepting goes on; any
