@@ -364,13 +364,19 @@ static inline void prep_send_one(struct io_uring_sqe *sqe, int fd, const void *b
 
 /* A send of op's runs. Several go out as one SENDMSG whose msghdr and iovec live in the arena:
  * with FEAT_SUBMIT_STABLE the kernel has copied them once it has consumed the SQE, so an entry
- * is free again as soon as every SQE handed out has been consumed (checked before taking the
- * SQE, which may itself force a submit). A full arena sends the first run alone: the core
- * takes a short send in its stride. */
-static void prep_send(struct uring_state *st, struct io_uring_sqe *sqe, struct op *op,
-		      bool arena_free)
+ * is free again as soon as every SQE handed out before this one has been consumed (the SQ's
+ * head has reached this SQE; after a submit forced by a full SQ it has). A full arena sends
+ * the first run alone: the core takes a short send in its stride. */
+static void prep_send(struct uring_state *st, struct io_uring_sqe *sqe, struct op *op)
 {
-	if (op->nsegs <= 1 || !st->sendv || (!arena_free && st->nsendv == SENDV_ARENA)) {
+	if (op->nsegs <= 1 || !st->sendv) {
+		struct buf b = op_send_head(op);
+		prep_send_one(sqe, op->fd, b.base, b.len);
+		return;
+	}
+	const struct io_uring_sq *sq = &st->uc.ring.sq;
+	bool arena_free = sq->sqe_tail - 1 == *sq->khead;
+	if (!arena_free && st->nsendv == SENDV_ARENA) {
 		struct buf b = op_send_head(op);
 		prep_send_one(sqe, op->fd, b.base, b.len);
 		return;
@@ -385,11 +391,9 @@ static void prep_send(struct uring_state *st, struct io_uring_sqe *sqe, struct o
 /* Queue op's send: its SQE, or NULL when the SQ cannot take one. */
 static struct io_uring_sqe *queue_send(struct uring_state *st, struct op *op)
 {
-	const struct io_uring_sq *sq = &st->uc.ring.sq;
-	bool drained = sq->sqe_tail == *sq->khead; /* before uc_sqe, which moves the tail */
 	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
 	if (sqe) {
-		prep_send(st, sqe, op, drained);
+		prep_send(st, sqe, op);
 		io_uring_sqe_set_data(sqe, op);
 	}
 	return sqe;
@@ -398,13 +402,13 @@ static struct io_uring_sqe *queue_send(struct uring_state *st, struct op *op)
 static int uring_submit(struct loop *loop, struct op *op)
 {
 	struct uring_state *st = loop->be_state;
+	op->backend_data = 0;
+	if (op->code == OP_SEND) /* once per echoed message: first */
+		return queue_send(st, op) ? 0 : -EBUSY;
 	if (op->code >= OP_RECVMSG &&
 	    ((op->code == OP_RECVMSG && (!op->msg || !loop->dgram_pool.nbufs)) ||
 	     (op->code == OP_SENDMSG && !op->msg)))
 		return -EINVAL; /* reactor.h: RECVMSG needs a datagram pool, both a msghdr */
-	op->backend_data = 0;
-	if (op->code == OP_SEND)
-		return queue_send(st, op) ? 0 : -EBUSY;
 	struct io_uring_sqe *sqe = uc_sqe(&st->uc);
 	if (!sqe)
 		return -EBUSY;
@@ -610,7 +614,7 @@ static __attribute__((flatten)) int uring_wait(struct loop *loop, int timeout_ms
 {
 	struct uring_state *st = loop->be_state;
 	stock_ring(st);
-	int rc = uc_wait(&st->uc, timeout_ms, on_cqe, st);
+	int rc = uc_wait(&st->uc, loop, timeout_ms, on_cqe, st);
 	loop->cq_overflows = st->uc.overflows;
 	return rc;
 }

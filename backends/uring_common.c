@@ -164,6 +164,8 @@ int uc_bufring_init(struct uc *uc, unsigned bgid, struct bufpool *pool, uint32_t
 	b->base = pool->mem;
 	b->bufsize = pool->bufsize;
 	b->offset = offset;
+	b->first = pool->mem + offset;
+	b->entry_len = pool->bufsize - offset;
 	io_uring_buf_ring_init(b->br);
 	struct io_uring_buf_reg reg;
 	memset(&reg, 0, sizeof(reg));

@@ -109,6 +109,8 @@ struct uc_bufring {
 	char *base;
 	uint32_t bufsize;
 	uint32_t offset;
+	char *first;        /* base + offset: buffer bid's entry starts bid * bufsize past it */
+	uint32_t entry_len; /* bufsize - offset */
 };
 
 struct uc {
@@ -173,9 +175,8 @@ void uc_fini(struct uc *uc);
 static inline void uc_buf_put(struct uc *uc, unsigned bgid, uint32_t bid)
 {
 	struct uc_bufring *b = &uc->br[bgid];
-	io_uring_buf_ring_add(b->br, b->base + (size_t)bid * b->bufsize + b->offset,
-			      b->bufsize - b->offset, (unsigned short)bid, (int)b->mask,
-			      (int)b->unflushed);
+	io_uring_buf_ring_add(b->br, b->first + (size_t)bid * b->bufsize, b->entry_len,
+			      (unsigned short)bid, (int)b->mask, (int)b->unflushed);
 	b->unflushed++;
 }
 
@@ -183,8 +184,14 @@ static inline void uc_buf_put(struct uc *uc, unsigned bgid, uint32_t bid)
 struct io_uring_sqe *uc_sqe_slow(struct uc *uc);
 static inline struct io_uring_sqe *uc_sqe(struct uc *uc)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&uc->ring);
-	return sqe ? sqe : uc_sqe_slow(uc);
+	/* liburing's io_uring_get_sqe, less its tests for SQE128 and SQPOLL, which these rings
+	 * never set up: without SQPOLL the head moves only inside our own io_uring_enter. */
+	struct io_uring_sq *sq = &uc->ring.sq;
+	unsigned tail = sq->sqe_tail;
+	if (__builtin_expect(tail - *sq->khead >= sq->ring_entries, 0))
+		return uc_sqe_slow(uc);
+	sq->sqe_tail = tail + 1;
+	return &sq->sqes[tail & sq->ring_mask];
 }
 
 /* Reap at most `max` CQEs, calling fn for each after it has left the CQ (so a callback that
@@ -195,9 +202,10 @@ typedef void (*uc_cqe_fn)(void *ctx, uint64_t user_data, int res, unsigned flags
 static inline unsigned uc_reap(struct uc *uc, unsigned max, uc_cqe_fn fn, void *ctx)
 {
 	struct io_uring_cq *cq = &uc->ring.cq;
-	unsigned n = 0, tail = io_uring_smp_load_acquire(cq->ktail);
-	while (n < max) {
-		unsigned head = *cq->khead;
+	/* Only this thread moves the head: it stays in a register, not re-read after each
+	 * callback. (The ring's other fields in locals too cost more: they spill.) */
+	unsigned head = *cq->khead, first = head, tail = io_uring_smp_load_acquire(cq->ktail);
+	while (head - first < max) {
 		/* The tail is read again only when caught up: a callback may have made the
 		 * kernel post more (a submit forced by a full SQ). */
 		if (head == tail && head == (tail = io_uring_smp_load_acquire(cq->ktail)))
@@ -206,11 +214,10 @@ static inline unsigned uc_reap(struct uc *uc, unsigned max, uc_cqe_fn fn, void *
 		uint64_t ud = cqe->user_data;
 		int res = cqe->res;
 		unsigned flags = cqe->flags;
-		io_uring_smp_store_release(cq->khead, head + 1);
-		n++;
+		io_uring_smp_store_release(cq->khead, ++head);
 		fn(ctx, ud, res, flags);
 	}
-	return n;
+	return head - first;
 }
 
 /* Does the kernel know a request? prep() fills an SQE for it on one end of an idle
@@ -225,7 +232,8 @@ int uc_submit(struct uc *uc);
 
 /* One wait of the loop: one io_uring_enter that publishes returned buffers and queued SQEs and
  * waits up to timeout_ms (-1: no limit, 0: do not block) for a completion unless one is
- * already there; then reap what is there through fn (uc_reap). Returns CQEs reaped, -EINTR
+ * already there; then read the loop's clock (once for the whole batch: loop_clock_refresh)
+ * and reap what is there through fn (uc_reap). Returns CQEs reaped, -EINTR
  * (benign: the reactor goes round again), or a hard error (-EBADR: the kernel dropped CQEs,
  * so some op would never see its final completion). EBUSY (CQ overflow not flushable) and
  * EAGAIN (no memory) reap first and submit again once, without blocking. */
@@ -234,9 +242,11 @@ int uc_wait_resubmit(struct uc *uc);
 /* Inline, so each backend's reap calls its own CQE handler directly (and may inline it): an
  * indirect call per CQE, with the handler's prologue, was a tenth of uring's instructions per
  * message. */
-static inline int uc_wait(struct uc *uc, int timeout_ms, uc_cqe_fn fn, void *ctx)
+static inline int uc_wait(struct uc *uc, struct loop *loop, int timeout_ms, uc_cqe_fn fn,
+			  void *ctx)
 {
 	int rc = uc_wait_enter(uc, timeout_ms);
+	loop_clock_refresh(loop);
 	unsigned n = uc_reap(uc, uc->cq_entries, fn, ctx);
 	if (__builtin_expect(rc == -EBUSY || rc == -EAGAIN, 0)) {
 		rc = uc_wait_resubmit(uc);

@@ -183,7 +183,7 @@ static int up_wait(struct loop *loop, int timeout_ms)
 	struct up_state *st = loop->be_state;
 	int nrun = rd_retries_take(&st->r);
 	timeout_ms = rd_sends_flush(&st->r, nrun ? 0 : timeout_ms);
-	int rc = uc_wait(&st->uc, timeout_ms, on_cqe, st);
+	int rc = uc_wait(&st->uc, loop, timeout_ms, on_cqe, st);
 	loop->cq_overflows = st->uc.overflows;
 	if (rc < 0 && rc != -EINTR)
 		return rc;
