@@ -632,6 +632,75 @@ static void test_variants_env_and_build(void **state)
 	assert_true(ok);
 }
 
+/* The first column named `name` in a CSV's header, read from its first data row; "" if none. */
+static void raw_first(const char *csv, const char *name, char *out, size_t len)
+{
+	out[0] = '\0';
+	const char *row = strchr(csv, '\n');
+	if (!row)
+		return;
+	row++;
+	int col = 0;
+	for (const char *h = csv; h < row - 1; col++) {
+		size_t n = strcspn(h, ",\n");
+		if (n == strlen(name) && !strncmp(h, name, n)) {
+			const char *v = row;
+			for (int i = 0; i < col && v; i++) {
+				v = strchr(v, ',');
+				v = v ? v + 1 : NULL;
+			}
+			if (v)
+				snprintf(out, len, "%.*s", (int)strcspn(v, ",\n"), v);
+			return;
+		}
+		h += n + 1;
+	}
+}
+
+/* --server-cpu-limit: echod runs in a cgroup with that CPU quota. A closed loop of ten
+ * connections keeps an uncapped echod at 40-70% of its CPU; capped at 10% its own CPU, as
+ * echoload reads it, stays near 10, env.txt says the setting, and the cgroup is gone after.
+ * One 0.5 s run. Skips where no cgroup can be made (exit 69). */
+static void test_server_cpu_limit(void **state)
+{
+	(void)state;
+	char out[64];
+	snprintf(out, sizeof(out), "/tmp/test_compare_cap.XXXXXX");
+	assert_non_null(mkdtemp(out));
+	const char *argv[] = { script, "--build", build_dir, "--backends", "epoll", "--sizes",
+			       "128", "--conns", "10", "--repeats", "1", "--duration", "0.5",
+			       "--warmup", "0.2", "--idle", "0", "--no-charts", "--client-engine",
+			       "epoll", "--server-cpu-limit", "10", "--out", out, NULL };
+	struct child c;
+	int rc = proc_run(argv, RUN_MS, &c);
+	char *log = proc_log(&c);
+	char cg1[96], cg2[96];
+	snprintf(cg1, sizeof(cg1), "/sys/fs/cgroup/cpu/echod-compare-%d", (int)c.pid);
+	snprintf(cg2, sizeof(cg2), "/sys/fs/cgroup/echod-compare-%d", (int)c.pid);
+	proc_cleanup(&c);
+	if (rc == 69) {
+		printf("  skipped: bench/compare could not make a CPU cgroup here (%.*s)\n",
+		       (int)strcspn(log, "\n"), log);
+		free(log);
+		rm_rf(out);
+		return;
+	}
+	char *raw = slurp_in(out, "raw.csv"), *env = slurp_in(out, "env.txt");
+	rm_rf(out);
+	char cpu[32];
+	raw_first(raw, "server_cpu_pct", cpu, sizeof(cpu));
+	bool gone = access(cg1, F_OK) != 0 && access(cg2, F_OK) != 0;
+	bool ok = rc == 0 && cpu[0] && strtod(cpu, NULL) > 0 && strtod(cpu, NULL) <= 15 &&
+		  strstr(env, "\nserver CPU limit: 10% of one CPU (cgroup v") && gone;
+	if (!ok)
+		print_error("--server-cpu-limit 10: exit %d, server_cpu_pct %s, cgroup %s\nenv.txt:\n%s"
+			    "\nstderr:\n%s\n", rc, cpu, gone ? "removed" : "left behind", env, log);
+	free(raw);
+	free(env);
+	free(log);
+	assert_true(ok);
+}
+
 /* ---- bench/peers/run --peer: a locally built server beside echod --------------------------- */
 /* Unlike the tests above, the first of these runs echod and echoload for real (through
  * bench/peers/run: one 0.3 s run after 0.1 s of warm-up), about 1.5 s in all. */
@@ -788,6 +857,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_reconnect_conns_column),
 		cmocka_unit_test(test_env_file_fields),
 		cmocka_unit_test(test_variants_env_and_build),
+		cmocka_unit_test(test_server_cpu_limit),
 		cmocka_unit_test(test_peers_run_local_server),
 		cmocka_unit_test(test_peers_run_missing_peer),
 	};
