@@ -194,28 +194,31 @@ static inline struct io_uring_sqe *uc_sqe(struct uc *uc)
 	return &sq->sqes[tail & sq->ring_mask];
 }
 
-/* Reap at most `max` CQEs, calling fn for each after it has left the CQ (so a callback that
- * makes the kernel post more, by submitting on a full SQ, cannot overrun it). Reads the ring
- * directly: liburing's peek falls back to a syscall when the ring has flags set, and this loop
- * must never enter the kernel. Returns how many were reaped. */
+/* Reap what the CQ holds, calling fn for each CQE after it has left the CQ (so a callback that
+ * makes the kernel post more, by submitting on a full SQ, cannot overrun it). Two passes at
+ * most: what was there, then what the callbacks made the kernel post meanwhile; anything later
+ * waits for the next wait, so a reap always ends. Reads the ring directly: liburing's peek
+ * falls back to a syscall when the ring has flags set, and this loop must never enter the
+ * kernel. Returns how many were reaped. */
 typedef void (*uc_cqe_fn)(void *ctx, uint64_t user_data, int res, unsigned flags);
-static inline unsigned uc_reap(struct uc *uc, unsigned max, uc_cqe_fn fn, void *ctx)
+static inline unsigned uc_reap(struct uc *uc, uc_cqe_fn fn, void *ctx)
 {
 	struct io_uring_cq *cq = &uc->ring.cq;
 	/* Only this thread moves the head: it stays in a register, not re-read after each
 	 * callback. (The ring's other fields in locals too cost more: they spill.) */
-	unsigned head = *cq->khead, first = head, tail = io_uring_smp_load_acquire(cq->ktail);
-	while (head - first < max) {
-		/* The tail is read again only when caught up: a callback may have made the
-		 * kernel post more (a submit forced by a full SQ). */
-		if (head == tail && head == (tail = io_uring_smp_load_acquire(cq->ktail)))
+	unsigned head = *cq->khead, first = head;
+	for (int pass = 0; pass < 2; pass++) {
+		unsigned tail = io_uring_smp_load_acquire(cq->ktail);
+		if (head == tail)
 			break;
-		const struct io_uring_cqe *cqe = &cq->cqes[head & cq->ring_mask];
-		uint64_t ud = cqe->user_data;
-		int res = cqe->res;
-		unsigned flags = cqe->flags;
-		io_uring_smp_store_release(cq->khead, ++head);
-		fn(ctx, ud, res, flags);
+		do {
+			const struct io_uring_cqe *cqe = &cq->cqes[head & cq->ring_mask];
+			uint64_t ud = cqe->user_data;
+			int res = cqe->res;
+			unsigned flags = cqe->flags;
+			io_uring_smp_store_release(cq->khead, ++head);
+			fn(ctx, ud, res, flags);
+		} while (head != tail);
 	}
 	return head - first;
 }
@@ -247,10 +250,10 @@ static inline int uc_wait(struct uc *uc, struct loop *loop, int timeout_ms, uc_c
 {
 	int rc = uc_wait_enter(uc, timeout_ms);
 	loop_clock_refresh(loop);
-	unsigned n = uc_reap(uc, uc->cq_entries, fn, ctx);
+	unsigned n = uc_reap(uc, fn, ctx);
 	if (__builtin_expect(rc == -EBUSY || rc == -EAGAIN, 0)) {
 		rc = uc_wait_resubmit(uc);
-		n += uc_reap(uc, uc->cq_entries, fn, ctx);
+		n += uc_reap(uc, fn, ctx);
 	}
 	if (rc == -ETIME || (rc == -EINTR && n > 0))
 		rc = 0;
