@@ -473,17 +473,22 @@ static __attribute__((noinline)) void send_failed(struct conn *c, int rc)
 
 /* One send for everything queued, up to LOOP_SEND_MAX_SEGS runs: a pipelining peer's
  * messages, received into several buffers, leave in one syscall (or one SQE). */
-static void conn_send_head(struct conn *c)
+static inline void conn_send_runs(struct conn *c, uint32_t n)
 {
-	uint32_t n = 1;
-	for (const struct seg *s = c->qhead->next; s && n < LOOP_SEND_MAX_SEGS; s = s->next)
-		n++;
 	c->tx.segs = c->qhead;
 	c->tx.nsegs = n;
 	c->tx_at_ms = c->srv->loop->now_ms;
 	int rc = loop_submit(c->srv->loop, &c->tx);
 	if (rc < 0)
 		send_failed(c, rc);
+}
+
+static void conn_send_head(struct conn *c)
+{
+	uint32_t n = 1;
+	for (const struct seg *s = c->qhead->next; s && n < LOOP_SEND_MAX_SEGS; s = s->next)
+		n++;
+	conn_send_runs(c, n);
 }
 
 static bool rx_blocked(const struct conn *c)
@@ -624,10 +629,9 @@ static __attribute__((noinline)) void conn_step_slow(struct conn *c)
 
 /* The step after a completion, inline in the two that run once per echo (on_recv's data, on_send);
  * conn_step() below is the same for everything else. */
-static inline void conn_step_inline(struct conn *c)
+/* conn_step_inline without the send: for a caller that knows nothing is queued. */
+static inline void conn_settle(struct conn *c)
 {
-	if (c->qhead && !loop_op_armed(&c->tx) && !c->closing && !c->wr_shut)
-		conn_send_head(c);
 	if (c->closing | c->wr_shut | c->eof | c->srv->draining) {
 		conn_step_slow(c);
 		return;
@@ -639,6 +643,13 @@ static inline void conn_step_inline(struct conn *c)
 		c->rx.max_bytes = room;
 	else
 		conn_update_rx(c);
+}
+
+static inline void conn_step_inline(struct conn *c)
+{
+	if (c->qhead && !loop_op_armed(&c->tx) && !c->closing && !c->wr_shut)
+		conn_send_head(c);
+	conn_settle(c);
 }
 
 static void conn_step(struct conn *c)
@@ -754,6 +765,16 @@ static inline void conn_received(struct conn *c, const struct buf *b, unsigned c
 	struct echo_server *srv = c->srv;
 	srv->stats.bytes_in += b->len;
 	conn_touch(c);
+	if (!c->qhead && !(cflags & OPF_BATCH) && !loop_op_armed(&c->tx)) {
+		/* The steady state: nothing queued, no send in flight: the buffer leaves at once
+		 * as the only run. */
+		conn_enqueue_buffer(c, b);
+		conn_send_runs(c, 1);
+		conn_settle(c);
+		if (srv->waiting)
+			wake_waiters(srv);
+		return;
+	}
 	conn_enqueue(c, b);
 	if ((cflags & OPF_BATCH) && !c->closing) {
 		uint32_t lim = srv->lim.conn_buffer;
@@ -836,6 +857,20 @@ static void on_send(struct loop *loop, struct op *op, int res, unsigned cflags)
 	(void)cflags;
 	struct conn *c = op->owner;
 	struct echo_server *srv = c->srv;
+	struct seg *head = c->qhead;
+	if (head && (uint32_t)res == head->len && !head->next && head->bid >= 0 && res > 0 &&
+	    !c->closing) {
+		/* The steady state: the whole queue, one pool buffer, sent at once. */
+		c->queued -= (uint32_t)res;
+		srv->stats.bytes_out += (uint32_t)res;
+		conn_touch(c);
+		c->qhead = c->qtail = NULL;
+		seg_release(c, head);
+		conn_settle(c);
+		if (srv->waiting)
+			wake_waiters(srv);
+		return;
+	}
 	if (res >= 0 && !c->closing) {
 		uint32_t n = (uint32_t)res;
 		c->queued -= n;
