@@ -627,9 +627,8 @@ static __attribute__((noinline)) void conn_step_slow(struct conn *c)
 	conn_update_rx(c);
 }
 
-/* The step after a completion, inline in the two that run once per echo (on_recv's data, on_send);
- * conn_step() below is the same for everything else. */
-/* conn_step_inline without the send: for a caller that knows nothing is queued. */
+/* What follows a completion once any send is under way: an ending connection goes the slow
+ * way, an open one only has its receive budget brought up to date. */
 static inline void conn_settle(struct conn *c)
 {
 	if (c->closing | c->wr_shut | c->eof | c->srv->draining) {
@@ -645,6 +644,9 @@ static inline void conn_settle(struct conn *c)
 		conn_update_rx(c);
 }
 
+/* The step after a completion: send what is queued if no send is under way, then settle.
+ * Inline in the two completions that run once per echo (on_recv's data, on_send); conn_step()
+ * is the same for everything else. */
 static inline void conn_step_inline(struct conn *c)
 {
 	if (c->qhead && !loop_op_armed(&c->tx) && !c->closing && !c->wr_shut)
