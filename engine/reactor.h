@@ -58,7 +58,8 @@
  *    armed on one fd at once; they leave in submission order.
  *  - Readiness backends send optimistically: try at once, wait for writability only on EAGAIN.
  *  - A backend delivers every completion through loop_complete(), which refreshes now_ms on
- *    the first completion after a wait, so timers started in callbacks count from the wake-up.
+ *    the first completion after a wait, so timers started in callbacks count from the wake-up
+ *    (a backend that wakes with a batch may refresh it once before, loop_clock_refresh()).
  *  - A loop belongs to the thread that created it: only that thread submits, cancels, releases
  *    buffers and runs it (the io_uring backends create their ring with SINGLE_ISSUER).
  */
