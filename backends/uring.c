@@ -369,14 +369,10 @@ static inline void prep_send_one(struct io_uring_sqe *sqe, int fd, const void *b
  * the first run alone: the core takes a short send in its stride. */
 static void prep_send(struct uring_state *st, struct io_uring_sqe *sqe, struct op *op)
 {
-	if (op->nsegs <= 1 || !st->sendv) {
-		struct buf b = op_send_head(op);
-		prep_send_one(sqe, op->fd, b.base, b.len);
-		return;
-	}
 	const struct io_uring_sq *sq = &st->uc.ring.sq;
-	bool arena_free = sq->sqe_tail - 1 == *sq->khead;
-	if (!arena_free && st->nsendv == SENDV_ARENA) {
+	bool gather = op->nsegs > 1 && st->sendv;
+	bool arena_free = gather && sq->sqe_tail - 1 == *sq->khead;
+	if (!gather || (!arena_free && st->nsendv == SENDV_ARENA)) {
 		struct buf b = op_send_head(op);
 		prep_send_one(sqe, op->fd, b.base, b.len);
 		return;

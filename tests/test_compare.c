@@ -204,8 +204,8 @@ static int from_raw(const char *d, bool charts, char **err)
 	return rc;
 }
 
-/* The field named col of summary.csv's row for (backend, connections, rate), "" if there is
- * no such row or column: into out. */
+/* The field named col of the row for (backend, connections, rate) in summary.csv (backend
+ * first) or raw.csv (its "label" column), "" if there is no such row or column: into out. */
 static const char *cell(const char *csv, const char *backend, int conns, int rate,
 			const char *col, char *out, size_t len)
 {
@@ -225,6 +225,8 @@ static const char *cell(const char *csv, const char *backend, int conns, int rat
 		}
 		if (header) {
 			for (int i = 0; i < n; i++) {
+				if (!strcmp(fields[i], "label")) /* raw.csv; summary.csv leads with it */
+					c_label = i;
 				if (!strcmp(fields[i], "connections"))
 					c_conns = i;
 				if (!strcmp(fields[i], "rate"))
@@ -632,31 +634,6 @@ static void test_variants_env_and_build(void **state)
 	assert_true(ok);
 }
 
-/* The first column named `name` in a CSV's header, read from its first data row; "" if none. */
-static void raw_first(const char *csv, const char *name, char *out, size_t len)
-{
-	out[0] = '\0';
-	const char *row = strchr(csv, '\n');
-	if (!row)
-		return;
-	row++;
-	int col = 0;
-	for (const char *h = csv; h < row - 1; col++) {
-		size_t n = strcspn(h, ",\n");
-		if (n == strlen(name) && !strncmp(h, name, n)) {
-			const char *v = row;
-			for (int i = 0; i < col && v; i++) {
-				v = strchr(v, ',');
-				v = v ? v + 1 : NULL;
-			}
-			if (v)
-				snprintf(out, len, "%.*s", (int)strcspn(v, ",\n"), v);
-			return;
-		}
-		h += n + 1;
-	}
-}
-
 /* --server-cpu-limit: echod runs in a cgroup with that CPU quota. A closed loop of ten
  * connections keeps an uncapped echod at 40-70% of its CPU; capped at 10% its own CPU, as
  * echoload reads it, stays near 10, env.txt says the setting, and the cgroup is gone after.
@@ -688,7 +665,7 @@ static void test_server_cpu_limit(void **state)
 	char *raw = slurp_in(out, "raw.csv"), *env = slurp_in(out, "env.txt");
 	rm_rf(out);
 	char cpu[32];
-	raw_first(raw, "server_cpu_pct", cpu, sizeof(cpu));
+	cell(raw, "epoll", 10, 0, "server_cpu_pct", cpu, sizeof(cpu));
 	bool gone = access(cg1, F_OK) != 0 && access(cg2, F_OK) != 0;
 	bool ok = rc == 0 && cpu[0] && strtod(cpu, NULL) > 0 && strtod(cpu, NULL) <= 15 &&
 		  strstr(env, "\nserver CPU limit: 10% of one CPU (cgroup v") && gone;

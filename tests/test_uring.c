@@ -239,15 +239,22 @@ static void on_hold(struct loop *loop, struct op *op, int res, unsigned fl)
 	}
 }
 
-static void assert_whole_pool(struct loop *loop)
+/* A nonblocking socketpair and a multishot recv on sv[0] that holds every buffer it gets. */
+static void hold_recv(struct loop *loop, int sv[2], struct holder *h)
 {
-	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	set_nonblock(sv[0]);
 	set_nonblock(sv[1]);
-	struct holder h = { .op = { .code = OP_RECV, .fd = sv[0], .done = on_hold } };
-	h.op.owner = &h;
-	assert_int_equal(loop_submit(loop, &h.op), 0);
+	*h = (struct holder){ .op = { .code = OP_RECV, .fd = sv[0], .done = on_hold } };
+	h->op.owner = h;
+	assert_int_equal(loop_submit(loop, &h->op), 0);
+}
+
+static void assert_whole_pool(struct loop *loop)
+{
+	int sv[2];
+	struct holder h;
+	hold_recv(loop, sv, &h);
 	uint64_t dl = now_ms() + 5000;
 	while (!h.final && now_ms() < dl) {
 		uint32_t before = h.n;
@@ -278,12 +285,8 @@ static void test_few_warm_buffers_serve_sequential_messages(void **state)
 	struct loop_config cfg = { .nbufs = 1024, .bufsize = 4096, .max_fds = 1024 };
 	assert_int_equal(loop_init(&loop, be, &cfg), 0);
 	int sv[2];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	set_nonblock(sv[0]);
-	set_nonblock(sv[1]);
-	struct holder h = { .op = { .code = OP_RECV, .fd = sv[0], .done = on_hold } };
-	h.op.owner = &h;
-	assert_int_equal(loop_submit(&loop, &h.op), 0);
+	struct holder h;
+	hold_recv(&loop, sv, &h);
 	static bool used[1024];
 	memset(used, 0, sizeof(used));
 	uint32_t distinct = 0;
